@@ -1,0 +1,2 @@
+//! sockmod: painless TCP messaging over one small protocol.
+pub mod protocol;

@@ -1,0 +1,341 @@
+//! Incremental frame decoding from arbitrary byte slices.
+
+use super::escape::unescape;
+use super::header::Header;
+use std::fmt;
+
+/// Default `--max-body`: 64 MiB.
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// Header without `CL`.
+    pub header: Header,
+    /// Body bytes (`CL` of them).
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// A message with the given header and body.
+    pub fn new(header: Header, body: impl Into<Vec<u8>>) -> Self {
+        Message {
+            header,
+            body: body.into(),
+        }
+    }
+}
+
+/// A protocol error: the peer that sent it is closed with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The header bytes are not valid UTF-8.
+    HeaderNotUtf8,
+    /// The header has no `CL` key.
+    NoCl,
+    /// `CL` is not a non-negative decimal integer.
+    ClNotNumber(String),
+    /// A non-empty pair has no `:`.
+    PairWithoutColon(String),
+    /// A pair has an empty key.
+    EmptyKey,
+    /// The declared body is larger than the limit.
+    BodyTooLarge {
+        /// Declared body length (saturated at `u64::MAX`).
+        len: u64,
+        /// The limit in force.
+        limit: usize,
+    },
+}
+
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(40).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::HeaderNotUtf8 => f.write_str("protocol error: header is not UTF-8"),
+            ProtocolError::NoCl => f.write_str("protocol error: header has no CL"),
+            ProtocolError::ClNotNumber(v) => {
+                write!(f, "protocol error: CL is not a number: \"{}\"", clip(v))
+            }
+            ProtocolError::PairWithoutColon(p) => {
+                write!(f, "protocol error: pair without ':': \"{}\"", clip(p))
+            }
+            ProtocolError::EmptyKey => f.write_str("protocol error: header has an empty key"),
+            ProtocolError::BodyTooLarge { len, limit } => write!(
+                f,
+                "protocol error: body of {len} bytes is larger than the limit ({limit} bytes)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Parses header text (without the length prefix) into a [`Header`] and the `CL`.
+///
+/// Lenient as SPEC §1 requires: empty pairs skipped, split at the first `:`,
+/// whitespace trimmed, `%XX` decoded, last duplicate wins.
+pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), ProtocolError> {
+    let text = std::str::from_utf8(raw).map_err(|_| ProtocolError::HeaderNotUtf8)?;
+    let mut header = Header::with_capacity(text.bytes().filter(|&b| b == b';').count());
+    let mut cl: Option<&str> = None;
+    for pair in text.split(';') {
+        if pair.trim_ascii().is_empty() {
+            continue;
+        }
+        let Some((k, v)) = pair.split_once(':') else {
+            return Err(ProtocolError::PairWithoutColon(pair.to_string()));
+        };
+        let k = k.trim_ascii();
+        let v = v.trim_ascii();
+        if k.is_empty() {
+            return Err(ProtocolError::EmptyKey);
+        }
+        if k == "CL" {
+            cl = Some(v);
+            continue;
+        }
+        let k = unescape(k);
+        if k == "CL" {
+            cl = Some(v);
+            continue;
+        }
+        header.set(k.into_owned(), unescape(v).into_owned());
+    }
+    let cl = cl.ok_or(ProtocolError::NoCl)?;
+    let cl_text = unescape(cl);
+    if cl_text.is_empty() || !cl_text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ProtocolError::ClNotNumber(cl_text.into_owned()));
+    }
+    let len = cl_text.parse::<u64>().unwrap_or(u64::MAX);
+    if len > max_body as u64 {
+        return Err(ProtocolError::BodyTooLarge {
+            len,
+            limit: max_body,
+        });
+    }
+    Ok((header, len as usize))
+}
+
+/// Incremental decoder: feed it bytes as they arrive, in any split.
+///
+/// It keeps only an incomplete frame's bytes between calls, so an idle connection
+/// costs no buffer. A declared `CL` over the limit is refused as soon as the header
+/// is complete, before any of the body is buffered.
+#[derive(Debug)]
+pub struct Decoder {
+    max_body: usize,
+    /// Bytes of an incomplete length prefix or header.
+    pending: Vec<u8>,
+    /// A frame whose header is parsed and whose body is still arriving.
+    partial: Option<(Header, usize, Vec<u8>)>,
+    failed: bool,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_MAX_BODY)
+    }
+}
+
+/// How much of a body is reserved up front; the rest grows as bytes arrive, so a
+/// peer that declares a large `CL` and stalls does not pin the whole amount.
+const BODY_PREALLOC: usize = 1 << 20;
+
+impl Decoder {
+    /// A decoder refusing bodies larger than `max_body` bytes.
+    pub fn new(max_body: usize) -> Self {
+        Decoder {
+            max_body,
+            pending: Vec::new(),
+            partial: None,
+            failed: false,
+        }
+    }
+
+    /// The body limit in force.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// True when no partial frame is buffered.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.partial.is_none()
+    }
+
+    /// Bytes held for an incomplete frame.
+    pub fn buffered(&self) -> usize {
+        self.pending.len() + self.partial.as_ref().map_or(0, |p| p.2.len())
+    }
+
+    /// Feeds `input`, pushing every completed frame onto `out` in order.
+    ///
+    /// On a protocol error the frames completed before it are still in `out`, and
+    /// the decoder refuses all further input.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<(), ProtocolError> {
+        if self.failed {
+            return Err(ProtocolError::NoCl);
+        }
+        while !input.is_empty() {
+            if let Some((_, need, body)) = &mut self.partial {
+                let take = (*need - body.len()).min(input.len());
+                body.extend_from_slice(&input[..take]);
+                input = &input[take..];
+                if body.len() == *need {
+                    if let Some((header, _, body)) = self.partial.take() {
+                        out.push(Message { header, body });
+                    }
+                }
+                continue;
+            }
+            if self.pending.is_empty() {
+                // Fast path: parse complete frames straight from the input.
+                match frame_len(input) {
+                    Some(hlen) if input.len() >= 2 + hlen => {
+                        let (header, cl) = self.parse(&input[2..2 + hlen])?;
+                        let rest = &input[2 + hlen..];
+                        if rest.len() >= cl {
+                            out.push(Message {
+                                header,
+                                body: rest[..cl].to_vec(),
+                            });
+                            input = &rest[cl..];
+                        } else {
+                            self.start_body(header, cl, rest);
+                            input = &[];
+                        }
+                    }
+                    _ => {
+                        self.pending.extend_from_slice(input);
+                        input = &[];
+                    }
+                }
+                continue;
+            }
+            // Slow path: complete the buffered prefix/header first.
+            let need = match frame_len(&self.pending) {
+                Some(hlen) => 2 + hlen,
+                None => 2,
+            };
+            let take = need.saturating_sub(self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if let Some(hlen) = frame_len(&self.pending)
+                && self.pending.len() == 2 + hlen
+            {
+                let pending = std::mem::take(&mut self.pending);
+                let (header, cl) = self.parse(&pending[2..])?;
+                self.pending = pending;
+                self.pending.clear();
+                if cl == 0 {
+                    out.push(Message {
+                        header,
+                        body: Vec::new(),
+                    });
+                } else {
+                    self.start_body(header, cl, &[]);
+                }
+            }
+        }
+        if self.pending.capacity() > 1 << 17 && self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    fn parse(&mut self, raw: &[u8]) -> Result<(Header, usize), ProtocolError> {
+        parse_header(raw, self.max_body).inspect_err(|_| {
+            self.failed = true;
+            self.pending = Vec::new();
+        })
+    }
+
+    fn start_body(&mut self, header: Header, cl: usize, have: &[u8]) {
+        let mut body = Vec::with_capacity(cl.min(BODY_PREALLOC).max(have.len()));
+        body.extend_from_slice(have);
+        self.partial = Some((header, cl, body));
+    }
+}
+
+#[inline]
+fn frame_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 2 {
+        None
+    } else {
+        Some(u16::from_le_bytes([b[0], b[1]]) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode;
+
+    fn frames() -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            let h = Header::new().with("info", format!("m{i}"));
+            v.extend(encode(&h, &vec![i as u8; i * 7]).unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn every_split_decodes() {
+        let all = frames();
+        let mut expect = Vec::new();
+        Decoder::default().feed(&all, &mut expect).unwrap();
+        assert_eq!(expect.len(), 5);
+        for cut in 0..=all.len() {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            d.feed(&all[..cut], &mut got).unwrap();
+            d.feed(&all[cut..], &mut got).unwrap();
+            assert_eq!(got, expect, "cut at {cut}");
+            assert!(d.is_idle());
+        }
+        let mut d = Decoder::default();
+        let mut got = Vec::new();
+        for b in &all {
+            d.feed(std::slice::from_ref(b), &mut got).unwrap();
+        }
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn over_limit_refused_before_body() {
+        let mut d = Decoder::new(10);
+        let mut out = Vec::new();
+        let e = d.feed(b"\x05\x00CL:11", &mut out).unwrap_err();
+        assert!(matches!(e, ProtocolError::BodyTooLarge { len: 11, .. }));
+        assert_eq!(d.buffered(), 0);
+        assert!(d.feed(b"x", &mut out).is_err());
+    }
+
+    #[test]
+    fn frames_before_error_are_kept() {
+        let mut all = encode(&Header::new().with("a", "b"), b"").unwrap();
+        all.extend_from_slice(b"\x02\x00xx");
+        let mut out = Vec::new();
+        assert!(Decoder::default().feed(&all, &mut out).is_err());
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn lenient_parsing() {
+        let (h, cl) = parse_header(b" CL : 3 ; a : b ;; a:c; k%3A:v%3B", 100).unwrap();
+        assert_eq!(cl, 3);
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![("a", "c"), ("k:", "v;")]);
+        assert!(matches!(
+            parse_header(b"CL:+1", 100),
+            Err(ProtocolError::ClNotNumber(_))
+        ));
+    }
+}
