@@ -1,3 +1,6 @@
+use clap::Parser;
+
 fn main() {
-    println!("Hello, world!");
+    let cli = sockmod::cli::Cli::parse();
+    std::process::exit(sockmod::app::run(cli));
 }

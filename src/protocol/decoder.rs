@@ -188,10 +188,10 @@ impl Decoder {
                 let take = (*need - body.len()).min(input.len());
                 body.extend_from_slice(&input[..take]);
                 input = &input[take..];
-                if body.len() == *need {
-                    if let Some((header, _, body)) = self.partial.take() {
-                        out.push(Message { header, body });
-                    }
+                if body.len() == *need
+                    && let Some((header, _, body)) = self.partial.take()
+                {
+                    out.push(Message { header, body });
                 }
                 continue;
             }

@@ -20,7 +20,10 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EncodeError::HeaderTooLong(n) => {
-                write!(f, "header of {n} bytes does not fit in a frame (max {MAX_HEADER})")
+                write!(
+                    f,
+                    "header of {n} bytes does not fit in a frame (max {MAX_HEADER})"
+                )
             }
             EncodeError::EmptyKey => f.write_str("header has an empty key"),
         }
@@ -147,6 +150,9 @@ mod tests {
     fn digits() {
         let mut b = itoa_buf();
         assert_eq!(fmt_usize(0, &mut b), b"0");
-        assert_eq!(fmt_usize(usize::MAX, &mut b), usize::MAX.to_string().as_bytes());
+        assert_eq!(
+            fmt_usize(usize::MAX, &mut b),
+            usize::MAX.to_string().as_bytes()
+        );
     }
 }

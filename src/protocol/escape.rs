@@ -30,7 +30,11 @@ pub fn escape_into(s: &str, out: &mut Vec<u8>) {
     let trail_start = if lead == b.len() {
         b.len()
     } else {
-        b.len() - b.iter().rev().take_while(|c| c.is_ascii_whitespace()).count()
+        b.len()
+            - b.iter()
+                .rev()
+                .take_while(|c| c.is_ascii_whitespace())
+                .count()
     };
     for (i, &c) in b.iter().enumerate() {
         let edge_space = i < lead || i >= trail_start;

@@ -1,0 +1,179 @@
+//! Wires a parsed command line to a mode: builds the handler, the node, the input
+//! thread (REPL or piped stdin) and signal handling, and returns the exit status.
+
+use crate::cli::{Cli, Common, Mode};
+use crate::modes::{Connect, Input, Serve, Session};
+use crate::net::{Config, Handler, Node, describe, raise_nofile_limit};
+use crate::render::{Renderer, StdioSink, Style};
+use crate::repl::{Repl, TermGuard, spawn_stdin_reader};
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+
+/// The loop's configuration from the shared options.
+pub fn config(c: &Common) -> Config {
+    Config {
+        max_body: c.max_body,
+        max_queue: c.max_queue,
+        max_conns: c.max_conns,
+        heartbeat: c.heartbeat,
+        idle_timeout: c.idle_timeout,
+        ..Config::default()
+    }
+}
+
+/// How a mode's handler reports its exit status.
+pub trait ExitStatus {
+    /// The status to exit with once the loop has stopped.
+    fn exit_code(&self) -> i32;
+}
+
+impl ExitStatus for Serve {
+    fn exit_code(&self) -> i32 {
+        self.s.exit_code
+    }
+}
+
+impl ExitStatus for Connect {
+    fn exit_code(&self) -> i32 {
+        self.s.exit_code
+    }
+}
+
+/// The front end: a prompt on a terminal, or piped stdin.
+pub struct Front {
+    repl: Option<Repl>,
+    /// Completion targets shared with the prompt.
+    pub targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl Front {
+    /// A prompt when stdin is a terminal, else piped input.
+    pub fn new(mode: &'static str) -> Result<Self, String> {
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let repl = if std::io::stdin().is_terminal() {
+            Some(Repl::new(mode, targets.clone())?)
+        } else {
+            None
+        };
+        Ok(Front { repl, targets })
+    }
+
+    /// True when reading piped input.
+    pub fn piped(&self) -> bool {
+        self.repl.is_none()
+    }
+
+    /// A session whose renderer writes to the right place.
+    pub fn session(&mut self, mode: &'static str, c: &Common) -> Result<Session, String> {
+        let sink = match &mut self.repl {
+            Some(r) => r.sink()?,
+            None => Box::new(StdioSink::new()),
+        };
+        let style = if c.json { Style::Json } else { Style::Human };
+        let out = Renderer::new(style, c.body_format, c.quiet, sink);
+        let mut s = Session::new(mode, out, self.piped());
+        if !self.piped() {
+            s.completion = Some(self.targets.clone());
+        }
+        Ok(s)
+    }
+
+    /// Runs `node` with this front end until it stops; returns the exit status.
+    pub fn run<H>(self, node: Node<H>) -> i32
+    where
+        H: Handler<Command = Input> + ExitStatus + Send + 'static,
+    {
+        let remote = node.remote();
+        let signal_remote = remote.clone();
+        if let Err(e) = ctrlc::set_handler(move || {
+            let _ = signal_remote.send(Input::Signal);
+        }) {
+            eprintln!("warning: cannot handle signals: {e}");
+        }
+        match self.repl {
+            None => {
+                if let Err(e) = spawn_stdin_reader(remote) {
+                    eprintln!("error: cannot read stdin: {}", describe(&e));
+                    return 1;
+                }
+                match node.run() {
+                    Ok(h) => h.exit_code(),
+                    Err(e) => {
+                        eprintln!("error: event loop failed: {}", describe(&e));
+                        1
+                    }
+                }
+            }
+            Some(repl) => {
+                let term = TermGuard::save();
+                let spawned = std::thread::Builder::new()
+                    .name("loop".into())
+                    .spawn(move || {
+                        let code = match node.run() {
+                            Ok(h) => h.exit_code(),
+                            Err(e) => {
+                                eprintln!("error: event loop failed: {}", describe(&e));
+                                1
+                            }
+                        };
+                        // The prompt may still be waiting for a key: put the terminal
+                        // back before leaving.
+                        term.restore();
+                        std::process::exit(code);
+                    });
+                if let Err(e) = spawned {
+                    eprintln!("error: cannot start the event loop: {}", describe(&e));
+                    return 1;
+                }
+                repl.run(&remote);
+                // The loop exits the process once it has closed everything.
+                loop {
+                    std::thread::park();
+                }
+            }
+        }
+    }
+}
+
+fn listen<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<(), String> {
+    node.listen(bind)
+        .map(|_| ())
+        .map_err(|e| format!("cannot listen on {bind}: {}", describe(&e)))
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn run(cli: Cli) -> i32 {
+    raise_nofile_limit();
+    let result = match cli.mode {
+        Mode::Serve(a) => (|| {
+            let mut front = Front::new("serve")?;
+            let s = front.session("serve", &a.common)?;
+            let mut node = Node::new(config(&a.common), Serve { s })
+                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            listen(&mut node, &a.bind)?;
+            Ok(front.run(node))
+        })(),
+        Mode::Connect(a) => (|| {
+            let mut front = Front::new("connect")?;
+            let s = front.session("connect", &a.common)?;
+            let h = Connect::new(s, a.addrs.clone(), a.stay);
+            let node = Node::new(config(&a.common), h)
+                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            Ok(front.run(node))
+        })(),
+        Mode::Ipserver(_) | Mode::Filer(_) => {
+            Err("this mode is not yet available in this build".to_string())
+        }
+        Mode::Completions { shell } => {
+            crate::completions::write(shell, &mut std::io::stdout());
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The command line: clap definitions only.
+
+use crate::render::BodyFormat;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Painless TCP messaging: one small protocol, four modes, one event loop.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockmod",
+    version,
+    about = "Painless TCP messaging: one small protocol, four modes, one event loop.",
+    long_about = "Painless TCP messaging: one small protocol (a key/value header plus an optional \
+binary body), four modes sharing one event loop.\n\n\
+Every mode reads commands from an interactive prompt on a terminal, or line by line \
+from stdin when piped (type `help` at the prompt). Events go to stdout (human lines, \
+or JSON lines with --json); errors and notices go to stderr.\n\n\
+Exit status: 0 normal, 1 runtime failure, 2 usage error.",
+    after_help = "Examples:\n  sockmod serve --bind 127.0.0.1:0 --json\n  printf 'send * hello\\n' | sockmod connect 127.0.0.1:63335\n  sockmod ipserver\n  sockmod filer --id alice --ipserver 192.168.1.10:5000"
+)]
+pub struct Cli {
+    /// The mode to run.
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+/// The four modes, plus shell completions.
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Listen, keep many clients, print what they send, send back.
+    Serve(ServeArgs),
+    /// Connect to one or more servers and talk to them.
+    Connect(ConnectArgs),
+    /// Discovery server of the filer network: collect reports, multicast the roster.
+    Ipserver(IpserverArgs),
+    /// LAN peer: report to an ipserver, talk to peers, send and receive files.
+    Filer(FilerArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Options every mode shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Events as JSON lines on stdout (one object per line).
+    #[arg(long)]
+    pub json: bool,
+    /// How message bodies are shown.
+    #[arg(long, value_enum, default_value_t = BodyFormat::Auto, value_name = "FORMAT")]
+    pub body_format: BodyFormat,
+    /// Do not show message events (`list` still counts them).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096).
+    #[arg(long, value_parser = parse_size, default_value = "64MiB", value_name = "SIZE")]
+    pub max_body: usize,
+    /// Largest outbound queue per connection before it is dropped as a slow consumer.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB", value_name = "SIZE")]
+    pub max_queue: usize,
+    /// Most connections at once; more are accepted and closed at once.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_conns: usize,
+    /// Send a TP:Check probe on connections idle this long (e.g. 5s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat: Option<Duration>,
+    /// Close connections silent this long (e.g. 30s, 1m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// `sockmod serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on: HOST:PORT or PORT (port 0: any free port).
+    #[arg(long, short, default_value = "0.0.0.0:63335", value_name = "ADDR")]
+    pub bind: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `sockmod connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Servers to connect to (HOST:PORT).
+    #[arg(required = true, value_name = "ADDR")]
+    pub addrs: Vec<String>,
+    /// At end of piped input, keep running until every connection closes.
+    #[arg(long)]
+    pub stay: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `sockmod ipserver`.
+#[derive(Debug, Args)]
+pub struct IpserverArgs {
+    /// Address to listen on: HOST:PORT or PORT.
+    #[arg(long, short, default_value = "0.0.0.0:5000", value_name = "ADDR")]
+    pub bind: String,
+    /// How often the roster is multicast.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub interval: Duration,
+    /// A peer stays in the roster this long after its last report.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub alive: Duration,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `sockmod filer`.
+#[derive(Debug, Args)]
+pub struct FilerArgs {
+    /// This peer's name (no `,` `;` `:` or control characters).
+    #[arg(long, value_name = "NAME")]
+    pub id: String,
+    /// Address to listen on; if taken, the next ports up are tried (port 0: any).
+    #[arg(long, short, default_value = "0.0.0.0:63330", value_name = "ADDR")]
+    pub bind: String,
+    /// The ipserver to report to.
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
+    pub ipserver: String,
+    /// How often to report to the ipserver.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub report_interval: Duration,
+    /// Where received files are written (created if missing).
+    #[arg(long, default_value = "./inbox", value_name = "DIR")]
+    pub inbox: PathBuf,
+    /// Refuse incoming files larger than this.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_file_size: Option<usize>,
+    /// Accept incoming files.
+    #[arg(long, value_enum, default_value_t = YesNo::Yes, value_name = "yes|no")]
+    pub accept_files: YesNo,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// A yes/no switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum YesNo {
+    /// Yes.
+    Yes,
+    /// No.
+    No,
+}
+
+/// Parses a duration like `500ms`, `2s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 500ms, 2s, 1m"))
+}
+
+/// Parses a size: plain bytes, or with a unit (`KB`/`MB`/`GB` decimal, `KiB`/`MiB`/`GiB` binary,
+/// `K`/`M`/`G` binary).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("{s:?} is not a size; try 4096, 64KiB, 64MiB, 1GB");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > usize::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(v as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("").is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! The command table: names, aliases, usage and help text.
+
+/// One command of the language.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Canonical name.
+    pub name: &'static str,
+    /// Other names.
+    pub aliases: &'static [&'static str],
+    /// Usage line.
+    pub usage: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Longer explanation for `help NAME`.
+    pub detail: &'static str,
+    /// Only in these modes (empty: every mode).
+    pub modes: &'static [&'static str],
+}
+
+/// Every command, in the order `help` lists them.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "help",
+        aliases: &["?"],
+        usage: "help [COMMAND]",
+        summary: "list commands or explain one",
+        detail: "",
+        modes: &[],
+    },
+    CommandSpec {
+        name: "list",
+        aliases: &["ls"],
+        usage: "list",
+        summary: "table of connections",
+        detail: "Columns: id, direction, address, state, age, last seen, messages and bytes in/out.",
+        modes: &[],
+    },
+    CommandSpec {
+        name: "connect",
+        aliases: &[],
+        usage: "connect HOST:PORT",
+        summary: "dial one more connection",
+        detail: "The dial does not block: its outcome appears as a `+` (connected) or `!` (failed) event.",
+        modes: &[],
+    },
+    CommandSpec {
+        name: "send",
+        aliases: &[],
+        usage: "send TARGET [-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]",
+        summary: "send a message to connections",
+        detail: "TEXT becomes the header `info:TEXT`. -H adds header pairs, -b a text body, -f a body read from a file.\n\
+TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name.",
+        modes: &[],
+    },
+    CommandSpec {
+        name: "broadcast",
+        aliases: &["bc"],
+        usage: "broadcast [-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]",
+        summary: "send to every connection",
+        detail: "Like `send * …`: the frame is encoded once and shared.",
+        modes: &[],
+    },
+    CommandSpec {
+        name: "multicast",
+        aliases: &["mc"],
+        usage: "multicast LIST [-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]",
+        summary: "send to the listed connections",
+        detail: "LIST is comma-separated, e.g. `mc 1,3,5 hello`.",
+        modes: &[],
+    },
+    CommandSpec {
+        name: "close",
+        aliases: &[],
+        usage: "close TARGET",
+        summary: "close connections",
+        detail: "Pending writes are flushed first (for at most a few seconds).",
+        modes: &[],
+    },
+    CommandSpec {
+        name: "peers",
+        aliases: &[],
+        usage: "peers",
+        summary: "list known peers",
+        detail: "ipserver: who reported, from where, and when. filer: the address book from the roster.",
+        modes: &["ipserver", "filer"],
+    },
+    CommandSpec {
+        name: "dial",
+        aliases: &[],
+        usage: "dial NAME",
+        summary: "connect to a peer from the roster",
+        detail: "",
+        modes: &["filer"],
+    },
+    CommandSpec {
+        name: "sendfile",
+        aliases: &["sf"],
+        usage: "sendfile TARGET PATH...",
+        summary: "send files to a peer",
+        detail: "Files queue per connection and go one at a time; different peers are served in parallel.",
+        modes: &["filer"],
+    },
+    CommandSpec {
+        name: "transfers",
+        aliases: &[],
+        usage: "transfers",
+        summary: "list file transfers",
+        detail: "",
+        modes: &["filer"],
+    },
+    CommandSpec {
+        name: "cancel",
+        aliases: &[],
+        usage: "cancel N",
+        summary: "stop a file transfer",
+        detail: "",
+        modes: &["filer"],
+    },
+    CommandSpec {
+        name: "quit",
+        aliases: &["exit"],
+        usage: "quit",
+        summary: "close everything cleanly and exit",
+        detail: "Pending writes are flushed (for at most a few seconds). Ctrl-D does the same.",
+        modes: &[],
+    },
+];
+
+/// Finds a command by name or alias.
+pub fn find(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name == name || c.aliases.contains(&name))
+}
+
+/// True when the command exists in `mode`.
+pub fn available(spec: &CommandSpec, mode: &str) -> bool {
+    spec.modes.is_empty() || spec.modes.contains(&mode)
+}
+
+/// `help` output for `mode`, or for one command.
+pub fn help_text(mode: &str, topic: Option<&str>) -> Result<String, String> {
+    match topic {
+        Some(t) => {
+            let c = find(t).ok_or_else(|| format!("help: no command {t:?}"))?;
+            let mut s = format!("{}\n  {}", c.usage, c.summary);
+            if !c.aliases.is_empty() {
+                s.push_str(&format!(" (also: {})", c.aliases.join(", ")));
+            }
+            if !c.detail.is_empty() {
+                for l in c.detail.lines() {
+                    s.push_str("\n  ");
+                    s.push_str(l);
+                }
+            }
+            Ok(s)
+        }
+        None => {
+            let mut s = String::from("commands:");
+            for c in COMMANDS.iter().filter(|c| available(c, mode)) {
+                s.push_str(&format!("\n  {:<10} {}", c.name, c.summary));
+            }
+            s.push_str("\ntype `help COMMAND` for details");
+            Ok(s)
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The command language of the REPL and of piped stdin (SPEC §3).
+//!
+//! A line is split like a shell (quotes work) and parsed into a [`Command`]. This
+//! module knows nothing of sockets: it only says what the user asked for.
+
+mod help;
+mod target;
+
+pub use help::{COMMANDS, CommandSpec, help_text};
+pub use target::{Item, Target};
+
+use crate::protocol::Header;
+use std::path::PathBuf;
+
+/// Where a message body comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BodySource {
+    /// No body.
+    #[default]
+    None,
+    /// `-b TEXT`.
+    Text(String),
+    /// `-f PATH`, read when the command runs.
+    File(PathBuf),
+}
+
+/// A message to send: header and body source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outgoing {
+    /// Header pairs in the order given.
+    pub header: Header,
+    /// The body.
+    pub body: BodySource,
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `help [COMMAND]`.
+    Help(Option<String>),
+    /// `list`.
+    List,
+    /// `connect HOST:PORT`.
+    Connect(String),
+    /// `send TARGET …`.
+    Send(Target, Outgoing),
+    /// `broadcast …`.
+    Broadcast(Outgoing),
+    /// `multicast LIST …`.
+    Multicast(Target, Outgoing),
+    /// `close TARGET`.
+    Close(Target),
+    /// `quit`.
+    Quit,
+    /// `peers` (ipserver, filer).
+    Peers,
+    /// `dial NAME` (filer).
+    Dial(String),
+    /// `sendfile TARGET PATH...` (filer).
+    SendFile(Target, Vec<PathBuf>),
+    /// `transfers` (filer).
+    Transfers,
+    /// `cancel N` (filer).
+    Cancel(u64),
+}
+
+/// Parses one line. `Ok(None)` for a blank line or a comment (`# …`).
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with("# ") || trimmed == "#" {
+        return Ok(None);
+    }
+    let words = shlex::split(trimmed).ok_or_else(|| "unbalanced quotes".to_string())?;
+    let Some((name, args)) = words.split_first() else {
+        return Ok(None);
+    };
+    let spec = help::find(name)
+        .ok_or_else(|| format!("unknown command {name:?} (type `help` for the list)"))?;
+    let usage = || format!("usage: {}", spec.usage);
+    let cmd = match spec.name {
+        "help" => {
+            if args.len() > 1 {
+                return Err(usage());
+            }
+            Command::Help(args.first().cloned())
+        }
+        "list" => no_args(args, Command::List, usage)?,
+        "quit" => no_args(args, Command::Quit, usage)?,
+        "peers" => no_args(args, Command::Peers, usage)?,
+        "transfers" => no_args(args, Command::Transfers, usage)?,
+        "connect" => match args {
+            [a] => Command::Connect(a.clone()),
+            _ => return Err(usage()),
+        },
+        "dial" => match args {
+            [a] => Command::Dial(a.clone()),
+            _ => return Err(usage()),
+        },
+        "cancel" => match args {
+            [n] => Command::Cancel(
+                n.trim_start_matches('#')
+                    .parse()
+                    .map_err(|_| format!("cancel: {n:?} is not a transfer number"))?,
+            ),
+            _ => return Err(usage()),
+        },
+        "close" => match args {
+            [t] => Command::Close(Target::parse(t)?),
+            _ => return Err(usage()),
+        },
+        "send" | "multicast" => {
+            let Some((t, rest)) = args.split_first() else {
+                return Err(usage());
+            };
+            let target = Target::parse(t)?;
+            let out = outgoing(rest).map_err(|e| format!("{}: {e}", spec.name))?;
+            if spec.name == "send" {
+                Command::Send(target, out)
+            } else {
+                Command::Multicast(target, out)
+            }
+        }
+        "broadcast" => Command::Broadcast(outgoing(args).map_err(|e| format!("broadcast: {e}"))?),
+        "sendfile" => {
+            let Some((t, paths)) = args.split_first() else {
+                return Err(usage());
+            };
+            if paths.is_empty() {
+                return Err(usage());
+            }
+            Command::SendFile(Target::parse(t)?, paths.iter().map(PathBuf::from).collect())
+        }
+        _ => return Err(format!("unknown command {name:?}")),
+    };
+    Ok(Some(cmd))
+}
+
+fn no_args(args: &[String], c: Command, usage: impl Fn() -> String) -> Result<Command, String> {
+    if args.is_empty() { Ok(c) } else { Err(usage()) }
+}
+
+/// Parses `[-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]`.
+fn outgoing(args: &[String]) -> Result<Outgoing, String> {
+    let mut out = Outgoing::default();
+    let mut text: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    let mut options_done = false;
+    while let Some(a) = it.next() {
+        if options_done {
+            text.push(a);
+            continue;
+        }
+        match a.as_str() {
+            "--" => options_done = true,
+            "-H" | "--header" => {
+                let kv = it.next().ok_or("-H needs key=value")?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("-H {kv:?}: want key=value"))?;
+                if k.is_empty() {
+                    return Err(format!("-H {kv:?}: empty key"));
+                }
+                if k == "CL" {
+                    return Err("-H CL: the body length is set automatically".into());
+                }
+                out.header.set(k, v);
+            }
+            "-b" | "--body" => {
+                let b = it.next().ok_or("-b needs TEXT")?;
+                if out.body != BodySource::None {
+                    return Err("give only one of -b and -f".into());
+                }
+                out.body = BodySource::Text(b.clone());
+            }
+            "-f" | "--file" => {
+                let p = it.next().ok_or("-f needs PATH")?;
+                if out.body != BodySource::None {
+                    return Err("give only one of -b and -f".into());
+                }
+                out.body = BodySource::File(PathBuf::from(p));
+            }
+            _ => text.push(a),
+        }
+    }
+    if !text.is_empty() {
+        out.header.set("info", text.join(" "));
+    }
+    if out.header.is_empty() && out.body == BodySource::None {
+        return Err("nothing to send (give TEXT, -H key=value, -b TEXT or -f PATH)".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Command {
+        parse(s).unwrap().unwrap()
+    }
+
+    #[test]
+    fn send_forms() {
+        assert_eq!(
+            ok("send 1 hello   world"),
+            Command::Send(
+                Target::List(vec![Item::Id(1)]),
+                Outgoing {
+                    header: Header::new().with("info", "hello world"),
+                    body: BodySource::None
+                }
+            )
+        );
+        let Command::Send(_, o) = ok("send * -H TP=x -H 'a=b c' -b 'body text' -- -dash") else {
+            panic!()
+        };
+        assert_eq!(
+            o.header.iter().collect::<Vec<_>>(),
+            vec![("TP", "x"), ("a", "b c"), ("info", "-dash")]
+        );
+        assert_eq!(o.body, BodySource::Text("body text".into()));
+        assert!(matches!(ok("bc hi"), Command::Broadcast(_)));
+        assert!(matches!(ok("mc 1,3 hi"), Command::Multicast(..)));
+        assert!(matches!(
+            ok("send 1 -f /tmp/x"),
+            Command::Send(
+                _,
+                Outgoing {
+                    body: BodySource::File(_),
+                    ..
+                }
+            )
+        ));
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        assert!(parse("frobnicate").unwrap_err().contains("unknown command"));
+        assert!(parse("send").unwrap_err().contains("usage"));
+        assert!(parse("send 1").unwrap_err().contains("nothing to send"));
+        assert!(parse("send 1 -H novalue").is_err());
+        assert!(parse("send 1 -b").is_err());
+        assert!(parse("send 1 'unbalanced").is_err());
+        assert!(parse("close").is_err());
+        assert!(parse("list extra").is_err());
+        assert!(parse("cancel x").is_err());
+        assert_eq!(parse("   ").unwrap(), None);
+        assert_eq!(parse("# comment").unwrap(), None);
+    }
+
+    #[test]
+    fn aliases() {
+        assert_eq!(ok("ls"), Command::List);
+        assert_eq!(ok("exit"), Command::Quit);
+        assert_eq!(ok("help send"), Command::Help(Some("send".into())));
+    }
+}

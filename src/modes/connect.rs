@@ -1,0 +1,153 @@
+//! `sockmod connect ADDR...`: a client with many connections.
+
+use super::session::{Input, Session};
+use crate::net::{ConnId, ConnInfo, Context, Handler};
+use crate::protocol::Message;
+use std::collections::{HashSet, VecDeque};
+
+/// The `connect` handler.
+pub struct Connect {
+    /// Shared state.
+    pub s: Session,
+    /// Addresses to dial at start.
+    pub addrs: Vec<String>,
+    /// After end of input, keep running until every connection closes.
+    pub stay: bool,
+    /// Initial dials not yet finished.
+    initial: HashSet<ConnId>,
+    initial_ok: usize,
+    /// Input held until the initial dials finish.
+    held: VecDeque<Input>,
+    eof: bool,
+}
+
+impl Connect {
+    /// A client that dials `addrs` at start.
+    pub fn new(s: Session, addrs: Vec<String>, stay: bool) -> Self {
+        Connect {
+            s,
+            addrs,
+            stay,
+            initial: HashSet::new(),
+            initial_ok: 0,
+            held: VecDeque::new(),
+            eof: false,
+        }
+    }
+
+    fn dial_finished(&mut self, ctx: &mut Context<'_>, id: ConnId, ok: bool) {
+        if !self.initial.remove(&id) {
+            return;
+        }
+        if ok {
+            self.initial_ok += 1;
+        }
+        if self.initial.is_empty() {
+            if self.initial_ok == 0 {
+                self.s.out.notice("error: every connection failed");
+                self.s.exit_code = 1;
+                ctx.stop();
+                return;
+            }
+            while let Some(i) = self.held.pop_front() {
+                self.handle(ctx, i);
+            }
+        }
+    }
+
+    fn handle(&mut self, ctx: &mut Context<'_>, input: Input) {
+        if !self.initial.is_empty() && !matches!(input, Input::Signal) {
+            self.held.push_back(input);
+            return;
+        }
+        match input {
+            Input::Line(l) => {
+                if let Some(cmd) = self.s.parse_line(&l) {
+                    let r = self.s.run_common(ctx, cmd);
+                    self.s.report(r);
+                }
+            }
+            Input::Eof => {
+                self.eof = true;
+                self.check_done(ctx);
+            }
+            Input::Signal => ctx.stop(),
+        }
+    }
+
+    /// At end of input: exit once every queue is flushed (or, with `--stay`, once
+    /// every connection is gone).
+    fn check_done(&mut self, ctx: &mut Context<'_>) {
+        if !self.eof || ctx.is_stopping() {
+            return;
+        }
+        let ids = ctx.ids();
+        if self.stay {
+            if ids.is_empty() {
+                self.s.quit(ctx);
+            }
+            return;
+        }
+        let busy: Vec<ConnId> = ids.into_iter().filter(|&i| ctx.queued(i) > 0).collect();
+        if busy.is_empty() {
+            self.s.quit(ctx);
+        } else {
+            for id in busy {
+                ctx.notify_drained(id, 0);
+            }
+        }
+    }
+}
+
+impl Handler for Connect {
+    type Command = Input;
+
+    fn on_start(&mut self, ctx: &mut Context<'_>) {
+        for a in self.addrs.clone() {
+            let id = ctx.dial(&a);
+            self.initial.insert(id);
+        }
+        self.s.refresh_completion(ctx);
+    }
+
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
+        self.s.on_connected(ctx, info);
+        self.dial_finished(ctx, info.id, true);
+    }
+
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
+        let target = ctx
+            .target(info.id)
+            .map_or_else(|| info.addr.to_string(), str::to_string);
+        self.s.on_connect_failed(ctx, info, &target, reason);
+        self.dial_finished(ctx, info.id, false);
+        self.check_done(ctx);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+        self.s.on_closed(ctx, info, reason, alive);
+        self.check_done(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+        if let Some(i) = ctx.info(conn) {
+            self.s.out.message(conn.0, &i.addr, i.dir, None, &msg);
+        }
+    }
+
+    fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
+        self.handle(ctx, input);
+    }
+
+    fn on_drained(&mut self, ctx: &mut Context<'_>, _conn: ConnId) {
+        self.check_done(ctx);
+    }
+
+    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
+        self.s.out.notice(notice);
+    }
+
+    fn on_idle(&mut self, _ctx: &mut Context<'_>) {
+        self.s.out.flush();
+    }
+}

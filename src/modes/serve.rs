@@ -1,0 +1,64 @@
+//! `sockmod serve`: keep many clients, print what they send, talk back.
+
+use super::session::{Input, Session};
+use crate::net::{ConnId, ConnInfo, Context, Handler};
+use crate::protocol::Message;
+
+/// The `serve` handler.
+pub struct Serve {
+    /// Shared state.
+    pub s: Session,
+}
+
+impl Handler for Serve {
+    type Command = Input;
+
+    fn on_start(&mut self, ctx: &mut Context<'_>) {
+        if let Some(a) = ctx.local_addr() {
+            self.s.out.listening(&a.to_string());
+        }
+    }
+
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
+        self.s.on_connected(ctx, info);
+    }
+
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
+        let target = ctx
+            .target(info.id)
+            .map_or_else(|| info.addr.to_string(), str::to_string);
+        self.s.on_connect_failed(ctx, info, &target, reason);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+        self.s.on_closed(ctx, info, reason, alive);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+        if let Some(i) = ctx.info(conn) {
+            self.s.out.message(conn.0, &i.addr, i.dir, None, &msg);
+        }
+    }
+
+    fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
+        match input {
+            Input::Line(l) => {
+                if let Some(cmd) = self.s.parse_line(&l) {
+                    let r = self.s.run_common(ctx, cmd);
+                    self.s.report(r);
+                }
+            }
+            // A server keeps running after end of input.
+            Input::Eof => {}
+            Input::Signal => ctx.stop(),
+        }
+    }
+
+    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
+        self.s.out.notice(notice);
+    }
+
+    fn on_idle(&mut self, _ctx: &mut Context<'_>) {
+        self.s.out.flush();
+    }
+}

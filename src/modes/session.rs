@@ -1,0 +1,381 @@
+//! What every mode shares: the renderer, target resolution, and the commands of
+//! SPEC §3 that work the same in all of them.
+
+use crate::command::{BodySource, Command, Item, Outgoing, Target, help_text};
+use crate::net::{ConnId, ConnInfo, Context, SendError, State};
+use crate::render::{Renderer, human_size};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Input from the REPL, piped stdin, or a signal.
+#[derive(Debug)]
+pub enum Input {
+    /// A command line.
+    Line(String),
+    /// End of input (Ctrl-D in the REPL runs `quit` instead).
+    Eof,
+    /// SIGINT or SIGTERM: shut down cleanly, exit 0.
+    Signal,
+}
+
+/// Connection ids and peer names offered by tab completion; written by the loop,
+/// read by the REPL.
+pub type CompletionTargets = Arc<Mutex<Vec<String>>>;
+
+/// State and behaviour common to all modes.
+pub struct Session {
+    /// `serve`, `connect`, `ipserver` or `filer` (for help and errors).
+    pub mode: &'static str,
+    /// Where events go.
+    pub out: Renderer,
+    /// Reading commands from a pipe rather than a person.
+    pub piped: bool,
+    /// A command failed (piped mode then exits 1).
+    pub failed: bool,
+    /// Exit status once stopped.
+    pub exit_code: i32,
+    /// Peer names by connection (filer).
+    pub names: HashMap<ConnId, String>,
+    /// Shared with the REPL's completer.
+    pub completion: Option<CompletionTargets>,
+}
+
+impl Session {
+    /// A session for `mode`.
+    pub fn new(mode: &'static str, out: Renderer, piped: bool) -> Self {
+        Session {
+            mode,
+            out,
+            piped,
+            failed: false,
+            exit_code: 0,
+            names: HashMap::new(),
+            completion: None,
+        }
+    }
+
+    /// Reports a failed command: one line on stderr; piped mode will exit 1.
+    pub fn error(&mut self, msg: &str) {
+        self.failed = true;
+        self.out.notice(&format!("error: {msg}"));
+    }
+
+    /// Stops the node; exit 1 if a piped command failed.
+    pub fn quit(&mut self, ctx: &mut Context<'_>) {
+        if self.piped && self.failed {
+            self.exit_code = 1;
+        }
+        ctx.stop();
+    }
+
+    /// Updates the completion list from the live connections.
+    pub fn refresh_completion(&mut self, ctx: &Context<'_>) {
+        if let Some(c) = &self.completion {
+            let mut v: Vec<String> = ctx.ids().iter().map(|i| i.to_string()).collect();
+            v.extend(self.names.values().cloned());
+            if let Ok(mut g) = c.lock() {
+                *g = v;
+            }
+        }
+    }
+
+    /// The peer name of a connection, if known.
+    pub fn name(&self, id: ConnId) -> Option<&str> {
+        self.names.get(&id).map(String::as_str)
+    }
+
+    /// Renders a connected event.
+    pub fn on_connected(&mut self, ctx: &Context<'_>, info: &ConnInfo) {
+        let alive = ctx.alive();
+        let name = self.names.get(&info.id).cloned();
+        self.out.connected(info, name.as_deref(), alive);
+        self.refresh_completion(ctx);
+    }
+
+    /// Renders a closed event and forgets the connection's name.
+    pub fn on_closed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+        let name = self.names.remove(&info.id);
+        self.out.closed(info, name.as_deref(), reason, alive);
+        self.refresh_completion(ctx);
+    }
+
+    /// Renders a failed dial (event on stdout, error on stderr).
+    pub fn on_connect_failed(
+        &mut self,
+        ctx: &Context<'_>,
+        info: &ConnInfo,
+        target: &str,
+        reason: &str,
+    ) {
+        self.out.connect_failed(info, target, reason);
+        self.out
+            .notice(&format!("error: cannot connect to {target}: {reason}"));
+        self.refresh_completion(ctx);
+    }
+
+    /// Resolves a target to connection ids; an unknown one is an error.
+    pub fn resolve(&self, ctx: &Context<'_>, target: &Target) -> Result<Vec<ConnId>, String> {
+        match target {
+            Target::All => {
+                let ids = ctx.ids();
+                if ids.is_empty() {
+                    Err("no connections".into())
+                } else {
+                    Ok(ids)
+                }
+            }
+            Target::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    let id = match it {
+                        Item::Id(n) => ctx
+                            .info(ConnId(*n))
+                            .map(|i| i.id)
+                            .ok_or_else(|| format!("no connection #{n}"))?,
+                        Item::Addr(a) => ctx
+                            .conns()
+                            .iter()
+                            .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
+                            .map(|i| i.id)
+                            .ok_or_else(|| format!("no connection to {a}"))?,
+                        Item::Name(n) => self
+                            .names
+                            .iter()
+                            .filter(|(id, name)| *name == n && ctx.info(**id).is_some())
+                            .map(|(id, _)| *id)
+                            .min()
+                            .ok_or_else(|| match self.mode {
+                                "filer" => format!("no connection to a peer named {n:?} (try `dial {n}`)"),
+                                _ => format!("bad target {n:?} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)"),
+                            })?,
+                    };
+                    if !out.contains(&id) {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Reads a message's body.
+    pub fn load_body(&self, ctx: &Context<'_>, src: &BodySource) -> Result<Vec<u8>, String> {
+        match src {
+            BodySource::None => Ok(Vec::new()),
+            BodySource::Text(t) => Ok(t.clone().into_bytes()),
+            BodySource::File(p) => {
+                let max = ctx.config().max_queue;
+                let meta = std::fs::metadata(p).map_err(|e| {
+                    format!("cannot read {}: {}", p.display(), crate::net::describe(&e))
+                })?;
+                if meta.len() > max as u64 {
+                    return Err(format!(
+                        "cannot send {}: {} is larger than --max-queue ({})",
+                        p.display(),
+                        human_size(meta.len()),
+                        human_size(max as u64)
+                    ));
+                }
+                std::fs::read(p).map_err(|e| {
+                    format!("cannot read {}: {}", p.display(), crate::net::describe(&e))
+                })
+            }
+        }
+    }
+
+    fn send_to(
+        &mut self,
+        ctx: &mut Context<'_>,
+        ids: &[ConnId],
+        msg: &Outgoing,
+    ) -> Result<(), String> {
+        let body = self.load_body(ctx, &msg.body)?;
+        let results = if let [one] = ids {
+            vec![(*one, ctx.send(*one, &msg.header, &body))]
+        } else {
+            ctx.multicast(ids, &msg.header, &body)
+                .map_err(|e| e.to_string())?
+        };
+        let failed: Vec<String> = results
+            .into_iter()
+            .filter_map(|(_, r)| r.err())
+            .map(|e| match e {
+                SendError::Encode(e) => format!("nothing sent: {e}"),
+                e => e.to_string(),
+            })
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+
+    /// Runs a command every mode shares; `Err` is the one-line error to show.
+    pub fn run_common(&mut self, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
+        match cmd {
+            Command::Help(topic) => {
+                let text = help_text(self.mode, topic.as_deref())?;
+                self.out.print(&text);
+            }
+            Command::List => {
+                let table = self.list_table(ctx);
+                self.out.print(&table);
+            }
+            Command::Connect(addr) => {
+                ctx.dial(&addr);
+                self.refresh_completion(ctx);
+            }
+            Command::Send(t, msg) | Command::Multicast(t, msg) => {
+                let ids = self.resolve(ctx, &t)?;
+                self.send_to(ctx, &ids, &msg)?;
+            }
+            Command::Broadcast(msg) => {
+                let ids = self.resolve(ctx, &Target::All)?;
+                self.send_to(ctx, &ids, &msg)?;
+            }
+            Command::Close(t) => {
+                for id in self.resolve(ctx, &t)? {
+                    ctx.close(id, "closed by user");
+                }
+            }
+            Command::Quit => self.quit(ctx),
+            other => {
+                let name = match other {
+                    Command::Peers => "peers",
+                    Command::Dial(_) => "dial",
+                    Command::SendFile(..) => "sendfile",
+                    Command::Transfers => "transfers",
+                    _ => "cancel",
+                };
+                return Err(format!("{name} is not available in {} mode", self.mode));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `list` table.
+    pub fn list_table(&self, ctx: &Context<'_>) -> String {
+        let conns = ctx.conns();
+        if conns.is_empty() {
+            return "no connections".to_string();
+        }
+        let now = Instant::now();
+        let mut rows = vec![[
+            "id".to_string(),
+            "dir".into(),
+            "address".into(),
+            "state".into(),
+            "age".into(),
+            "seen".into(),
+            "msgs in/out".into(),
+            "bytes in/out".into(),
+        ]];
+        for i in conns {
+            let mut addr = i.addr.to_string();
+            if let Some(n) = self.names.get(&i.id) {
+                addr = format!("{addr} ({n})");
+            }
+            let seen = if i.state == State::Connecting {
+                "-".to_string()
+            } else {
+                format!("{} ago", short_duration(now.duration_since(i.last_seen)))
+            };
+            rows.push([
+                i.id.to_string(),
+                i.dir.as_str().into(),
+                addr,
+                i.state.as_str().into(),
+                short_duration(now.duration_since(i.since)),
+                seen,
+                format!("{}/{}", i.msgs_in, i.msgs_out),
+                format!("{}/{}", human_size(i.bytes_in), human_size(i.bytes_out)),
+            ]);
+        }
+        format_table(&rows)
+    }
+}
+
+/// Lays out rows in aligned columns.
+pub fn format_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for (n, r) in rows.iter().enumerate() {
+        if n > 0 {
+            s.push('\n');
+        }
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(c);
+            if i + 1 < N {
+                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+            }
+        }
+        s.push_str(line.trim_end());
+    }
+    s
+}
+
+/// `850ms`, `3s`, `2m5s`, `1h2m`.
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{}h{}m", s / 3600, s % 3600 / 60)
+    }
+}
+
+impl Session {
+    /// Parses a line, reporting a bad one; `None` when there is nothing to run.
+    pub fn parse_line(&mut self, line: &str) -> Option<Command> {
+        match crate::command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(&e);
+                None
+            }
+        }
+    }
+
+    /// Runs `f`, reporting its error.
+    pub fn report(&mut self, r: Result<(), String>) {
+        if let Err(e) = r {
+            self.error(&e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns() {
+        let t = format_table(&[
+            ["id".to_string(), "x".into()],
+            ["#10".to_string(), "yy".into()],
+        ]);
+        assert_eq!(t, "id   x\n#10  yy");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(short_duration(Duration::from_millis(5)), "5ms");
+        assert_eq!(short_duration(Duration::from_secs(125)), "2m5s");
+        assert_eq!(short_duration(Duration::from_secs(3720)), "1h2m");
+    }
+}

@@ -1,0 +1,52 @@
+//! Human descriptions of socket errors.
+
+use std::io;
+
+/// Describes an I/O error as a short lower-case reason, e.g. `connection refused`.
+pub fn describe(e: &io::Error) -> String {
+    use io::ErrorKind as K;
+    let fixed = match e.kind() {
+        K::ConnectionRefused => "connection refused",
+        K::ConnectionReset => "connection reset by peer",
+        K::ConnectionAborted => "connection aborted",
+        K::BrokenPipe => "broken pipe",
+        K::TimedOut => "timed out",
+        K::AddrInUse => "address in use",
+        K::AddrNotAvailable => "address not available",
+        K::PermissionDenied => "permission denied",
+        K::NotFound => "not found",
+        K::HostUnreachable => "host unreachable",
+        K::NetworkUnreachable => "network unreachable",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return fixed.to_string();
+    }
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => "unknown error".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_short() {
+        assert_eq!(
+            describe(&io::Error::from(io::ErrorKind::ConnectionRefused)),
+            "connection refused"
+        );
+        assert_eq!(
+            describe(&io::Error::from_raw_os_error(24)),
+            "too many open files"
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The callbacks a node's behaviour is made of.
+
+use super::conn::{ConnId, ConnInfo};
+use super::node::Context;
+use crate::protocol::Message;
+
+/// Behaviour of a node: override the callbacks you need.
+///
+/// This is the original module's design (subclass a Server or Client and override
+/// its callbacks) in Rust form. Every callback runs on the loop thread and gets a
+/// [`Context`] to send, broadcast, multicast, close, dial and set timers.
+pub trait Handler {
+    /// Commands other threads submit through a [`Remote`](super::Remote).
+    type Command: Send + 'static;
+
+    /// Once, before the first poll, after the listener (if any) is bound.
+    fn on_start(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// An accepted or dialled connection is up.
+    fn on_connected(&mut self, _ctx: &mut Context<'_>, _conn: &ConnInfo) {}
+
+    /// A dial failed (refused, unreachable, timed out, cannot resolve).
+    fn on_connect_failed(&mut self, _ctx: &mut Context<'_>, _conn: &ConnInfo, _reason: &str) {}
+
+    /// A connection ended; `alive` is how many remain open.
+    fn on_closed(
+        &mut self,
+        _ctx: &mut Context<'_>,
+        _conn: &ConnInfo,
+        _reason: &str,
+        _alive: usize,
+    ) {
+    }
+
+    /// A frame arrived (liveness probes `TP:Check` are not delivered).
+    fn on_message(&mut self, _ctx: &mut Context<'_>, _conn: ConnId, _msg: Message) {}
+
+    /// A timer set with [`Context::set_timer`] fired.
+    fn on_timer(&mut self, _ctx: &mut Context<'_>, _token: u64) {}
+
+    /// A command arrived from another thread.
+    fn on_command(&mut self, _ctx: &mut Context<'_>, _cmd: Self::Command) {}
+
+    /// The outbound queue fell to the mark given to [`Context::notify_drained`].
+    fn on_drained(&mut self, _ctx: &mut Context<'_>, _conn: ConnId) {}
+
+    /// Something the user should know that is not an event of a connection
+    /// (a refused accept, descriptor exhaustion, …).
+    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
+        eprintln!("{notice}");
+    }
+
+    /// The loop is about to block in poll: a good moment to flush output.
+    fn on_idle(&mut self, _ctx: &mut Context<'_>) {}
+}

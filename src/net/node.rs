@@ -1,0 +1,1013 @@
+//! The event loop: one thread, one blocking `mio::Poll`, every socket.
+
+use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, OutQueue, State};
+use super::error::describe;
+use super::handler::Handler;
+use super::remote::Remote;
+use crate::protocol::{
+    DEFAULT_MAX_BODY, Decoder, EncodeError, Header, Message, encode_header_into, encode_into,
+};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+/// Bytes read from one connection per turn before others get theirs.
+const READ_BUDGET: usize = 1 << 20;
+/// Bytes written to one connection per turn.
+const WRITE_BUDGET: usize = 4 << 20;
+/// Connections accepted per turn.
+const ACCEPT_BUDGET: usize = 256;
+/// Commands taken from the channel per turn.
+const COMMAND_BUDGET: usize = 4096;
+/// Size of the shared read buffer.
+const READ_BUF: usize = 256 << 10;
+/// How long `stop` waits for queues to drain.
+const STOP_FLUSH: Duration = Duration::from_secs(2);
+/// How long a graceful close waits for its queue to drain.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// While accepting is impossible (no descriptors), retry this often.
+const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// Limits and timers of a node (SPEC §2 shared options).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest body accepted from a peer.
+    pub max_body: usize,
+    /// Largest outbound queue before a peer is dropped as a slow consumer.
+    pub max_queue: usize,
+    /// Most connections at once; more are accepted and closed at once.
+    pub max_conns: usize,
+    /// Send `TP:Check` on connections that sent nothing for this long.
+    pub heartbeat: Option<Duration>,
+    /// Close connections silent for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Give up on a dial after this long.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body: DEFAULT_MAX_BODY,
+            max_queue: 64 << 20,
+            max_conns: 10_000,
+            heartbeat: None,
+            idle_timeout: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a send did not queue anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// No such connection (never existed, or closed).
+    NoSuchConn(ConnId),
+    /// The connection is closing.
+    Closing(ConnId),
+    /// The frame cannot be encoded.
+    Encode(EncodeError),
+    /// The queue passed `--max-queue`: the connection was dropped.
+    SlowConsumer(ConnId),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NoSuchConn(id) => write!(f, "no connection {id}"),
+            SendError::Closing(id) => write!(f, "connection {id} is closing"),
+            SendError::Encode(e) => write!(f, "cannot encode frame: {e}"),
+            SendError::SlowConsumer(id) => write!(f, "{id} dropped as a slow consumer"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// One connection's outcome of a multicast.
+pub type SendResult = (ConnId, Result<(), SendError>);
+
+enum Pending {
+    Connected(ConnId),
+    ConnectFailed(ConnInfo, String),
+    Closed(ConnInfo, String),
+    Drained(ConnId),
+    Notice(String),
+}
+
+/// Everything the loop owns except the handler.
+struct Core {
+    poll: Poll,
+    config: Config,
+    listener: Option<TcpListener>,
+    local_addr: Option<SocketAddr>,
+    conns: HashMap<u64, Conn>,
+    next_id: u64,
+    open: usize,
+    timers: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    timer_seq: u64,
+    pending: VecDeque<Pending>,
+    /// Connections that may have more to read (read budget ran out).
+    more_read: VecDeque<u64>,
+    /// Connections with queued output to write this turn.
+    dirty: Vec<u64>,
+    listener_ready: bool,
+    accept_paused_until: Option<Instant>,
+    next_housekeeping: Option<Instant>,
+    stopping: Option<Instant>,
+    read_buf: Vec<u8>,
+}
+
+/// What handler callbacks use to act on the node.
+pub struct Context<'a> {
+    core: &'a mut Core,
+}
+
+/// A node: the event loop plus the handler that gives it behaviour.
+///
+/// ```no_run
+/// use sockmod::net::{Context, Handler, Node, Config, ConnId};
+/// use sockmod::protocol::Message;
+/// struct Echo;
+/// impl Handler for Echo {
+///     type Command = ();
+///     fn on_message(&mut self, ctx: &mut Context<'_>, from: ConnId, msg: Message) {
+///         let _ = ctx.send(from, &msg.header, &msg.body);
+///     }
+/// }
+/// let mut node = Node::new(Config::default(), Echo).unwrap();
+/// node.listen("127.0.0.1:0").unwrap();
+/// node.run().unwrap();
+/// ```
+pub struct Node<H: Handler> {
+    core: Core,
+    handler: H,
+    rx: Receiver<H::Command>,
+    remote: Remote<H::Command>,
+    scratch: Vec<Message>,
+}
+
+fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    let with_port = if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:0")
+    };
+    with_port
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found"))
+}
+
+/// Parses `HOST:PORT` or a bare `PORT` (meaning `0.0.0.0:PORT`).
+pub fn parse_bind(addr: &str) -> io::Result<SocketAddr> {
+    if let Ok(port) = addr.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    resolve(addr)
+}
+
+impl<H: Handler> Node<H> {
+    /// A node with no listener and no connections yet.
+    pub fn new(config: Config, handler: H) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = sync_channel(1024);
+        Ok(Node {
+            core: Core {
+                poll,
+                config,
+                listener: None,
+                local_addr: None,
+                conns: HashMap::new(),
+                next_id: 1,
+                open: 0,
+                timers: BinaryHeap::new(),
+                timer_seq: 0,
+                pending: VecDeque::new(),
+                more_read: VecDeque::new(),
+                dirty: Vec::new(),
+                listener_ready: false,
+                accept_paused_until: None,
+                next_housekeeping: None,
+                stopping: None,
+                read_buf: vec![0; READ_BUF],
+            },
+            handler,
+            rx,
+            remote: Remote { tx, waker },
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Binds the listener (`HOST:PORT` or `PORT`; port 0 picks a free one) and
+    /// returns the real address.
+    pub fn listen(&mut self, addr: &str) -> io::Result<SocketAddr> {
+        let sa = parse_bind(addr)?;
+        self.listen_on(sa)
+    }
+
+    /// Binds the listener on a resolved address.
+    pub fn listen_on(&mut self, sa: SocketAddr) -> io::Result<SocketAddr> {
+        let mut l = TcpListener::bind(sa)?;
+        self.core
+            .poll
+            .registry()
+            .register(&mut l, LISTENER, Interest::READABLE)?;
+        let local = l.local_addr()?;
+        self.core.listener = Some(l);
+        self.core.local_addr = Some(local);
+        Ok(local)
+    }
+
+    /// A handle to send commands from other threads.
+    pub fn remote(&self) -> Remote<H::Command> {
+        self.remote.clone()
+    }
+
+    /// The handler.
+    pub fn handler(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// A context outside callbacks, e.g. to dial before `run`.
+    pub fn context(&mut self) -> Context<'_> {
+        Context {
+            core: &mut self.core,
+        }
+    }
+
+    /// Runs until a callback calls [`Context::stop`], then flushes (bounded by a
+    /// short timeout), closes everything and returns the handler.
+    pub fn run(mut self) -> io::Result<H> {
+        let mut events = Events::with_capacity(1024);
+        {
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_start(&mut ctx);
+        }
+        self.dispatch_pending();
+        loop {
+            self.flush_dirty();
+            self.dispatch_pending();
+            if let Some(deadline) = self.core.stopping {
+                let drained = self.core.conns.values().all(|c| c.out.is_empty());
+                if drained || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            let timeout = self.poll_timeout();
+            if timeout != Some(Duration::ZERO) {
+                let mut ctx = Context {
+                    core: &mut self.core,
+                };
+                self.handler.on_idle(&mut ctx);
+                self.flush_dirty();
+            }
+            match self.core.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.core.listener_ready = true,
+                    WAKER => {}
+                    Token(t) => {
+                        let id = t as u64;
+                        let state = match self.core.conns.get(&id) {
+                            Some(c) => c.info.state,
+                            None => continue,
+                        };
+                        if state == State::Connecting {
+                            self.finish_connect(id);
+                            continue;
+                        }
+                        if ev.is_writable() && !self.core.dirty.contains(&id) {
+                            self.core.dirty.push(id);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read_conn(id);
+                        }
+                    }
+                }
+                self.dispatch_pending();
+            }
+            self.accept_all();
+            self.drain_commands();
+            self.continue_reads();
+            self.fire_timers();
+            self.dispatch_pending();
+        }
+        let ids: Vec<u64> = self.core.conns.keys().copied().collect();
+        for id in ids {
+            self.core.drop_conn(id, "shutting down".to_string());
+        }
+        self.dispatch_pending();
+        Ok(self.handler)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Duration> {
+        let c = &mut self.core;
+        if !c.more_read.is_empty() || !c.dirty.is_empty() || !c.pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        if c.listener_ready && c.accept_paused_until.is_none() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut next: Option<Instant> = c.timers.peek().map(|Reverse((t, _, _))| *t);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(c.accept_paused_until);
+        consider(c.stopping.map(|s| s.min(now + Duration::from_millis(50))));
+        if c.next_housekeeping.is_none() {
+            c.next_housekeeping = c.housekeeping_interval().map(|d| now + d);
+        }
+        consider(c.next_housekeeping);
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    fn dispatch_pending(&mut self) {
+        while let Some(p) = self.core.pending.pop_front() {
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            match p {
+                Pending::Connected(id) => {
+                    if let Some(info) = ctx.core.conns.get(&id.0).map(|c| c.info.clone()) {
+                        self.handler.on_connected(&mut ctx, &info);
+                    }
+                }
+                Pending::ConnectFailed(info, reason) => {
+                    self.handler.on_connect_failed(&mut ctx, &info, &reason)
+                }
+                Pending::Closed(info, reason) => {
+                    let alive = ctx.core.open;
+                    self.handler.on_closed(&mut ctx, &info, &reason, alive)
+                }
+                Pending::Drained(id) => self.handler.on_drained(&mut ctx, id),
+                Pending::Notice(n) => self.handler.on_notice(&mut ctx, &n),
+            }
+        }
+    }
+
+    fn finish_connect(&mut self, id: u64) {
+        let Some(conn) = self.core.conns.get_mut(&id) else {
+            return;
+        };
+        let err = match conn.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => None,
+        };
+        let result = match err {
+            Some(e) => Err(e),
+            None => match conn.stream.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) => {
+                let _ = conn.stream.set_nodelay(true);
+                conn.info.state = State::Open;
+                let now = Instant::now();
+                conn.info.since = now;
+                conn.info.last_seen = now;
+                conn.info.last_sent = now;
+                conn.deadline = None;
+                self.core.open += 1;
+                self.core.pending.push_back(Pending::Connected(ConnId(id)));
+                if !conn.out.is_empty() {
+                    self.core.dirty.push(id);
+                }
+                // Data may already be waiting.
+                self.read_conn(id);
+            }
+            Err(e) => self.core.fail_connect(id, describe(&e)),
+        }
+    }
+
+    fn read_conn(&mut self, id: u64) {
+        let core = &mut self.core;
+        let Some(conn) = core.conns.get_mut(&id) else {
+            return;
+        };
+        let mut total = 0usize;
+        let mut outcome: Option<String> = None;
+        let mut msgs = std::mem::take(&mut self.scratch);
+        loop {
+            if total >= READ_BUDGET {
+                core.more_read.push_back(id);
+                break;
+            }
+            match conn.stream.read(&mut core.read_buf) {
+                Ok(0) => {
+                    outcome = Some("peer closed".to_string());
+                    break;
+                }
+                Ok(n) => {
+                    total += n;
+                    conn.info.bytes_in += n as u64;
+                    if let Err(e) = conn.decoder.feed(&core.read_buf[..n], &mut msgs) {
+                        outcome = Some(e.to_string());
+                        break;
+                    }
+                    if n < core.read_buf.len() {
+                        // Short read: very likely drained; one more read confirms.
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    outcome = Some(describe(&e));
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            conn.info.last_seen = Instant::now();
+        }
+        let conn_id = ConnId(id);
+        for msg in msgs.drain(..) {
+            if msg.header.is_check() {
+                continue;
+            }
+            match self.core.conns.get_mut(&id) {
+                Some(c) if c.info.state == State::Open => c.info.msgs_in += 1,
+                _ => break,
+            }
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_message(&mut ctx, conn_id, msg);
+        }
+        self.scratch = msgs;
+        if let Some(reason) = outcome {
+            self.core.drop_conn(id, reason);
+        }
+    }
+
+    fn continue_reads(&mut self) {
+        let n = self.core.more_read.len();
+        for _ in 0..n {
+            if let Some(id) = self.core.more_read.pop_front() {
+                self.read_conn(id);
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        let now = Instant::now();
+        if let Some(t) = self.core.accept_paused_until {
+            if now < t {
+                return;
+            }
+            self.core.accept_paused_until = None;
+        }
+        if !self.core.listener_ready {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.core.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => self.core.admit(stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.core.listener_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let paused_already = self.core.accept_paused_until.is_some();
+                    self.core.accept_paused_until = Some(now + ACCEPT_RETRY);
+                    if !paused_already {
+                        self.core.pending.push_back(Pending::Notice(format!(
+                            "cannot accept on {}: {}; retrying",
+                            self.core
+                                .local_addr
+                                .map_or_else(String::new, |a| a.to_string()),
+                            describe(&e)
+                        )));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drain_commands(&mut self) {
+        for _ in 0..COMMAND_BUDGET {
+            match self.rx.try_recv() {
+                Ok(cmd) => {
+                    let mut ctx = Context {
+                        core: &mut self.core,
+                    };
+                    self.handler.on_command(&mut ctx, cmd);
+                    self.dispatch_pending();
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        // Budget used up: come back next turn without waiting.
+        let _ = self.remote.waker.wake();
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.core.next_housekeeping.is_some_and(|t| t <= now) {
+            self.core.next_housekeeping = None;
+            self.core.housekeeping(now);
+        }
+        while let Some(Reverse((t, _, token))) = self.core.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.core.timers.pop();
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_timer(&mut ctx, token);
+            self.dispatch_pending();
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.core.dirty);
+        for id in dirty {
+            self.core.flush(id);
+        }
+    }
+}
+
+impl Core {
+    fn housekeeping_interval(&self) -> Option<Duration> {
+        let mut d: Option<Duration> = None;
+        let mut consider = |x: Duration| d = Some(d.map_or(x, |y| y.min(x)));
+        if let Some(h) = self.config.heartbeat {
+            consider(h / 4);
+        }
+        if let Some(i) = self.config.idle_timeout {
+            consider(i / 4);
+        }
+        if self.conns.values().any(|c| c.deadline.is_some()) {
+            consider(Duration::from_millis(100));
+        }
+        if self.accept_paused_until.is_some() {
+            consider(ACCEPT_RETRY);
+        }
+        d.map(|d| d.max(Duration::from_millis(5)))
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let mut expired: Vec<(u64, String)> = Vec::new();
+        let mut ping: Vec<u64> = Vec::new();
+        for (id, c) in &self.conns {
+            if let Some(dl) = c.deadline
+                && now >= dl
+            {
+                let why = match c.info.state {
+                    State::Connecting => "timed out".to_string(),
+                    _ => c.close_reason.clone().unwrap_or_default(),
+                };
+                expired.push((*id, why));
+                continue;
+            }
+            if c.info.state != State::Open {
+                continue;
+            }
+            if let Some(idle) = self.config.idle_timeout
+                && now.duration_since(c.info.last_seen) >= idle
+            {
+                expired.push((
+                    *id,
+                    format!(
+                        "idle timeout (silent for {})",
+                        humantime::format_duration(idle)
+                    ),
+                ));
+                continue;
+            }
+            if let Some(hb) = self.config.heartbeat
+                && now.duration_since(c.info.last_sent) >= hb
+                && c.out.is_empty()
+            {
+                ping.push(*id);
+            }
+        }
+        for (id, why) in expired {
+            match self.conns.get(&id).map(|c| c.info.state) {
+                Some(State::Connecting) => self.fail_connect(id, why),
+                Some(_) => self.drop_conn(id, why),
+                None => {}
+            }
+        }
+        let check = Header::new().with("TP", "Check");
+        for id in ping {
+            if let Some(c) = self.conns.get_mut(&id) {
+                let _ = c.out.append_with(|v| encode_into(&check, &[], v));
+                c.info.last_sent = now;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if self.open >= self.config.max_conns {
+            self.pending.push_back(Pending::Notice(format!(
+                "refused {addr}: too many connections (max {})",
+                self.config.max_conns
+            )));
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.new_conn(stream, addr, Dir::In, State::Open, None);
+        if let Some(id) = id {
+            self.open += 1;
+            self.pending.push_back(Pending::Connected(ConnId(id)));
+        }
+    }
+
+    fn new_conn(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        dir: Dir,
+        state: State,
+        target: Option<String>,
+    ) -> Option<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.pending.push_back(Pending::Notice(format!(
+                "cannot register connection from {addr}: {}",
+                describe(&e)
+            )));
+            return None;
+        }
+        let now = Instant::now();
+        self.conns.insert(
+            id,
+            Conn {
+                stream,
+                info: ConnInfo {
+                    id: ConnId(id),
+                    dir,
+                    addr,
+                    state,
+                    since: now,
+                    last_seen: now,
+                    last_sent: now,
+                    msgs_in: 0,
+                    bytes_in: 0,
+                    msgs_out: 0,
+                    bytes_out: 0,
+                },
+                decoder: Decoder::new(self.config.max_body),
+                out: OutQueue::default(),
+                close_reason: None,
+                deadline: None,
+                drain_mark: None,
+                target,
+            },
+        );
+        Some(id)
+    }
+
+    fn fail_connect(&mut self, id: u64, reason: String) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.pending
+                .push_back(Pending::ConnectFailed(c.info, reason));
+        }
+    }
+
+    /// Removes a connection now and reports it closed.
+    fn drop_conn(&mut self, id: u64, reason: String) {
+        let Some(mut c) = self.conns.remove(&id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if c.info.state == State::Connecting {
+            self.pending
+                .push_back(Pending::ConnectFailed(c.info, reason));
+            return;
+        }
+        self.open = self.open.saturating_sub(1);
+        // A descriptor came free: a paused accept may succeed now.
+        if self.accept_paused_until.is_some() {
+            self.accept_paused_until = Some(Instant::now());
+        }
+        self.pending.push_back(Pending::Closed(c.info, reason));
+    }
+
+    fn flush(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.info.state == State::Connecting {
+            return;
+        }
+        let before = c.out.len;
+        match c
+            .out
+            .write_to(&mut c.stream, WRITE_BUDGET, &mut c.info.bytes_out)
+        {
+            Ok(Flush::Done) => {
+                if let Some(reason) = c.close_reason.take() {
+                    self.drop_conn(id, reason);
+                    return;
+                }
+            }
+            Ok(Flush::Blocked) => {}
+            Ok(Flush::Budget) => self.dirty.push(id),
+            Err(e) => {
+                self.drop_conn(id, describe(&e));
+                return;
+            }
+        }
+        if c.out.len < before {
+            c.info.last_sent = Instant::now();
+        }
+        if let Some(mark) = c.drain_mark
+            && c.out.len <= mark
+        {
+            c.drain_mark = None;
+            self.pending.push_back(Pending::Drained(ConnId(id)));
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        id: ConnId,
+        size: usize,
+        put: impl FnOnce(&mut OutQueue) -> Result<(), EncodeError>,
+    ) -> Result<(), SendError> {
+        let max = self.config.max_queue;
+        let c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
+        if c.close_reason.is_some() {
+            return Err(SendError::Closing(id));
+        }
+        if c.out.len + size > max && c.out.len > 0 {
+            let reason = format!(
+                "slow consumer: {} bytes queued (limit {max})",
+                c.out.len + size
+            );
+            self.drop_conn(id.0, reason);
+            return Err(SendError::SlowConsumer(id));
+        }
+        put(&mut c.out).map_err(SendError::Encode)?;
+        c.info.msgs_out += 1;
+        if c.info.state != State::Connecting && !self.dirty.contains(&id.0) {
+            self.dirty.push(id.0);
+        }
+        Ok(())
+    }
+}
+
+impl Context<'_> {
+    /// Encodes and queues one frame for `to`.
+    pub fn send(&mut self, to: ConnId, header: &Header, body: &[u8]) -> Result<(), SendError> {
+        self.core.enqueue(to, body.len() + 64, |q| {
+            q.append_with(|v| encode_into(header, body, v)).map(|_| ())
+        })
+    }
+
+    /// Queues one frame whose (large) body is moved in without copying.
+    pub fn send_owned(
+        &mut self,
+        to: ConnId,
+        header: &Header,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.core.enqueue(to, body.len() + 64, |q| {
+            q.append_with(|v| encode_header_into(header, body.len(), v))?;
+            q.push_owned(body);
+            Ok(())
+        })
+    }
+
+    /// Queues an already encoded frame, shared without copying (broadcasts).
+    pub fn send_frame(&mut self, to: ConnId, frame: &Arc<[u8]>) -> Result<(), SendError> {
+        self.core.enqueue(to, frame.len(), |q| {
+            if frame.len() <= 4096 {
+                q.append_with(|v| {
+                    v.extend_from_slice(frame);
+                    Ok(())
+                })?;
+            } else {
+                q.push_shared(frame.clone());
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends one frame to each of `to`, encoding it once; returns the results in order.
+    pub fn multicast(
+        &mut self,
+        to: &[ConnId],
+        header: &Header,
+        body: &[u8],
+    ) -> Result<Vec<SendResult>, EncodeError> {
+        let mut frame = Vec::with_capacity(body.len() + 64);
+        encode_into(header, body, &mut frame)?;
+        let frame: Arc<[u8]> = frame.into();
+        Ok(to
+            .iter()
+            .map(|&id| (id, self.send_frame(id, &frame)))
+            .collect())
+    }
+
+    /// Sends one frame to every open or connecting connection; returns how many took it.
+    pub fn broadcast(&mut self, header: &Header, body: &[u8]) -> Result<usize, EncodeError> {
+        let ids = self.ids();
+        let results = self.multicast(&ids, header, body)?;
+        Ok(results.iter().filter(|(_, r)| r.is_ok()).count())
+    }
+
+    /// Closes `conn` once its queue is flushed (bounded by a short timeout).
+    pub fn close(&mut self, conn: ConnId, reason: impl Into<String>) {
+        let reason = reason.into();
+        let Some(c) = self.core.conns.get_mut(&conn.0) else {
+            return;
+        };
+        if c.out.is_empty() || c.info.state == State::Connecting {
+            self.core.drop_conn(conn.0, reason);
+        } else {
+            c.info.state = State::Closing;
+            c.close_reason = Some(reason);
+            c.deadline = Some(Instant::now() + CLOSE_FLUSH);
+            self.core.next_housekeeping = None;
+        }
+    }
+
+    /// Closes `conn` at once, dropping anything queued.
+    pub fn abort(&mut self, conn: ConnId, reason: impl Into<String>) {
+        self.core.drop_conn(conn.0, reason.into());
+    }
+
+    /// Dials `addr` (`HOST:PORT`) without blocking the loop on the connect.
+    /// The outcome arrives as `on_connected` or `on_connect_failed`; frames sent to
+    /// the id meanwhile wait in its queue.
+    pub fn dial(&mut self, addr: &str) -> ConnId {
+        let placeholder = SocketAddr::from(([0, 0, 0, 0], 0));
+        let result = resolve(addr).and_then(|sa| TcpStream::connect(sa).map(|s| (s, sa)));
+        match result {
+            Ok((stream, sa)) => {
+                let target = Some(addr.to_string());
+                match self
+                    .core
+                    .new_conn(stream, sa, Dir::Out, State::Connecting, target)
+                {
+                    Some(id) => {
+                        if let Some(c) = self.core.conns.get_mut(&id) {
+                            c.deadline = Some(Instant::now() + self.core.config.connect_timeout);
+                        }
+                        self.core.next_housekeeping = None;
+                        ConnId(id)
+                    }
+                    None => ConnId(self.core.next_id - 1),
+                }
+            }
+            Err(e) => {
+                let id = self.core.next_id;
+                self.core.next_id += 1;
+                let now = Instant::now();
+                let info = ConnInfo {
+                    id: ConnId(id),
+                    dir: Dir::Out,
+                    addr: placeholder,
+                    state: State::Connecting,
+                    since: now,
+                    last_seen: now,
+                    last_sent: now,
+                    msgs_in: 0,
+                    bytes_in: 0,
+                    msgs_out: 0,
+                    bytes_out: 0,
+                };
+                let reason = format!("cannot resolve {addr}: {}", describe(&e));
+                self.core
+                    .pending
+                    .push_back(Pending::ConnectFailed(info, reason));
+                ConnId(id)
+            }
+        }
+    }
+
+    /// Calls `on_timer(token)` after `after`.
+    pub fn set_timer(&mut self, after: Duration, token: u64) {
+        self.core.timer_seq += 1;
+        let seq = self.core.timer_seq;
+        self.core
+            .timers
+            .push(Reverse((Instant::now() + after, seq, token)));
+    }
+
+    /// Calls `on_drained(conn)` once its queue holds at most `mark` bytes.
+    pub fn notify_drained(&mut self, conn: ConnId, mark: usize) {
+        if let Some(c) = self.core.conns.get_mut(&conn.0) {
+            if c.out.len <= mark && c.info.state != State::Connecting {
+                self.core.pending.push_back(Pending::Drained(conn));
+            } else {
+                c.drain_mark = Some(mark);
+            }
+        }
+    }
+
+    /// Reports a notice through the handler's `on_notice`.
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.core.pending.push_back(Pending::Notice(text.into()));
+    }
+
+    /// Stops the node: flushes queues (bounded by a short timeout), closes all.
+    pub fn stop(&mut self) {
+        if self.core.stopping.is_none() {
+            self.core.stopping = Some(Instant::now() + STOP_FLUSH);
+        }
+    }
+
+    /// True once [`Context::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.core.stopping.is_some()
+    }
+
+    /// A connection's details.
+    pub fn info(&self, conn: ConnId) -> Option<&ConnInfo> {
+        self.core.conns.get(&conn.0).map(|c| &c.info)
+    }
+
+    /// The dial target of an outgoing connection, as given to [`Context::dial`].
+    pub fn target(&self, conn: ConnId) -> Option<&str> {
+        self.core
+            .conns
+            .get(&conn.0)
+            .and_then(|c| c.target.as_deref())
+    }
+
+    /// Every connection (any state), in id order.
+    pub fn conns(&self) -> Vec<&ConnInfo> {
+        let mut v: Vec<&ConnInfo> = self.core.conns.values().map(|c| &c.info).collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    /// Ids of every connection that can take frames, in id order.
+    pub fn ids(&self) -> Vec<ConnId> {
+        let mut v: Vec<ConnId> = self
+            .core
+            .conns
+            .values()
+            .filter(|c| c.close_reason.is_none())
+            .map(|c| c.info.id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Number of open connections.
+    pub fn alive(&self) -> usize {
+        self.core.open
+    }
+
+    /// Bytes waiting in `conn`'s outbound queue.
+    pub fn queued(&self, conn: ConnId) -> usize {
+        self.core.conns.get(&conn.0).map_or(0, |c| c.out.len)
+    }
+
+    /// The listener's address, if listening.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.core.local_addr
+    }
+
+    /// The node's limits.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+}

@@ -1,0 +1,46 @@
+//! Submitting commands to the loop from other threads.
+
+use mio::Waker;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+/// A handle other threads use to hand commands to the loop; cheap to clone.
+///
+/// The channel is bounded, so a fast producer (a piped stdin) waits for the loop
+/// instead of growing memory.
+pub struct Remote<C> {
+    pub(crate) tx: SyncSender<C>,
+    pub(crate) waker: Arc<Waker>,
+}
+
+impl<C> Clone for Remote<C> {
+    fn clone(&self) -> Self {
+        Remote {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<C: Send> Remote<C> {
+    /// Sends a command and wakes the loop; `Err` gives it back if the loop is gone.
+    pub fn send(&self, cmd: C) -> Result<(), C> {
+        let cmd = match self.tx.try_send(cmd) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+                return Ok(());
+            }
+            Err(TrySendError::Disconnected(c)) => return Err(c),
+            Err(TrySendError::Full(c)) => c,
+        };
+        // Full: make sure the loop is awake, then wait for room.
+        let _ = self.waker.wake();
+        match self.tx.send(cmd) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+                Ok(())
+            }
+            Err(e) => Err(e.0),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Events to human lines or JSON objects (SPEC §2, §4). Knows nothing of sockets.
+
+mod body;
+mod json;
+mod sink;
+
+pub use body::{BodyFormat, human_body, push_hex};
+pub use json::JsonLine;
+pub use sink::{MemorySink, Sink, StdioSink};
+
+use crate::net::{ConnInfo, Dir};
+use crate::protocol::Message;
+use base64::Engine;
+use std::fmt::Write;
+
+/// Human lines or JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// For people.
+    Human,
+    /// One JSON object per line, for scripts.
+    Json,
+}
+
+/// Renders events and notices to a [`Sink`].
+pub struct Renderer {
+    style: Style,
+    body: BodyFormat,
+    quiet: bool,
+    sink: Box<dyn Sink>,
+    line: String,
+    json: JsonLine,
+}
+
+impl Renderer {
+    /// A renderer writing to `sink`.
+    pub fn new(style: Style, body: BodyFormat, quiet: bool, sink: Box<dyn Sink>) -> Self {
+        Renderer {
+            style,
+            body,
+            quiet,
+            sink,
+            line: String::new(),
+            json: JsonLine::default(),
+        }
+    }
+
+    /// True for `--json`.
+    pub fn is_json(&self) -> bool {
+        self.style == Style::Json
+    }
+
+    /// True for `--quiet`: message events are not shown.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Writes buffered output.
+    pub fn flush(&mut self) {
+        self.sink.flush();
+    }
+
+    /// A notice or error line on stderr.
+    pub fn notice(&mut self, text: &str) {
+        self.sink.notice(text);
+    }
+
+    /// Prints a plain line of command output (tables, help) on stdout.
+    pub fn print(&mut self, text: &str) {
+        for l in text.lines() {
+            self.sink.event(l.as_bytes());
+        }
+    }
+
+    /// A finished JSON object from [`Renderer::json`] goes out as one line.
+    pub fn emit_json(&mut self) {
+        self.json.finish();
+        self.sink.event(self.json.as_bytes());
+    }
+
+    /// Starts a JSON event object `{"event":NAME` to add fields to.
+    pub fn json(&mut self, event: &str) -> &mut JsonLine {
+        self.json.start(event);
+        &mut self.json
+    }
+
+    fn human(&mut self, f: impl FnOnce(&mut String)) {
+        self.line.clear();
+        f(&mut self.line);
+        self.sink.event(self.line.as_bytes());
+    }
+
+    /// The listener is bound.
+    pub fn listening(&mut self, addr: &str) {
+        self.sink.notice(&format!("listening on {addr}"));
+        if self.is_json() {
+            self.json("listening").str("addr", addr);
+            self.emit_json();
+        }
+        self.sink.flush();
+    }
+
+    fn conn_fields(json: &mut JsonLine, info: &ConnInfo, addr: &str, name: Option<&str>) {
+        json.num("peer", info.id.0)
+            .str("addr", addr)
+            .str("dir", info.dir.as_str());
+        if let Some(n) = name {
+            json.str("name", n);
+        }
+    }
+
+    /// A connection is up.
+    pub fn connected(&mut self, info: &ConnInfo, name: Option<&str>, alive: usize) {
+        let addr = info.addr.to_string();
+        if self.is_json() {
+            let j = self.json("connected");
+            Self::conn_fields(j, info, &addr, name);
+            j.num("alive", alive as u64);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "+ {} {} {addr}", info.id, info.dir.as_str());
+                if let Some(n) = name {
+                    let _ = write!(l, " ({n})");
+                }
+                let _ = write!(l, " ({alive} alive)");
+            });
+        }
+    }
+
+    /// A dial failed.
+    pub fn connect_failed(&mut self, info: &ConnInfo, addr: &str, reason: &str) {
+        if self.is_json() {
+            let j = self.json("connect_failed");
+            Self::conn_fields(j, info, addr, None);
+            j.str("reason", reason);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "! {} {addr} connect failed: {reason}", info.id);
+            });
+        }
+    }
+
+    /// A connection ended.
+    pub fn closed(&mut self, info: &ConnInfo, name: Option<&str>, reason: &str, alive: usize) {
+        let addr = info.addr.to_string();
+        if self.is_json() {
+            let j = self.json("closed");
+            Self::conn_fields(j, info, &addr, name);
+            j.str("reason", reason).num("alive", alive as u64);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "- {} {addr}", info.id);
+                if let Some(n) = name {
+                    let _ = write!(l, " ({n})");
+                }
+                let _ = write!(l, " closed: {reason} ({alive} alive)");
+            });
+        }
+    }
+
+    /// A frame arrived. Nothing is formatted when `--quiet`.
+    pub fn message(
+        &mut self,
+        id: u64,
+        addr: &dyn std::fmt::Display,
+        dir: Dir,
+        from: Option<&str>,
+        msg: &Message,
+    ) {
+        if self.quiet {
+            return;
+        }
+        if self.is_json() {
+            let body_format = self.body;
+            let j = self.json("message");
+            j.num("peer", id)
+                .display("addr", addr)
+                .str("dir", dir.as_str());
+            if let Some(f) = from {
+                j.str("from", f);
+            }
+            j.object("header", msg.header.iter());
+            j.num("body_len", msg.body.len() as u64);
+            json_body(j, &msg.body, body_format);
+            self.emit_json();
+        } else {
+            let body_format = self.body;
+            self.human(|l| {
+                let _ = write!(l, "< #{id} {addr}");
+                if let Some(f) = from {
+                    let _ = write!(l, " ({f})");
+                }
+                for (k, v) in msg.header.iter() {
+                    l.push(' ');
+                    l.push_str(k);
+                    l.push('=');
+                    if v.is_empty() || v.contains(char::is_whitespace) || v.contains('"') {
+                        let _ = write!(l, "{v:?}");
+                    } else {
+                        l.push_str(v);
+                    }
+                }
+                if !msg.body.is_empty() {
+                    let _ = write!(l, " [{}]", human_size(msg.body.len() as u64));
+                }
+                human_body(l, &msg.body, body_format);
+            });
+        }
+    }
+}
+
+fn json_body(j: &mut JsonLine, body: &[u8], fmt: BodyFormat) {
+    let b64 = || base64::engine::general_purpose::STANDARD.encode(body);
+    match fmt {
+        BodyFormat::None => {}
+        BodyFormat::Auto => match std::str::from_utf8(body) {
+            Ok(s) => {
+                j.str("body", s);
+            }
+            Err(_) => {
+                j.str("body_base64", &b64());
+            }
+        },
+        BodyFormat::Text => {
+            j.str("body", &String::from_utf8_lossy(body));
+        }
+        BodyFormat::Hex => {
+            let mut s = String::new();
+            push_hex(&mut s, body);
+            j.str("body_hex", &s);
+        }
+        BodyFormat::Base64 => {
+            j.str("body_base64", &b64());
+        }
+    }
+}
+
+/// `3 B`, `1.5 KiB`, `10.0 MiB`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{ConnId, State};
+    use crate::protocol::Header;
+    use std::time::Instant;
+
+    fn info() -> ConnInfo {
+        let now = Instant::now();
+        ConnInfo {
+            id: ConnId(3),
+            dir: Dir::In,
+            addr: "127.0.0.1:51234".parse().unwrap(),
+            state: State::Open,
+            since: now,
+            last_seen: now,
+            last_sent: now,
+            msgs_in: 0,
+            bytes_in: 0,
+            msgs_out: 0,
+            bytes_out: 0,
+        }
+    }
+
+    fn render(style: Style, f: impl FnOnce(&mut Renderer)) -> Vec<String> {
+        let sink = MemorySink::default();
+        let lines = sink.lines.clone();
+        let mut r = Renderer::new(style, BodyFormat::Auto, false, Box::new(sink));
+        f(&mut r);
+        lines.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn human_forms_match_the_spec() {
+        let i = info();
+        let msg = Message::new(Header::new().with("info", "hello"), b"abc".to_vec());
+        let lines = render(Style::Human, |r| {
+            r.connected(&i, None, 3);
+            r.closed(&i, None, "peer closed", 2);
+            r.message(1, &"127.0.0.1:63335", Dir::Out, None, &msg);
+        });
+        assert_eq!(
+            lines,
+            vec![
+                "+ #3 in 127.0.0.1:51234 (3 alive)",
+                "- #3 127.0.0.1:51234 closed: peer closed (2 alive)",
+                "< #1 127.0.0.1:63335 info=hello [3 B] abc",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_message_fields() {
+        let msg = Message::new(Header::new().with("k", "v\"x"), vec![0xff, 0]);
+        let lines = render(Style::Json, |r| {
+            r.message(2, &"1.2.3.4:5", Dir::In, Some("ann"), &msg)
+        });
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["event"], "message");
+        assert_eq!(v["peer"], 2);
+        assert_eq!(v["from"], "ann");
+        assert_eq!(v["header"]["k"], "v\"x");
+        assert_eq!(v["body_len"], 2);
+        assert_eq!(v["body_base64"], "/wA=");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(3), "3 B");
+        assert_eq!(human_size(10 << 20), "10.0 MiB");
+    }
+}
