@@ -1,0 +1,106 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_sockmod_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_sockmod_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_sockmod_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_sockmod_using_subcommand
+    set -l cmd (__fish_sockmod_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c sockmod -n "__fish_sockmod_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sockmod -n "__fish_sockmod_needs_command" -s V -l version -d 'Print version'
+complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "serve" -d 'Listen, keep many clients, print what they send, send back'
+complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "connect" -d 'Connect to one or more servers and talk to them'
+complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "ipserver" -d 'Discovery server of the filer network: collect reports, multicast the roster'
+complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "filer" -d 'LAN peer: report to an ipserver, talk to peers, send and receive files'
+complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT (port 0: any free port)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
+text\t'Always as text (invalid UTF-8 replaced)'
+hex\t'Hex'
+base64\t'Base64'
+none\t'Length only'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l json -d 'Events as JSON lines on stdout (one object per line)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
+text\t'Always as text (invalid UTF-8 replaced)'
+hex\t'Hex'
+base64\t'Base64'
+none\t'Length only'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l stay -d 'At end of piped input, keep running until every connection closes'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l json -d 'Events as JSON lines on stdout (one object per line)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l interval -d 'How often the roster is multicast' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l alive -d 'A peer stays in the roster this long after its last report' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
+text\t'Always as text (invalid UTF-8 replaced)'
+hex\t'Hex'
+base64\t'Base64'
+none\t'Length only'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l json -d 'Events as JSON lines on stdout (one object per line)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l id -d 'This peer\'s name (no `,` `;` `:` or control characters)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s b -l bind -d 'Address to listen on; if taken, the next ports up are tried (port 0: any)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l ipserver -d 'The ipserver to report to' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l report-interval -d 'How often to report to the ipserver' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l inbox -d 'Where received files are written (created if missing)' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files' -r -f -a "yes\t'Yes'
+no\t'No'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
+text\t'Always as text (invalid UTF-8 replaced)'
+hex\t'Hex'
+base64\t'Base64'
+none\t'Length only'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l json -d 'Events as JSON lines on stdout (one object per line)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sockmod -n "__fish_sockmod_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "serve" -d 'Listen, keep many clients, print what they send, send back'
+complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "connect" -d 'Connect to one or more servers and talk to them'
+complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "ipserver" -d 'Discovery server of the filer network: collect reports, multicast the roster'
+complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "filer" -d 'LAN peer: report to an ipserver, talk to peers, send and receive files'
+complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
