@@ -14,7 +14,9 @@ impl Handler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:63335".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:63335".into());
     let mut node = Node::new(Config::default(), Echo)?;
     eprintln!("listening on {}", node.listen(&addr)?);
     node.run().map(|_| ())

@@ -2,8 +2,8 @@
 //! thread (REPL or piped stdin) and signal handling, and returns the exit status.
 
 use crate::cli::{Cli, Common, Mode};
-use crate::modes::{Connect, Input, Serve, Session};
-use crate::net::{Config, Handler, Node, describe, raise_nofile_limit};
+use crate::modes::{Connect, Filer, FilerConfig, Input, Ipserver, Serve, Session};
+use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
 use crate::render::{Renderer, StdioSink, Style};
 use crate::repl::{Repl, TermGuard, spawn_stdin_reader};
 use std::io::IsTerminal;
@@ -28,6 +28,18 @@ pub trait ExitStatus {
 }
 
 impl ExitStatus for Serve {
+    fn exit_code(&self) -> i32 {
+        self.s.exit_code
+    }
+}
+
+impl ExitStatus for Ipserver {
+    fn exit_code(&self) -> i32 {
+        self.s.exit_code
+    }
+}
+
+impl ExitStatus for Filer {
     fn exit_code(&self) -> i32 {
         self.s.exit_code
     }
@@ -141,10 +153,40 @@ fn listen<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {bind}: {}", describe(&e)))
 }
 
+/// Binds `bind`, or if its port is taken the next free one up (at most 100 tries);
+/// returns the port bound.
+fn listen_next_free<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<u16, String> {
+    let sa = parse_bind(bind).map_err(|e| format!("cannot listen on {bind}: {}", describe(&e)))?;
+    let tries = if sa.port() == 0 { 1 } else { 100 };
+    let mut last_err = None;
+    for i in 0..tries {
+        let Some(port) = sa.port().checked_add(i) else {
+            break;
+        };
+        let mut at = sa;
+        at.set_port(port);
+        match node.listen_on(at) {
+            Ok(local) => {
+                if i > 0 {
+                    eprintln!("port {} is taken; using {}", sa.port(), local.port());
+                }
+                return Ok(local.port());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_err = Some(e),
+            Err(e) => return Err(format!("cannot listen on {at}: {}", describe(&e))),
+        }
+    }
+    let reason = last_err.map_or_else(|| "no port left".to_string(), |e| describe(&e));
+    Err(format!(
+        "cannot listen on {bind} or the {} ports above it: {reason}",
+        tries - 1
+    ))
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
     raise_nofile_limit();
-    let result = match cli.mode {
+    let result: Result<i32, String> = match cli.mode {
         Mode::Serve(a) => (|| {
             let mut front = Front::new("serve")?;
             let s = front.session("serve", &a.common)?;
@@ -161,9 +203,29 @@ pub fn run(cli: Cli) -> i32 {
                 .map_err(|e| format!("cannot start: {}", describe(&e)))?;
             Ok(front.run(node))
         })(),
-        Mode::Ipserver(_) | Mode::Filer(_) => {
-            Err("this mode is not yet available in this build".to_string())
-        }
+        Mode::Ipserver(a) => (|| {
+            let mut front = Front::new("ipserver")?;
+            let s = front.session("ipserver", &a.common)?;
+            let h = Ipserver::new(s, a.interval, a.alive);
+            let mut node = Node::new(config(&a.common), h)
+                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            listen(&mut node, &a.bind)?;
+            Ok(front.run(node))
+        })(),
+        Mode::Filer(a) => (|| {
+            let mut front = Front::new("filer")?;
+            let s = front.session("filer", &a.common)?;
+            let cfg = FilerConfig {
+                id: a.id.clone(),
+                ipserver: a.ipserver.clone(),
+                report_interval: a.report_interval,
+            };
+            let mut node = Node::new(config(&a.common), Filer::new(s, cfg, 0))
+                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let port = listen_next_free(&mut node, &a.bind)?;
+            node.handler().set_port(port);
+            Ok(front.run(node))
+        })(),
         Mode::Completions { shell } => {
             crate::completions::write(shell, &mut std::io::stdout());
             Ok(0)

@@ -115,7 +115,7 @@ pub struct IpserverArgs {
 #[derive(Debug, Args)]
 pub struct FilerArgs {
     /// This peer's name (no `,` `;` `:` or control characters).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_id)]
     pub id: String,
     /// Address to listen on; if taken, the next ports up are tried (port 0: any).
     #[arg(long, short, default_value = "0.0.0.0:63330", value_name = "ADDR")]
@@ -146,6 +146,11 @@ pub enum YesNo {
     Yes,
     /// No.
     No,
+}
+
+/// Checks a filer peer name.
+pub fn parse_id(s: &str) -> Result<String, String> {
+    crate::filer::roster::check_id(s).map(|_| s.to_string())
 }
 
 /// Parses a duration like `500ms`, `2s`, `1m`.

@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod command;
 pub mod completions;
+pub mod filer;
 pub mod modes;
 pub mod net;
 pub mod protocol;

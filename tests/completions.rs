@@ -11,7 +11,9 @@ fn path(shell: Shell) -> PathBuf {
         Shell::Fish => "sockmod.fish",
         _ => unreachable!("only bash, zsh and fish are checked in"),
     };
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("completions").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("completions")
+        .join(name)
 }
 
 #[test]

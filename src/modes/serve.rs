@@ -35,9 +35,7 @@ impl Handler for Serve {
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
-        if let Some(i) = ctx.info(conn) {
-            self.s.out.message(conn.0, &i.addr, i.dir, None, &msg);
-        }
+        self.s.show_message(ctx, conn, &msg);
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {

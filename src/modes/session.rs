@@ -4,7 +4,7 @@
 use crate::command::{BodySource, Command, Item, Outgoing, Target, help_text};
 use crate::net::{ConnId, ConnInfo, Context, SendError, State};
 use crate::render::{Renderer, human_size};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub struct Session {
     pub names: HashMap<ConnId, String>,
     /// Shared with the REPL's completer.
     pub completion: Option<CompletionTargets>,
+    /// Connections that are not peers (the filer's ipserver link): left out of `*`.
+    pub hidden: HashSet<ConnId>,
 }
 
 impl Session {
@@ -52,6 +54,7 @@ impl Session {
             exit_code: 0,
             names: HashMap::new(),
             completion: None,
+            hidden: HashSet::new(),
         }
     }
 
@@ -83,6 +86,23 @@ impl Session {
     /// The peer name of a connection, if known.
     pub fn name(&self, id: ConnId) -> Option<&str> {
         self.names.get(&id).map(String::as_str)
+    }
+
+    /// Renders a message event (nothing for `TP:Check` frames, which are probes
+    /// and identities, never messages).
+    pub fn show_message(
+        &mut self,
+        ctx: &Context<'_>,
+        conn: ConnId,
+        msg: &crate::protocol::Message,
+    ) {
+        if self.out.is_quiet() || msg.header.is_check() {
+            return;
+        }
+        if let Some(i) = ctx.info(conn) {
+            let from = self.names.get(&conn).map(String::as_str);
+            self.out.message(conn.0, &i.addr, i.dir, from, msg);
+        }
     }
 
     /// Renders a connected event.
@@ -118,7 +138,8 @@ impl Session {
     pub fn resolve(&self, ctx: &Context<'_>, target: &Target) -> Result<Vec<ConnId>, String> {
         match target {
             Target::All => {
-                let ids = ctx.ids();
+                let mut ids = ctx.ids();
+                ids.retain(|i| !self.hidden.contains(i));
                 if ids.is_empty() {
                     Err("no connections".into())
                 } else {
@@ -220,8 +241,12 @@ impl Session {
                 self.out.print(&text);
             }
             Command::List => {
-                let table = self.list_table(ctx);
-                self.out.print(&table);
+                if self.out.is_json() {
+                    self.list_json(ctx);
+                } else {
+                    let table = self.list_table(ctx);
+                    self.out.print(&table);
+                }
             }
             Command::Connect(addr) => {
                 ctx.dial(&addr);
@@ -253,6 +278,35 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// `list` with `--json`: one `{"event":"list","conns":[…]}` line.
+    fn list_json(&mut self, ctx: &Context<'_>) {
+        let now = Instant::now();
+        let conns: Vec<serde_json::Value> = ctx
+            .conns()
+            .iter()
+            .map(|i| {
+                let mut v = serde_json::json!({
+                    "peer": i.id.0,
+                    "dir": i.dir.as_str(),
+                    "addr": i.addr.to_string(),
+                    "state": i.state.as_str(),
+                    "age_ms": now.duration_since(i.since).as_millis() as u64,
+                    "seen_ms": now.duration_since(i.last_seen).as_millis() as u64,
+                    "msgs_in": i.msgs_in,
+                    "msgs_out": i.msgs_out,
+                    "bytes_in": i.bytes_in,
+                    "bytes_out": i.bytes_out,
+                });
+                if let Some(n) = self.names.get(&i.id) {
+                    v["name"] = n.clone().into();
+                }
+                v
+            })
+            .collect();
+        let line = serde_json::json!({"event": "list", "conns": conns}).to_string();
+        self.out.print(&line);
     }
 
     /// The `list` table.

@@ -32,7 +32,8 @@ pub trait Handler {
     ) {
     }
 
-    /// A frame arrived (liveness probes `TP:Check` are not delivered).
+    /// A frame arrived. Bare liveness probes (`TP:Check` alone) are not delivered;
+    /// a `TP:Check` carrying more keys (the filer's identity frame) is.
     fn on_message(&mut self, _ctx: &mut Context<'_>, _conn: ConnId, _msg: Message) {}
 
     /// A timer set with [`Context::set_timer`] fired.

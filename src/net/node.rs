@@ -448,7 +448,8 @@ impl<H: Handler> Node<H> {
         }
         let conn_id = ConnId(id);
         for msg in msgs.drain(..) {
-            if msg.header.is_check() {
+            // A bare `TP:Check` is a liveness probe: activity, not a message.
+            if msg.header.len() == 1 && msg.header.is_check() {
                 continue;
             }
             match self.core.conns.get_mut(&id) {
@@ -774,6 +775,12 @@ impl Core {
         if c.close_reason.is_some() {
             return Err(SendError::Closing(id));
         }
+        if c.out.len + size > max && c.out.len > 0 && c.info.state == State::Open {
+            // The limit counts what the peer has not taken: give it the chance
+            // to take what is queued before judging it slow.
+            self.flush(id.0);
+        }
+        let c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
         if c.out.len + size > max && c.out.len > 0 {
             let reason = format!(
                 "slow consumer: {} bytes queued (limit {max})",

@@ -65,10 +65,16 @@ impl Renderer {
         self.sink.notice(text);
     }
 
-    /// Prints a plain line of command output (tables, help) on stdout.
+    /// Prints command output (tables, help) on stdout; with `--json`, where stdout
+    /// holds only JSON lines, text that is not JSON goes to stderr.
     pub fn print(&mut self, text: &str) {
+        let to_stdout = !self.is_json() || text.starts_with('{');
         for l in text.lines() {
-            self.sink.event(l.as_bytes());
+            if to_stdout {
+                self.sink.event(l.as_bytes());
+            } else {
+                self.sink.notice(l);
+            }
         }
     }
 
@@ -207,6 +213,67 @@ impl Renderer {
                     let _ = write!(l, " [{}]", human_size(msg.body.len() as u64));
                 }
                 human_body(l, &msg.body, body_format);
+            });
+        }
+    }
+}
+
+/// Filer-network events (SPEC §4).
+impl Renderer {
+    /// A peer appeared in the roster.
+    pub fn peer_online(&mut self, id: &str, ip: &str, port: u16) {
+        if self.is_json() {
+            self.json("peer_online")
+                .str("id", id)
+                .str("ip", ip)
+                .num("port", port.into());
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "* {id} online at {ip}:{port}");
+            });
+        }
+    }
+
+    /// A peer left the roster.
+    pub fn peer_offline(&mut self, id: &str) {
+        if self.is_json() {
+            self.json("peer_offline").str("id", id);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "* {id} offline");
+            });
+        }
+    }
+
+    /// The link to the ipserver came up (`connected`) or went away (`lost`).
+    pub fn ipserver(&mut self, state: &str, addr: &str, reason: Option<&str>) {
+        if self.is_json() {
+            let j = self.json("ipserver");
+            j.str("state", state).str("addr", addr);
+            if let Some(r) = reason {
+                j.str("reason", r);
+            }
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "* ipserver {addr} {state}");
+                if let Some(r) = reason {
+                    let _ = write!(l, ": {r}");
+                }
+            });
+        }
+    }
+
+    /// A connection told us its peer name.
+    pub fn identified(&mut self, peer: u64, name: &str) {
+        if self.is_json() {
+            self.json("identified").num("peer", peer).str("name", name);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "= #{peer} is {name}");
             });
         }
     }

@@ -1,0 +1,3 @@
+//! The filer network's data: the roster body and (later) file transfers.
+
+pub mod roster;

@@ -1,0 +1,343 @@
+//! `sockmod filer --id NAME`: a LAN peer found through an ipserver.
+
+use super::session::{Input, Session, format_table};
+use crate::command::{Command, Item, Target};
+use crate::filer::roster::{self, Entry, check_id};
+use crate::net::{ConnId, ConnInfo, Context, Handler};
+use crate::protocol::{Header, Message};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const REPORT_TIMER: u64 = 1;
+const RETRY_TIMER: u64 = 2;
+
+/// Settings of a filer.
+#[derive(Debug, Clone)]
+pub struct FilerConfig {
+    /// This peer's name.
+    pub id: String,
+    /// The ipserver's `HOST:PORT`.
+    pub ipserver: String,
+    /// How often to report.
+    pub report_interval: Duration,
+}
+
+/// The `filer` handler.
+pub struct Filer {
+    /// Shared state.
+    pub s: Session,
+    cfg: FilerConfig,
+    /// Our listening port (what we report).
+    port: u16,
+    /// The link to the ipserver, while dialling or up.
+    ipserver: Option<ConnId>,
+    ipserver_up: bool,
+    /// Said once per outage, so retries do not flood.
+    outage_noticed: bool,
+    /// The address book from the last good roster (minus ourselves).
+    roster: BTreeMap<String, Entry>,
+}
+
+impl Filer {
+    /// A filer listening on `port`.
+    pub fn new(s: Session, cfg: FilerConfig, port: u16) -> Self {
+        Filer {
+            s,
+            cfg,
+            port,
+            ipserver: None,
+            ipserver_up: false,
+            outage_noticed: false,
+            roster: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the listening port reported to the ipserver and peers.
+    pub fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+
+    fn identity(&self) -> Header {
+        Header::new()
+            .with("TP", "Check")
+            .with("ID", self.cfg.id.clone())
+            .with("Port", self.port.to_string())
+    }
+
+    fn report(&mut self, ctx: &mut Context<'_>) {
+        if let Some(id) = self.ipserver
+            && self.ipserver_up
+        {
+            let h = Header::new()
+                .with("ID", self.cfg.id.clone())
+                .with("Port", self.port.to_string());
+            let _ = ctx.send(id, &h, &[]);
+        }
+    }
+
+    fn dial_ipserver(&mut self, ctx: &mut Context<'_>) {
+        let id = ctx.dial(&self.cfg.ipserver);
+        self.s.hidden.insert(id);
+        self.ipserver = Some(id);
+    }
+
+    fn ipserver_lost(&mut self, ctx: &mut Context<'_>, reason: &str) {
+        self.ipserver = None;
+        let was_up = std::mem::take(&mut self.ipserver_up);
+        if was_up || !self.outage_noticed {
+            self.outage_noticed = true;
+            self.s
+                .out
+                .ipserver("lost", &self.cfg.ipserver, Some(reason));
+            self.s.out.notice(&format!(
+                "ipserver {} unreachable ({reason}); retrying every {}",
+                self.cfg.ipserver,
+                humantime::format_duration(self.retry_delay())
+            ));
+        }
+        ctx.set_timer(self.retry_delay(), RETRY_TIMER);
+    }
+
+    fn retry_delay(&self) -> Duration {
+        self.cfg
+            .report_interval
+            .clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    fn on_roster(&mut self, msg: &Message) {
+        let entries = match roster::parse(&msg.body) {
+            Ok(e) => e,
+            Err(e) => {
+                self.s
+                    .out
+                    .notice(&format!("ignored roster from the ipserver: {e}"));
+                return;
+            }
+        };
+        let mut next = BTreeMap::new();
+        for e in entries {
+            if e.id != self.cfg.id {
+                next.insert(e.id.clone(), e);
+            }
+        }
+        for id in self.roster.keys() {
+            if !next.contains_key(id) {
+                self.s.out.peer_offline(id);
+            }
+        }
+        for (id, e) in &next {
+            if self.roster.get(id) != Some(e) {
+                self.s.out.peer_online(id, &e.ip.to_string(), e.port);
+            }
+        }
+        self.roster = next;
+        self.refresh_completion_with_roster();
+    }
+
+    fn refresh_completion_with_roster(&mut self) {
+        if let Some(c) = &self.s.completion
+            && let Ok(mut g) = c.lock()
+        {
+            for n in self.roster.keys() {
+                if !g.contains(n) {
+                    g.push(n.clone());
+                }
+            }
+        }
+    }
+
+    /// Dials a roster peer by name; the id is named at once so it is a target.
+    fn dial_name(&mut self, ctx: &mut Context<'_>, name: &str) -> Result<ConnId, String> {
+        let e = self
+            .roster
+            .get(name)
+            .ok_or_else(|| format!("no peer named {name:?} in the roster (see `peers`)"))?;
+        let addr = std::net::SocketAddr::new(e.ip, e.port).to_string();
+        let id = ctx.dial(&addr);
+        self.s.names.insert(id, name.to_string());
+        Ok(id)
+    }
+
+    /// Named targets that are in the roster but not connected get dialled, so
+    /// `send NAME TEXT` works without a `dial` first.
+    fn dial_missing(&mut self, ctx: &mut Context<'_>, t: &Target) -> Result<(), String> {
+        if let Target::List(items) = t {
+            for it in items {
+                if let Item::Name(n) = it {
+                    let connected = self
+                        .s
+                        .names
+                        .iter()
+                        .any(|(id, name)| name == n && ctx.info(*id).is_some());
+                    if !connected && self.roster.contains_key(n) {
+                        self.dial_name(ctx, n)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn peers_table(&self, ctx: &Context<'_>) -> String {
+        if self.roster.is_empty() {
+            return if self.ipserver_up {
+                "no other peers online".into()
+            } else {
+                format!(
+                    "no peers known (ipserver {} not connected)",
+                    self.cfg.ipserver
+                )
+            };
+        }
+        let mut rows = vec![["name".to_string(), "address".into(), "connection".into()]];
+        for (name, e) in &self.roster {
+            let conns: Vec<String> = self
+                .s
+                .names
+                .iter()
+                .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
+                .map(|(id, _)| id.to_string())
+                .collect();
+            rows.push([
+                name.clone(),
+                format!("{}:{}", e.ip, e.port),
+                if conns.is_empty() {
+                    "-".into()
+                } else {
+                    conns.join(",")
+                },
+            ]);
+        }
+        format_table(&rows)
+    }
+
+    fn run(&mut self, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
+        match cmd {
+            Command::Peers => {
+                let t = self.peers_table(ctx);
+                self.s.out.print(&t);
+                Ok(())
+            }
+            Command::Dial(name) => self.dial_name(ctx, &name).map(|_| ()),
+            Command::Send(ref t, _) | Command::Multicast(ref t, _) | Command::Close(ref t) => {
+                if !matches!(cmd, Command::Close(_)) {
+                    self.dial_missing(ctx, t)?;
+                }
+                self.s.run_common(ctx, cmd)
+            }
+            Command::SendFile(..) | Command::Transfers | Command::Cancel(_) => {
+                Err("file transfer is not available in this build yet".into())
+            }
+            other => self.s.run_common(ctx, other),
+        }
+    }
+}
+
+impl Handler for Filer {
+    type Command = Input;
+
+    fn on_start(&mut self, ctx: &mut Context<'_>) {
+        if let Some(a) = ctx.local_addr() {
+            self.s.out.listening(&a.to_string());
+        }
+        self.dial_ipserver(ctx);
+        ctx.set_timer(self.cfg.report_interval, REPORT_TIMER);
+    }
+
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
+        if Some(info.id) == self.ipserver {
+            self.ipserver_up = true;
+            self.outage_noticed = false;
+            self.s.out.ipserver("connected", &self.cfg.ipserver, None);
+            self.report(ctx);
+            return;
+        }
+        self.s.on_connected(ctx, info);
+        let _ = ctx.send(info.id, &self.identity(), &[]);
+    }
+
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
+        if Some(info.id) == self.ipserver {
+            self.s.hidden.remove(&info.id);
+            self.ipserver_lost(ctx, reason);
+            return;
+        }
+        let target = ctx
+            .target(info.id)
+            .map_or_else(|| info.addr.to_string(), str::to_string);
+        self.s.names.remove(&info.id);
+        self.s.on_connect_failed(ctx, info, &target, reason);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+        if Some(info.id) == self.ipserver {
+            self.s.hidden.remove(&info.id);
+            self.ipserver_lost(ctx, reason);
+            return;
+        }
+        self.s.on_closed(ctx, info, reason, alive);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+        if Some(conn) == self.ipserver {
+            if msg.header.contains("Broadcast") {
+                self.on_roster(&msg);
+            }
+            return;
+        }
+        if msg.header.is_check() {
+            if let Some(name) = msg.header.get("ID") {
+                match check_id(name) {
+                    Ok(()) => {
+                        if self.s.names.get(&conn).map(String::as_str) != Some(name) {
+                            self.s.names.insert(conn, name.to_string());
+                            self.s.out.identified(conn.0, name);
+                            self.s.refresh_completion(ctx);
+                            self.refresh_completion_with_roster();
+                        }
+                    }
+                    Err(e) => self
+                        .s
+                        .out
+                        .notice(&format!("ignored identity from {conn}: {e}")),
+                }
+            }
+            return;
+        }
+        self.s.show_message(ctx, conn, &msg);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
+        match token {
+            REPORT_TIMER => {
+                self.report(ctx);
+                ctx.set_timer(self.cfg.report_interval, REPORT_TIMER);
+            }
+            RETRY_TIMER if self.ipserver.is_none() && !ctx.is_stopping() => {
+                self.dial_ipserver(ctx);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
+        match input {
+            Input::Line(l) => {
+                if let Some(cmd) = self.s.parse_line(&l) {
+                    let r = self.run(ctx, cmd);
+                    self.s.report(r);
+                }
+            }
+            Input::Eof => {}
+            Input::Signal => ctx.stop(),
+        }
+    }
+
+    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
+        self.s.out.notice(notice);
+    }
+
+    fn on_idle(&mut self, _ctx: &mut Context<'_>) {
+        self.s.out.flush();
+    }
+}
