@@ -27,6 +27,13 @@ fn printable(s: &str) -> bool {
     !s.chars().any(|c| c.is_control() && c != '\t')
 }
 
+/// True when the only control characters are line breaks and tabs: such text is
+/// shown escaped (`a\nb`); anything else gets a hex preview.
+fn mostly_text(s: &str) -> bool {
+    !s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+}
+
 /// Appends the human preview of `body` (nothing for an empty body).
 pub fn human_body(out: &mut String, body: &[u8], fmt: BodyFormat) {
     if body.is_empty() || fmt == BodyFormat::None {
@@ -36,8 +43,8 @@ pub fn human_body(out: &mut String, body: &[u8], fmt: BodyFormat) {
     match fmt {
         BodyFormat::Auto => match std::str::from_utf8(body) {
             Ok(s) if printable(s) => push_clipped(out, s),
-            Ok(s) => push_clipped(out, &s.escape_debug().to_string()),
-            Err(_) => {
+            Ok(s) if mostly_text(s) => push_clipped(out, &s.escape_debug().to_string()),
+            _ => {
                 push_hex(out, &body[..body.len().min(32)]);
                 if body.len() > 32 {
                     out.push('…');
