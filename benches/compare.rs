@@ -1,0 +1,1245 @@
+//! Side-by-side benchmark: the real release `sockmod` binary over loopback, against
+//! the tools a user would otherwise pick (`socat`, `iperf3`, `ncat`), measured in
+//! the same run on the same machine, plus micro-benchmarks of the codec.
+//!
+//! Run: `cargo bench` (a few minutes on 2 cores), or `cargo bench -- --quick`
+//! (or `SOCKMOD_BENCH_QUICK=1`) for a smoke run of seconds. Extra words select
+//! rows by name: `cargo bench -- fan-out rtt`.
+//!
+//! References come from the distribution: `apt-get install -y socat iperf3 ncat`.
+//! A row whose reference is missing says so and is marked skipped.
+//!
+//! Figures are medians of several runs. ratio = sockmod ÷ reference in the row's
+//! unit (higher is better for rates, lower for times and sizes).
+
+use sockmod::protocol::{Decoder, Header, Message, encode, encode_into};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary cargo built for this bench (bench profile = release settings).
+const SOCKMOD: &str = env!("CARGO_BIN_EXE_sockmod");
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+/// The frame the ingest rows stream: `CL:0;info:x`.
+const SMALL_FRAME: &[u8] = b"\x0b\x00CL:0;info:x";
+const INSTALL_HINT: &str = "apt-get install -y socat iperf3 ncat";
+
+type Res<T> = Result<T, String>;
+
+// ---------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------
+
+struct Settings {
+    quick: bool,
+    runs: usize,
+    only: Vec<String>,
+    ingest_frames: usize,
+    bulk_bytes: usize,
+    fan_clients: usize,
+    fan_broadcasts: usize,
+    idle_conns: usize,
+    rtt_samples: usize,
+    startup_runs: usize,
+    file_bytes: usize,
+}
+
+impl Settings {
+    fn from_args() -> Self {
+        let mut quick = std::env::var_os("SOCKMOD_BENCH_QUICK").is_some_and(|v| v != "0");
+        let mut only = Vec::new();
+        for a in std::env::args().skip(1) {
+            match a.as_str() {
+                "--quick" => quick = true,
+                // cargo bench passes --bench to harness=false targets.
+                a if a.starts_with("--") => {}
+                a => only.push(a.to_string()),
+            }
+        }
+        if quick {
+            Settings {
+                quick,
+                runs: 1,
+                only,
+                ingest_frames: 100_000,
+                bulk_bytes: 64 << 20,
+                fan_clients: 50,
+                fan_broadcasts: 200,
+                idle_conns: 1_000,
+                rtt_samples: 2_000,
+                startup_runs: 5,
+                file_bytes: 64 << 20,
+            }
+        } else {
+            Settings {
+                quick,
+                runs: 5,
+                only,
+                ingest_frames: 2_000_000,
+                bulk_bytes: 1 << 30,
+                fan_clients: 200,
+                fan_broadcasts: 2_000,
+                idle_conns: 10_000,
+                rtt_samples: 20_000,
+                startup_runs: 21,
+                file_bytes: 1 << 30,
+            }
+        }
+    }
+
+    fn wants(&self, key: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| key.contains(o.as_str()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The table
+// ---------------------------------------------------------------------------
+
+struct Row {
+    figure: String,
+    sockmod: String,
+    reference: String,
+    ratio: String,
+    target: String,
+}
+
+/// A measured figure: value in the row's unit, how to print it.
+#[derive(Clone, Copy)]
+struct Fig {
+    v: f64,
+    unit: Unit,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    MsgPerSec,
+    BytesPerSec,
+    Micros,
+    Millis,
+    BytesPerConn,
+    NanosPerFrame,
+}
+
+fn show(f: Fig) -> String {
+    match f.unit {
+        Unit::MsgPerSec => {
+            if f.v >= 1e6 {
+                format!("{:.2}M msg/s", f.v / 1e6)
+            } else {
+                format!("{:.0}k msg/s", f.v / 1e3)
+            }
+        }
+        Unit::BytesPerSec => format!("{:.2} GiB/s", f.v / (1u64 << 30) as f64),
+        Unit::Micros => format!("{:.1} µs", f.v),
+        Unit::Millis => format!("{:.2} ms", f.v),
+        Unit::BytesPerConn => format!("{:.0} B/conn", f.v),
+        Unit::NanosPerFrame => format!("{:.0} ns/frame", f.v),
+    }
+}
+
+/// A target: its text, and whether (ours, reference) meets it.
+type Target<'a> = Option<(&'a str, &'a dyn Fn(f64, Option<f64>) -> bool)>;
+
+fn at_least(x: f64) -> impl Fn(f64, Option<f64>) -> bool {
+    move |o, _| o >= x
+}
+
+fn at_most(x: f64) -> impl Fn(f64, Option<f64>) -> bool {
+    move |o, _| o <= x
+}
+
+fn row(figure: &str, ours: Res<Fig>, reference: Option<(&str, Res<Fig>)>, target: Target) -> Row {
+    let sockmod = match &ours {
+        Ok(f) => show(*f),
+        Err(e) => format!("skipped: {e}"),
+    };
+    let (reference_text, ratio) = match &reference {
+        None => ("—".to_string(), "—".to_string()),
+        Some((name, Ok(r))) => {
+            let ratio = match &ours {
+                Ok(o) if r.v > 0.0 => format!("{:.2}×", o.v / r.v),
+                _ => "—".to_string(),
+            };
+            (format!("{name}: {}", show(*r)), ratio)
+        }
+        Some((name, Err(e))) => (format!("{name}: skipped: {e}"), "—".to_string()),
+    };
+    let reference_value = match &reference {
+        Some((_, Ok(r))) => Some(r.v),
+        _ => None,
+    };
+    let target = match (target, &ours) {
+        (None, _) => "—".to_string(),
+        (Some((text, _)), Err(_)) => text.to_string(),
+        (Some((text, met)), Ok(o)) => {
+            format!(
+                "{text} {}",
+                if met(o.v, reference_value) {
+                    "✓"
+                } else {
+                    "✗"
+                }
+            )
+        }
+    };
+    Row {
+        figure: figure.to_string(),
+        sockmod,
+        reference: reference_text,
+        ratio,
+        target,
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let head = [
+        "figure",
+        "sockmod",
+        "reference (same run)",
+        "ratio",
+        "target",
+    ];
+    let cells: Vec<[&str; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.figure.as_str(),
+                r.sockmod.as_str(),
+                r.reference.as_str(),
+                r.ratio.as_str(),
+                r.target.as_str(),
+            ]
+        })
+        .collect();
+    let mut w = head.map(|h| h.chars().count());
+    for c in &cells {
+        for (i, s) in c.iter().enumerate() {
+            w[i] = w[i].max(s.chars().count());
+        }
+    }
+    let line = |c: [&str; 5]| {
+        let mut s = String::from("|");
+        for (i, x) in c.iter().enumerate() {
+            s.push(' ');
+            s.push_str(x);
+            s.extend(std::iter::repeat_n(' ', w[i] - x.chars().count()));
+            s.push_str(" |");
+        }
+        s
+    };
+    println!("{}", line(head));
+    let mut sep = String::from("|");
+    for x in w {
+        sep.push_str(&"-".repeat(x + 2));
+        sep.push('|');
+    }
+    println!("{sep}");
+    for c in cells {
+        println!("{}", line(c));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `f` `runs` times and returns the median; the first error stops it.
+fn med(runs: usize, unit: Unit, mut f: impl FnMut() -> Res<f64>) -> Res<Fig> {
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        v.push(f()?);
+    }
+    Ok(Fig { v: median(v), unit })
+}
+
+fn have(tool: &str) -> Res<()> {
+    let found = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            let f = d.join(tool);
+            f.is_file()
+        })
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(format!("{tool} not installed ({INSTALL_HINT})"))
+    }
+}
+
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+/// Closing this socket sends RST: no TIME_WAIT left behind by thousands of clients.
+fn linger0(s: &TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a valid fd and a pointer to a local struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A port that was free a moment ago (for tools that cannot report port 0).
+fn free_port() -> Res<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Connects, retrying while the server starts listening.
+fn connect_retry(addr: SocketAddr) -> Res<TcpStream> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() < until && e.kind() == ErrorKind::ConnectionRefused => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(format!("cannot connect to {addr}: {e}")),
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_bytes(pid: u32) -> Res<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|k| k * 1024)
+        .ok_or_else(|| "no VmRSS".to_string())
+}
+
+// ---------------------------------------------------------------------------
+// sockmod serve
+// ---------------------------------------------------------------------------
+
+/// `sockmod serve --json …` with its stdout read here.
+struct Serve {
+    proc: Proc,
+    addr: SocketAddr,
+    stdin: Option<ChildStdin>,
+    out: LineCounter,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Res<Serve> {
+        let mut cmd = Command::new(SOCKMOD);
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--json"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {SOCKMOD}: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let proc = Proc(child);
+        let mut out = LineCounter::new(stdout);
+        let first = out.next_line()?;
+        let addr = first
+            .split("\"addr\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("unexpected first line from serve: {first}"))?;
+        Ok(Serve {
+            proc,
+            addr,
+            stdin,
+            out,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+}
+
+/// Reads a child's stdout in large chunks; counts lines cheaply or returns them.
+struct LineCounter {
+    r: ChildStdout,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl LineCounter {
+    fn new(r: ChildStdout) -> Self {
+        LineCounter {
+            r,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn fill(&mut self) -> Res<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        match self.r.read(&mut self.buf[self.end..]) {
+            Ok(0) => Err("serve's stdout closed".into()),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(e) => Err(format!("reading serve's stdout: {e}")),
+        }
+    }
+
+    /// The next whole line (without the newline).
+    fn next_line(&mut self) -> Res<String> {
+        loop {
+            if let Some(p) = self.buf[self.start..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let line = String::from_utf8_lossy(&self.buf[self.start..self.start + p]);
+                let line = line.into_owned();
+                self.start += p + 1;
+                return Ok(line);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Skips `n` lines without looking at them.
+    fn skip_lines(&mut self, mut n: usize) -> Res<()> {
+        while n > 0 {
+            let chunk = &self.buf[self.start..self.end];
+            let mut consumed = chunk.len();
+            for (i, &b) in chunk.iter().enumerate() {
+                if b == b'\n' {
+                    n -= 1;
+                    if n == 0 {
+                        consumed = i + 1;
+                        break;
+                    }
+                }
+            }
+            self.start += consumed;
+            if n > 0 {
+                self.fill()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    fn until(&mut self, needle: &str) -> Res<String> {
+        loop {
+            let l = self.next_line()?;
+            if l.contains(needle) {
+                return Ok(l);
+            }
+        }
+    }
+}
+
+/// A client that streams `data` in one go on its own thread.
+fn stream_in(mut s: TcpStream, data: std::sync::Arc<Vec<u8>>, times: usize, close: bool) {
+    std::thread::spawn(move || {
+        for _ in 0..times {
+            if s.write_all(&data).is_err() {
+                return;
+            }
+        }
+        if close {
+            let _ = s.shutdown(Shutdown::Write);
+        }
+        // Keep the socket open until the server is done with it.
+        let mut b = [0u8; 64];
+        let _ = s.read(&mut b);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Rows
+// ---------------------------------------------------------------------------
+
+/// 2M small frames into `serve --json --body-format none`, until the last event line.
+fn ingest_json(n: usize) -> Res<f64> {
+    let mut srv = Serve::start(&["--body-format", "none"])?;
+    let data = std::sync::Arc::new(SMALL_FRAME.repeat(n));
+    let s = TcpStream::connect(srv.addr).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    stream_in(s, data, 1, false);
+    srv.out.skip_lines(1 + n)?; // connected, then one line per message
+    let dt = t0.elapsed().as_secs_f64();
+    Ok(n as f64 / dt)
+}
+
+/// The same into `serve --quiet`: the end is the `closed` event, which the loop
+/// emits only after it has taken every frame before the end of the stream.
+fn ingest_quiet(n: usize) -> Res<f64> {
+    let mut srv = Serve::start(&["--quiet"])?;
+    let data = std::sync::Arc::new(SMALL_FRAME.repeat(n));
+    let s = TcpStream::connect(srv.addr).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    stream_in(s, data, 1, true);
+    let l = srv.out.until("\"event\":\"closed\"")?;
+    let dt = t0.elapsed().as_secs_f64();
+    if !l.contains("peer closed") {
+        return Err(format!("unexpected close: {l}"));
+    }
+    Ok(n as f64 / dt)
+}
+
+/// The same bytes into `socat` writing to /dev/null: what a byte pipe does with them.
+fn socat_sink(data: std::sync::Arc<Vec<u8>>, times: usize) -> Res<f64> {
+    have("socat")?;
+    let port = free_port()?;
+    let child = Command::new("socat")
+        .args([
+            "-u",
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"),
+            "OPEN:/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run socat: {e}"))?;
+    let mut p = Proc(child);
+    let mut s = connect_retry(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let t0 = Instant::now();
+    for _ in 0..times {
+        s.write_all(&data).map_err(|e| e.to_string())?;
+    }
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let st = p.0.wait().map_err(|e| e.to_string())?;
+    let dt = t0.elapsed().as_secs_f64();
+    if !st.success() {
+        return Err(format!("socat failed: {st}"));
+    }
+    Ok(dt)
+}
+
+fn big_frame() -> Vec<u8> {
+    encode(&Header::new().with("info", "x"), &vec![0x5a; 1 << 20]).unwrap_or_default()
+}
+
+/// 1 GiB as 1 MiB frames into `serve --json --body-format none`: bytes/s.
+fn bulk_sockmod(bytes: usize) -> Res<f64> {
+    let mut srv = Serve::start(&["--body-format", "none"])?;
+    let frame = std::sync::Arc::new(big_frame());
+    let n = bytes >> 20;
+    let s = TcpStream::connect(srv.addr).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    stream_in(s, frame.clone(), n, false);
+    srv.out.skip_lines(1 + n)?;
+    let dt = t0.elapsed().as_secs_f64();
+    Ok((n * frame.len()) as f64 / dt)
+}
+
+fn bulk_socat(bytes: usize) -> Res<f64> {
+    let frame = std::sync::Arc::new(big_frame());
+    let n = bytes >> 20;
+    let dt = socat_sink(frame.clone(), n)?;
+    Ok((n * frame.len()) as f64 / dt)
+}
+
+/// iperf3's own receiver figure for the same number of bytes.
+fn bulk_iperf3(bytes: usize) -> Res<f64> {
+    have("iperf3")?;
+    let port = free_port()?.to_string();
+    let child = Command::new("iperf3")
+        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run iperf3: {e}"))?;
+    let _server = Proc(child);
+    // The server prints nothing useful unbuffered: retry the client until it listens.
+    let until = Instant::now() + Duration::from_secs(10);
+    let o = loop {
+        let o = Command::new("iperf3")
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-J",
+                "-n",
+                &bytes.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run iperf3: {e}"))?;
+        if o.status.success() || Instant::now() > until {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 8.0)
+        .ok_or_else(|| "iperf3 gave no figure".into())
+}
+
+// --- fan-out ---------------------------------------------------------------
+
+/// `clients` receivers read on one mio thread; `wait(bytes)` returns once every
+/// receiver has taken that many bytes in total.
+struct Receivers {
+    got: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receivers {
+    fn connect(addr: SocketAddr, clients: usize) -> Res<Receivers> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let mut socks = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            let s = connect_retry(addr)?;
+            linger0(&s);
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            socks.push(mio::net::TcpStream::from_std(s));
+        }
+        let got: std::sync::Arc<Vec<AtomicU64>> =
+            std::sync::Arc::new((0..clients).map(|_| AtomicU64::new(0)).collect());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let Ok(mut poll) = mio::Poll::new() else {
+                return;
+            };
+            for (i, s) in socks.iter_mut().enumerate() {
+                let _ = poll
+                    .registry()
+                    .register(s, mio::Token(i), mio::Interest::READABLE);
+            }
+            let mut events = mio::Events::with_capacity(1024);
+            let mut buf = vec![0u8; 1 << 16];
+            while !st.load(Ordering::Relaxed) {
+                if poll
+                    .poll(&mut events, Some(Duration::from_millis(20)))
+                    .is_err()
+                {
+                    return;
+                }
+                for ev in events.iter() {
+                    let i = ev.token().0;
+                    loop {
+                        match socks[i].read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                g[i].fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Receivers {
+            got,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn wait(&self, bytes: u64, timeout: Duration) -> Res<()> {
+        use std::sync::atomic::Ordering;
+        let until = Instant::now() + timeout;
+        loop {
+            if self.got.iter().all(|g| g.load(Ordering::Relaxed) >= bytes) {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                let short = self
+                    .got
+                    .iter()
+                    .filter(|g| g.load(Ordering::Relaxed) < bytes)
+                    .count();
+                return Err(format!("{short} receivers short of {bytes} bytes"));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const FAN_BODY: usize = 1024;
+
+/// `broadcast` of a 1 KiB body typed into serve's stdin: deliveries per second.
+fn fanout_sockmod(clients: usize, casts: usize) -> Res<f64> {
+    let mut srv = Serve::start(&["--quiet"])?;
+    let rx = Receivers::connect(srv.addr, clients)?;
+    let frame_len = encode(&Header::new(), &[b'x'; FAN_BODY])
+        .map_err(|e| e.to_string())?
+        .len() as u64;
+    let line = format!("bc -b {}\n", "x".repeat(FAN_BODY));
+    let mut stdin = srv.stdin.take().ok_or("no stdin")?;
+    // Wait until every receiver is in: one broadcast reaches them all.
+    let _ = srv.out.skip_lines(clients);
+    stdin
+        .write_all(line.as_bytes())
+        .map_err(|e| e.to_string())?;
+    rx.wait(frame_len, Duration::from_secs(30))?;
+    let all = line.repeat(casts);
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(all.as_bytes());
+        stdin
+    });
+    rx.wait(frame_len * (casts as u64 + 1), Duration::from_secs(120))?;
+    let dt = t0.elapsed().as_secs_f64();
+    drop(writer.join());
+    Ok((clients * casts) as f64 / dt)
+}
+
+/// `ncat --broker` relaying the same frames from one sender to the receivers.
+fn fanout_ncat(clients: usize, casts: usize) -> Res<f64> {
+    have("ncat")?;
+    let port = free_port()?;
+    let child = Command::new("ncat")
+        .args([
+            "--broker",
+            "--listen",
+            "--max-conns",
+            &(clients + 10).to_string(),
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run ncat: {e}"))?;
+    let _p = Proc(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let rx = Receivers::connect(addr, clients)?;
+    let mut tx = connect_retry(addr)?;
+    let frame = encode(&Header::new(), &[b'x'; FAN_BODY]).map_err(|e| e.to_string())?;
+    let frame_len = frame.len() as u64;
+    tx.write_all(&frame).map_err(|e| e.to_string())?;
+    rx.wait(frame_len, Duration::from_secs(30))?;
+    let all = frame.repeat(casts);
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let _ = tx.write_all(&all);
+        tx
+    });
+    rx.wait(frame_len * (casts as u64 + 1), Duration::from_secs(120))?;
+    let dt = t0.elapsed().as_secs_f64();
+    drop(writer.join());
+    Ok((clients * casts) as f64 / dt)
+}
+
+// --- idle connections ------------------------------------------------------
+
+/// RSS growth of `serve` per held connection.
+fn idle_conns(n: usize) -> Res<f64> {
+    let mut srv = Serve::start(&["--quiet", "--max-conns", &(n + 100).to_string()])?;
+    // Let the process settle before the baseline.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = rss_bytes(srv.pid())?;
+    let mut held = Vec::with_capacity(n);
+    const BATCH: usize = 500;
+    while held.len() < n {
+        let k = BATCH.min(n - held.len());
+        for _ in 0..k {
+            let s = TcpStream::connect(srv.addr).map_err(|e| format!("connect: {e}"))?;
+            linger0(&s);
+            held.push(s);
+        }
+        srv.out.skip_lines(k)?; // one `connected` line each
+    }
+    let after = rss_bytes(srv.pid())?;
+    drop(held);
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+
+// --- round trip ------------------------------------------------------------
+
+fn build_echo() -> Res<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--example", "echo"])
+        .current_dir(MANIFEST_DIR)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !st.success() {
+        return Err("cargo build --release --example echo failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(MANIFEST_DIR).join("target"));
+    let p = target.join("release/examples/echo");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{} not found", p.display()))
+    }
+}
+
+/// Round trips of one small frame: sorted samples in µs.
+fn rtt_samples(addr: SocketAddr, samples: usize) -> Res<Vec<f64>> {
+    let mut s = connect_retry(addr)?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    linger0(&s);
+    let frame = SMALL_FRAME;
+    let mut back = [0u8; 64];
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let t0 = Instant::now();
+        s.write_all(frame).map_err(|e| e.to_string())?;
+        s.read_exact(&mut back[..frame.len()])
+            .map_err(|e| e.to_string())?;
+        let dt = t0.elapsed();
+        if back[..frame.len()] != *frame {
+            return Err("echo returned different bytes".into());
+        }
+        if i >= samples / 10 {
+            out.push(dt.as_secs_f64() * 1e6);
+        }
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    Ok(out)
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+fn rtt_sockmod(echo: &Path, samples: usize) -> Res<Vec<f64>> {
+    let mut child = Command::new(echo)
+        .arg("127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run echo: {e}"))?;
+    let err = child.stderr.take().ok_or("no stderr")?;
+    let _p = Proc(child);
+    let mut l = String::new();
+    BufReader::new(err)
+        .read_line(&mut l)
+        .map_err(|e| e.to_string())?;
+    let addr: SocketAddr = l
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("unexpected line from echo: {l}"))?;
+    rtt_samples(addr, samples)
+}
+
+/// `socat` echoing through a pipe: the same request/response over loopback.
+fn rtt_socat(samples: usize) -> Res<Vec<f64>> {
+    have("socat")?;
+    let port = free_port()?;
+    let child = Command::new("socat")
+        .args([
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,nodelay"),
+            "PIPE",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run socat: {e}"))?;
+    let _p = Proc(child);
+    rtt_samples(SocketAddr::from(([127, 0, 0, 1], port)), samples)
+}
+
+// --- start-up --------------------------------------------------------------
+
+fn startup(prog: &str, arg: &str, runs: usize) -> Res<Fig> {
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let st = Command::new(prog)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run {prog}: {e}"))?;
+        v.push(t0.elapsed().as_secs_f64() * 1e3);
+        if !st.success() {
+            return Err(format!("{prog} {arg} failed"));
+        }
+    }
+    Ok(Fig {
+        v: median(v),
+        unit: Unit::Millis,
+    })
+}
+
+// --- file ------------------------------------------------------------------
+
+/// HOOK for the file row: sockmod's filer → filer transfer of `bytes` from `src`
+/// into a fresh inbox, returning seconds (and, later, peak RSS of each side).
+///
+/// It says "skipped" until file transfer lands; wire the transfer helper's script
+/// (or its own Rust driver) in here and return the elapsed seconds.
+fn file_sockmod(_src: &Path, _bytes: usize) -> Res<f64> {
+    Err("needs file transfer".into())
+}
+
+/// socat disk to disk: a listener writing a file, a sender reading one.
+fn file_socat(src: &Path, dir: &Path) -> Res<f64> {
+    have("socat")?;
+    let port = free_port()?;
+    let dst = dir.join("socat.out");
+    let _ = std::fs::remove_file(&dst);
+    let recv = Command::new("socat")
+        .args([
+            "-u".to_string(),
+            format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"),
+            format!("CREATE:{}", dst.display()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run socat: {e}"))?;
+    let mut recv = Proc(recv);
+    // Wait until it listens, without taking its one connection.
+    let until = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .contains(&format!(":{port:04X} 00000000:0000 0A"))
+    {
+        if Instant::now() > until {
+            return Err("socat did not listen".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = Instant::now();
+    let st = Command::new("socat")
+        .args([
+            "-u".to_string(),
+            format!("OPEN:{}", src.display()),
+            format!("TCP:127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run socat: {e}"))?;
+    let rst = recv.0.wait().map_err(|e| e.to_string())?;
+    let dt = t0.elapsed().as_secs_f64();
+    if !st.success() || !rst.success() {
+        return Err("socat transfer failed".into());
+    }
+    let _ = std::fs::remove_file(&dst);
+    Ok(dt)
+}
+
+fn file_rows(set: &Settings) -> Row {
+    let dir = Path::new(MANIFEST_DIR).join("target/bench-files");
+    let src = dir.join("source.bin");
+    let prepare = || -> Res<()> {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        if std::fs::metadata(&src).is_ok_and(|m| m.len() as usize == set.file_bytes) {
+            return Ok(());
+        }
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(&src).map_err(|e| e.to_string())?);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..set.file_bytes >> 20 {
+            for c in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).map_err(|e| e.to_string())?;
+        }
+        f.flush().map_err(|e| e.to_string())
+    };
+    let ready = prepare();
+    let rate = |secs: Res<f64>| -> Res<Fig> {
+        secs.map(|s| Fig {
+            v: set.file_bytes as f64 / s,
+            unit: Unit::BytesPerSec,
+        })
+    };
+    let ours = ready
+        .clone()
+        .and_then(|_| rate(file_sockmod(&src, set.file_bytes)));
+    let reference = ready.and_then(|_| {
+        let runs = set.runs.min(3);
+        med(runs, Unit::BytesPerSec, || {
+            file_socat(&src, &dir).map(|s| set.file_bytes as f64 / s)
+        })
+    });
+    row(
+        &format!("file: {} filer → filer", size_name(set.file_bytes)),
+        ours,
+        Some(("socat disk→disk", reference)),
+        Some((
+            "≤ 1.1× socat's time, ≤ 32 MiB RSS each side",
+            &|o, r| r.is_some_and(|r| o >= r / 1.1),
+        )),
+    )
+}
+
+// --- codec micro-benchmarks -------------------------------------------------
+
+fn codec_rows(set: &Settings) -> Vec<Row> {
+    let n = if set.quick { 200_000 } else { 2_000_000 };
+    let small = Header::new().with("info", "x");
+    let kib = vec![0x61u8; 1024];
+    let mut rows = Vec::new();
+    for (name, body) in [("CL:0;info:x", &[][..]), ("info:x + 1 KiB body", &kib[..])] {
+        let enc = med(set.runs, Unit::NanosPerFrame, || {
+            let mut out = Vec::with_capacity(64 << 10);
+            let t0 = Instant::now();
+            for _ in 0..n {
+                out.clear();
+                encode_into(std::hint::black_box(&small), body, &mut out)
+                    .map_err(|e| e.to_string())?;
+                std::hint::black_box(&out);
+            }
+            Ok(t0.elapsed().as_nanos() as f64 / n as f64)
+        });
+        rows.push(row(&format!("codec encode, {name}"), enc, None, None));
+        let frame = encode(&small, body).map_err(|e| e.to_string());
+        let dec = frame.and_then(|frame| {
+            let batch = 1000;
+            let input = frame.repeat(batch);
+            med(set.runs, Unit::NanosPerFrame, || {
+                let mut d = Decoder::default();
+                let mut out: Vec<Message> = Vec::with_capacity(batch);
+                let t0 = Instant::now();
+                for _ in 0..n / batch {
+                    // 64 KiB reads, as from a socket.
+                    for chunk in input.chunks(64 << 10) {
+                        d.feed(std::hint::black_box(chunk), &mut out)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    if out.len() != batch {
+                        return Err("decoder lost frames".into());
+                    }
+                    out.clear();
+                }
+                Ok(t0.elapsed().as_nanos() as f64 / n as f64)
+            })
+        });
+        rows.push(row(&format!("codec decode, {name}"), dec, None, None));
+    }
+    rows
+}
+
+fn size_name(b: usize) -> String {
+    if b >= 1 << 30 {
+        format!("{} GiB", b >> 30)
+    } else {
+        format!("{} MiB", b >> 20)
+    }
+}
+
+fn count_name(n: usize) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn main() {
+    raise_nofile();
+    let set = Settings::from_args();
+    let runs = set.runs;
+    let msgs = |r: Res<f64>| r;
+    let mut rows: Vec<Row> = Vec::new();
+    eprintln!(
+        "sockmod benchmark ({}, medians of {} runs); binary {SOCKMOD}",
+        if set.quick { "quick" } else { "full" },
+        runs
+    );
+
+    if set.wants("ingest") {
+        let n = set.ingest_frames;
+        eprintln!("· ingest …");
+        let data = std::sync::Arc::new(SMALL_FRAME.repeat(n));
+        let reference = med(runs, Unit::MsgPerSec, || {
+            socat_sink(data.clone(), 1).map(|dt| n as f64 / dt)
+        });
+        let ours = med(runs, Unit::MsgPerSec, || msgs(ingest_json(n)));
+        rows.push(row(
+            &format!("ingest {} frames CL:0;info:x, --json", count_name(n)),
+            ours,
+            Some(("socat same bytes → /dev/null", reference)),
+            Some(("≥ 2M msg/s", &at_least(2e6))),
+        ));
+        let reference = med(runs, Unit::MsgPerSec, || {
+            socat_sink(data.clone(), 1).map(|dt| n as f64 / dt)
+        });
+        let ours = med(runs, Unit::MsgPerSec, || msgs(ingest_quiet(n)));
+        rows.push(row(
+            &format!("ingest {} frames, --quiet", count_name(n)),
+            ours,
+            Some(("socat same bytes → /dev/null", reference)),
+            Some(("≥ 3M msg/s", &at_least(3e6))),
+        ));
+    }
+
+    if set.wants("bulk") {
+        eprintln!("· bulk …");
+        let b = set.bulk_bytes;
+        let ours = med(runs, Unit::BytesPerSec, || bulk_sockmod(b));
+        let socat = med(runs, Unit::BytesPerSec, || bulk_socat(b));
+        let iperf = med(runs, Unit::BytesPerSec, || bulk_iperf3(b));
+        let name = format!("bulk {} as 1 MiB frames, --json", size_name(b));
+        rows.push(row(
+            &name,
+            ours.clone(),
+            Some(("socat → /dev/null", socat)),
+            Some(("≥ 0.8× socat", &|o, r| r.is_some_and(|r| o >= 0.8 * r))),
+        ));
+        rows.push(row(
+            &format!("bulk {} (vs iperf3)", size_name(b)),
+            ours,
+            Some(("iperf3", iperf)),
+            None,
+        ));
+    }
+
+    if set.wants("fan-out") {
+        eprintln!("· fan-out …");
+        let (c, k) = (set.fan_clients, set.fan_broadcasts);
+        let ours = med(runs, Unit::MsgPerSec, || fanout_sockmod(c, k));
+        let ncat = med(runs, Unit::MsgPerSec, || fanout_ncat(c, k));
+        rows.push(row(
+            &format!(
+                "fan-out {} × 1 KiB broadcasts to {c} clients (deliveries)",
+                count_name(k)
+            ),
+            ours,
+            Some(("ncat --broker", ncat)),
+            Some(("≥ 1M/s and ahead of ncat", &|o, r| {
+                o >= 1e6 && r.is_none_or(|r| o > r)
+            })),
+        ));
+    }
+
+    if set.wants("idle") {
+        eprintln!("· idle connections …");
+        let n = set.idle_conns;
+        let ours = med(runs.min(3), Unit::BytesPerConn, || idle_conns(n));
+        rows.push(row(
+            &format!("idle: serve RSS growth holding {} conns", count_name(n)),
+            ours,
+            None,
+            Some(("≤ 4096 B/conn", &at_most(4096.0))),
+        ));
+    }
+
+    if set.wants("rtt") {
+        eprintln!("· round trip …");
+        let n = set.rtt_samples;
+        let r3 = runs.min(3);
+        let ours: Res<Vec<Vec<f64>>> =
+            build_echo().and_then(|echo| (0..r3).map(|_| rtt_sockmod(&echo, n)).collect());
+        let theirs: Res<Vec<Vec<f64>>> = (0..r3).map(|_| rtt_socat(n)).collect();
+        for (p, name, target) in [(0.5, "p50", true), (0.99, "p99", false)] {
+            let limit = at_most(50.0);
+            let target: Target = if target {
+                Some(("≤ 50 µs", &limit))
+            } else {
+                None
+            };
+            let f = |r: &Res<Vec<Vec<f64>>>| -> Res<Fig> {
+                r.as_ref().map_err(Clone::clone).map(|runs| Fig {
+                    v: median(runs.iter().map(|s| pct(s, p)).collect()),
+                    unit: Unit::Micros,
+                })
+            };
+            rows.push(row(
+                &format!("round trip {name}, examples/echo.rs"),
+                f(&ours),
+                Some(("socat PIPE echo", f(&theirs))),
+                target,
+            ));
+        }
+    }
+
+    if set.wants("start") {
+        eprintln!("· start-up …");
+        let n = set.startup_runs;
+        let ours = startup(SOCKMOD, "--version", n);
+        let theirs = have("socat").and_then(|_| startup("socat", "-V", n));
+        rows.push(row(
+            "start-up: sockmod --version",
+            ours,
+            Some(("socat -V", theirs)),
+            Some(("≤ 5 ms", &at_most(5.0))),
+        ));
+    }
+
+    if set.wants("file") {
+        eprintln!("· file …");
+        rows.push(file_rows(&set));
+    }
+
+    if set.wants("codec") {
+        eprintln!("· codec …");
+        rows.extend(codec_rows(&set));
+    }
+
+    println!();
+    print_table(&rows);
+}
