@@ -9,6 +9,9 @@
 //! References come from the distribution: `apt-get install -y socat iperf3 ncat`.
 //! A row whose reference is missing says so and is marked skipped.
 //!
+//! `SOCKMOD_BIN=PATH` measures another sockmod binary (e.g. an older build) and
+//! `SOCKMOD_ECHO=PATH` another echo example, to compare builds in one sitting.
+//!
 //! Figures are medians of several runs. ratio = sockmod ÷ reference in the row's
 //! unit (higher is better for rates, lower for times and sizes).
 
@@ -21,7 +24,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary cargo built for this bench (bench profile = release settings).
-const SOCKMOD: &str = env!("CARGO_BIN_EXE_sockmod");
+const BUILT: &str = env!("CARGO_BIN_EXE_sockmod");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// The frame the ingest rows stream: `CL:0;info:x`.
 const SMALL_FRAME: &[u8] = b"\x0b\x00CL:0;info:x";
@@ -327,6 +330,33 @@ fn connect_retry(addr: SocketAddr) -> Res<TcpStream> {
     }
 }
 
+/// The listener on 127.0.0.1:`port`: `Some(accept queue length)` once it listens.
+fn listen_queue(port: u16) -> Option<u64> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    tcp.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() > 4 && f[1] == local && f[3] == "0A" {
+            let rx = f[4].split(':').nth(1)?;
+            u64::from_str_radix(rx, 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Waits until the server on `port` has accepted every queued connection.
+fn wait_accepted(port: u16) -> Res<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while listen_queue(port) != Some(0) {
+        if Instant::now() > until {
+            return Err(format!("the server on port {port} does not accept"));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
 /// A child process killed on drop.
 struct Proc(Child);
 
@@ -360,7 +390,7 @@ struct Serve {
 
 impl Serve {
     fn start(extra: &[&str]) -> Res<Serve> {
-        let mut cmd = Command::new(SOCKMOD);
+        let mut cmd = Command::new(sockmod_bin());
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--json"])
             .args(extra)
             .stdin(Stdio::piped())
@@ -368,7 +398,7 @@ impl Serve {
             .stderr(Stdio::null());
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot run {SOCKMOD}: {e}"))?;
+            .map_err(|e| format!("cannot run {}: {e}", sockmod_bin()))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let proc = Proc(child);
@@ -600,7 +630,8 @@ fn bulk_iperf3(bytes: usize) -> Res<f64> {
     let _server = Proc(child);
     // The server prints nothing useful unbuffered: retry the client until it listens.
     let until = Instant::now() + Duration::from_secs(10);
-    let o = loop {
+    // iperf3 -J exits 0 even when it cannot connect: look at its "error".
+    let v: serde_json::Value = loop {
         let o = Command::new("iperf3")
             .args([
                 "-c",
@@ -614,17 +645,20 @@ fn bulk_iperf3(bytes: usize) -> Res<f64> {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run iperf3: {e}"))?;
-        if o.status.success() || Instant::now() > until {
-            break o;
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
+        let refused = v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Connection refused"));
+        if !refused || Instant::now() > until {
+            break v;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let v: serde_json::Value =
-        serde_json::from_slice(&o.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .map(|b| b / 8.0)
-        .ok_or_else(|| "iperf3 gave no figure".into())
+        .ok_or_else(|| format!("iperf3 gave no figure: {}", v["error"]))
 }
 
 // --- fan-out ---------------------------------------------------------------
@@ -641,11 +675,15 @@ impl Receivers {
     fn connect(addr: SocketAddr, clients: usize) -> Res<Receivers> {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let mut socks = Vec::with_capacity(clients);
-        for _ in 0..clients {
+        for i in 0..clients {
             let s = connect_retry(addr)?;
             linger0(&s);
             s.set_nonblocking(true).map_err(|e| e.to_string())?;
             socks.push(mio::net::TcpStream::from_std(s));
+            if i % 8 == 7 {
+                // ncat listens with a backlog of 10: overflowing it costs SYN retries.
+                wait_accepted(addr.port())?;
+            }
         }
         let got: std::sync::Arc<Vec<AtomicU64>> =
             std::sync::Arc::new((0..clients).map(|_| AtomicU64::new(0)).collect());
@@ -795,7 +833,7 @@ fn idle_conns(n: usize) -> Res<f64> {
     std::thread::sleep(Duration::from_millis(100));
     let before = rss_bytes(srv.pid())?;
     let mut held = Vec::with_capacity(n);
-    const BATCH: usize = 500;
+    const BATCH: usize = 100;
     while held.len() < n {
         let k = BATCH.min(n - held.len());
         for _ in 0..k {
@@ -813,6 +851,9 @@ fn idle_conns(n: usize) -> Res<f64> {
 // --- round trip ------------------------------------------------------------
 
 fn build_echo() -> Res<PathBuf> {
+    if let Some(p) = std::env::var_os("SOCKMOD_ECHO") {
+        return Ok(PathBuf::from(p));
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .args(["build", "--release", "--quiet", "--example", "echo"])
@@ -956,10 +997,7 @@ fn file_socat(src: &Path, dir: &Path) -> Res<f64> {
     let mut recv = Proc(recv);
     // Wait until it listens, without taking its one connection.
     let until = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .contains(&format!(":{port:04X} 00000000:0000 0A"))
-    {
+    while listen_queue(port).is_none() {
         if Instant::now() > until {
             return Err("socat did not listen".into());
         }
@@ -1099,17 +1137,46 @@ fn count_name(n: usize) -> String {
     }
 }
 
+/// The sockmod binary measured: `SOCKMOD_BIN`, else the one cargo built.
+fn sockmod_bin() -> String {
+    std::env::var("SOCKMOD_BIN").unwrap_or_else(|_| BUILT.to_string())
+}
+
+/// Times TCP entered memory pressure (system-wide): loopback then drops and
+/// retransmits, and rates collapse for reasons that are not the program's.
+fn tcp_memory_pressures() -> u64 {
+    let s = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = s.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let names = names.split_whitespace();
+        let values = values.split_whitespace();
+        for (n, v) in names.zip(values) {
+            if n == "TCPMemoryPressures" {
+                return v.parse().unwrap_or(0);
+            }
+        }
+    }
+    0
+}
+
 fn main() {
     raise_nofile();
+    let pressures = tcp_memory_pressures();
     let set = Settings::from_args();
     let runs = set.runs;
     let msgs = |r: Res<f64>| r;
     let mut rows: Vec<Row> = Vec::new();
     eprintln!(
-        "sockmod benchmark ({}, medians of {} runs); binary {SOCKMOD}",
+        "sockmod benchmark ({}, medians of {} runs); binary {}",
         if set.quick { "quick" } else { "full" },
-        runs
+        runs,
+        sockmod_bin()
     );
+    let mut section = Instant::now();
+    let mut done = |name: &str| {
+        eprintln!("  {name}: {:.1} s", section.elapsed().as_secs_f64());
+        section = Instant::now();
+    };
 
     if set.wants("ingest") {
         let n = set.ingest_frames;
@@ -1135,6 +1202,7 @@ fn main() {
             Some(("socat same bytes → /dev/null", reference)),
             Some(("≥ 3M msg/s", &at_least(3e6))),
         ));
+        done("ingest");
     }
 
     if set.wants("bulk") {
@@ -1156,6 +1224,7 @@ fn main() {
             Some(("iperf3", iperf)),
             None,
         ));
+        done("bulk");
     }
 
     if set.wants("fan-out") {
@@ -1174,6 +1243,7 @@ fn main() {
                 o >= 1e6 && r.is_none_or(|r| o > r)
             })),
         ));
+        done("fan-out");
     }
 
     if set.wants("idle") {
@@ -1186,6 +1256,7 @@ fn main() {
             None,
             Some(("≤ 4096 B/conn", &at_most(4096.0))),
         ));
+        done("idle");
     }
 
     if set.wants("rtt") {
@@ -1215,12 +1286,13 @@ fn main() {
                 target,
             ));
         }
+        done("rtt");
     }
 
     if set.wants("start") {
         eprintln!("· start-up …");
         let n = set.startup_runs;
-        let ours = startup(SOCKMOD, "--version", n);
+        let ours = startup(&sockmod_bin(), "--version", n);
         let theirs = have("socat").and_then(|_| startup("socat", "-V", n));
         rows.push(row(
             "start-up: sockmod --version",
@@ -1228,18 +1300,28 @@ fn main() {
             Some(("socat -V", theirs)),
             Some(("≤ 5 ms", &at_most(5.0))),
         ));
+        done("start");
     }
 
     if set.wants("file") {
         eprintln!("· file …");
         rows.push(file_rows(&set));
+        done("file");
     }
 
     if set.wants("codec") {
         eprintln!("· codec …");
         rows.extend(codec_rows(&set));
+        done("codec");
     }
 
     println!();
     print_table(&rows);
+    let more = tcp_memory_pressures().saturating_sub(pressures);
+    if more > 0 {
+        println!(
+            "\nwarning: the kernel's TCP memory was under pressure {more} time(s) during this run \
+             (other programs' sockets): network figures may be low; run again on a quiet machine"
+        );
+    }
 }
