@@ -2,8 +2,9 @@
 
 use crate::protocol::Decoder;
 use mio::net::TcpStream;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,33 @@ impl fmt::Display for ConnId {
         write!(f, "#{}", self.0)
     }
 }
+
+/// Hashes connection ids with one multiplication instead of SipHash: ids are
+/// small sequential numbers chosen by the loop, never by a peer, so there is
+/// nothing to defend against, and every frame costs a lookup or two.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads sequential ids over the high bits (which the
+        // table's control bytes use) and keeps them distinct in the low bits.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by connection id.
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +262,8 @@ pub(crate) struct Conn {
     pub(crate) out: OutQueue,
     /// Close once the queue is flushed, with this reason.
     pub(crate) close_reason: Option<String>,
+    /// In the loop's list of connections to write this turn.
+    pub(crate) dirty: bool,
     /// Deadline for a dial or a flush-then-close.
     pub(crate) deadline: Option<Instant>,
     /// Call `on_drained` once the queue is at or below this many bytes.

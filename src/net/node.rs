@@ -1,6 +1,6 @@
 //! The event loop: one thread, one blocking `mio::Poll`, every socket.
 
-use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, OutQueue, State};
+use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, IdMap, OutQueue, State};
 use super::error::describe;
 use super::handler::Handler;
 use super::remote::Remote;
@@ -10,7 +10,7 @@ use crate::protocol::{
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -28,6 +28,8 @@ const WRITE_BUDGET: usize = 4 << 20;
 const ACCEPT_BUDGET: usize = 256;
 /// Commands taken from the channel per turn.
 const COMMAND_BUDGET: usize = 4096;
+/// Frames decoded before they are handed to the handler.
+const DELIVER_BATCH: usize = 64;
 /// Size of the shared read buffer.
 const READ_BUF: usize = 256 << 10;
 /// How long `stop` waits for queues to drain.
@@ -110,7 +112,7 @@ struct Core {
     config: Config,
     listener: Option<TcpListener>,
     local_addr: Option<SocketAddr>,
-    conns: HashMap<u64, Conn>,
+    conns: IdMap<Conn>,
     next_id: u64,
     open: usize,
     timers: BinaryHeap<Reverse<(Instant, u64, u64)>>,
@@ -118,11 +120,15 @@ struct Core {
     pending: VecDeque<Pending>,
     /// Connections that may have more to read (read budget ran out).
     more_read: VecDeque<u64>,
-    /// Connections with queued output to write this turn.
+    /// Connections with queued output to write this turn (each at most once: a
+    /// connection in it has its `dirty` flag set).
     dirty: Vec<u64>,
     listener_ready: bool,
     accept_paused_until: Option<Instant>,
     next_housekeeping: Option<Instant>,
+    /// `next_housekeeping` must be recomputed (a deadline or a limit changed);
+    /// otherwise the idle loop would scan every connection on every turn.
+    housekeeping_stale: bool,
     stopping: Option<Instant>,
     read_buf: Vec<u8>,
 }
@@ -171,6 +177,22 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found"))
 }
 
+/// Connections the kernel may hold for us before `accept` (capped by the system's
+/// `somaxconn`). The default of 128 overflows when a burst of clients arrives while
+/// the loop is busy, and each overflow costs the client a one-second SYN retry.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Raises the listen backlog of a bound listener; calling `listen` again on a
+/// listening socket only changes the backlog. Best effort: the old one stays if
+/// this fails.
+fn deepen_backlog(l: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` on a valid, owned socket descriptor; no memory is passed.
+    unsafe {
+        libc::listen(l.as_raw_fd(), LISTEN_BACKLOG);
+    }
+}
+
 /// Parses `HOST:PORT` or a bare `PORT` (meaning `0.0.0.0:PORT`).
 pub fn parse_bind(addr: &str) -> io::Result<SocketAddr> {
     if let Ok(port) = addr.parse::<u16>() {
@@ -191,7 +213,7 @@ impl<H: Handler> Node<H> {
                 config,
                 listener: None,
                 local_addr: None,
-                conns: HashMap::new(),
+                conns: IdMap::default(),
                 next_id: 1,
                 open: 0,
                 timers: BinaryHeap::new(),
@@ -202,6 +224,7 @@ impl<H: Handler> Node<H> {
                 listener_ready: false,
                 accept_paused_until: None,
                 next_housekeeping: None,
+                housekeeping_stale: true,
                 stopping: None,
                 read_buf: vec![0; READ_BUF],
             },
@@ -222,6 +245,7 @@ impl<H: Handler> Node<H> {
     /// Binds the listener on a resolved address.
     pub fn listen_on(&mut self, sa: SocketAddr) -> io::Result<SocketAddr> {
         let mut l = TcpListener::bind(sa)?;
+        deepen_backlog(&l);
         self.core
             .poll
             .registry()
@@ -296,8 +320,8 @@ impl<H: Handler> Node<H> {
                             self.finish_connect(id);
                             continue;
                         }
-                        if ev.is_writable() && !self.core.dirty.contains(&id) {
-                            self.core.dirty.push(id);
+                        if ev.is_writable() {
+                            self.core.mark_dirty(id);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.read_conn(id);
@@ -337,7 +361,8 @@ impl<H: Handler> Node<H> {
         };
         consider(c.accept_paused_until);
         consider(c.stopping.map(|s| s.min(now + Duration::from_millis(50))));
-        if c.next_housekeeping.is_none() {
+        if c.housekeeping_stale {
+            c.housekeeping_stale = false;
             c.next_housekeeping = c.housekeeping_interval().map(|d| now + d);
         }
         consider(c.next_housekeeping);
@@ -396,7 +421,7 @@ impl<H: Handler> Node<H> {
                 self.core.open += 1;
                 self.core.pending.push_back(Pending::Connected(ConnId(id)));
                 if !conn.out.is_empty() {
-                    self.core.dirty.push(id);
+                    self.core.mark_dirty(id);
                 }
                 // Data may already be waiting.
                 self.read_conn(id);
@@ -405,66 +430,90 @@ impl<H: Handler> Node<H> {
         }
     }
 
+    /// Reads what `id` has (up to the per-turn budget) and hands each frame to the
+    /// handler, a small batch at a time, so decoded frames are used while they are
+    /// still in the cache and memory stays flat however much arrived at once.
     fn read_conn(&mut self, id: u64) {
-        let core = &mut self.core;
-        let Some(conn) = core.conns.get_mut(&id) else {
-            return;
-        };
+        let mut buf = std::mem::take(&mut self.core.read_buf);
+        let mut msgs = std::mem::take(&mut self.scratch);
         let mut total = 0usize;
         let mut outcome: Option<String> = None;
-        let mut msgs = std::mem::take(&mut self.scratch);
-        loop {
+        'reads: while let Some(conn) = self.core.conns.get_mut(&id) {
             if total >= READ_BUDGET {
-                core.more_read.push_back(id);
+                self.core.more_read.push_back(id);
                 break;
             }
-            match conn.stream.read(&mut core.read_buf) {
+            let n = match conn.stream.read(&mut buf) {
                 Ok(0) => {
                     outcome = Some("peer closed".to_string());
                     break;
                 }
-                Ok(n) => {
-                    total += n;
-                    conn.info.bytes_in += n as u64;
-                    if let Err(e) = conn.decoder.feed(&core.read_buf[..n], &mut msgs) {
-                        outcome = Some(e.to_string());
-                        break;
-                    }
-                    if n < core.read_buf.len() {
-                        // Short read: very likely drained; one more read confirms.
-                        continue;
-                    }
-                }
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     outcome = Some(describe(&e));
                     break;
                 }
+            };
+            total += n;
+            conn.info.bytes_in += n as u64;
+            let mut pos = 0;
+            while pos < n {
+                let Some(conn) = self.core.conns.get_mut(&id) else {
+                    break 'reads;
+                };
+                let fed = conn
+                    .decoder
+                    .feed_some(&buf[pos..n], &mut msgs, DELIVER_BATCH);
+                let alive = self.deliver(id, &mut msgs);
+                match fed {
+                    Ok(k) => pos += k,
+                    Err(e) => {
+                        outcome = Some(e.to_string());
+                        break 'reads;
+                    }
+                }
+                if !alive {
+                    break 'reads;
+                }
             }
         }
-        if total > 0 {
+        if total > 0
+            && let Some(conn) = self.core.conns.get_mut(&id)
+        {
             conn.info.last_seen = Instant::now();
         }
+        self.scratch = msgs;
+        self.core.read_buf = buf;
+        if let Some(reason) = outcome {
+            self.core.drop_conn(id, reason);
+        }
+    }
+
+    /// Hands decoded frames to the handler; false once the connection is gone.
+    /// Frames that arrive after it stopped being open are not delivered.
+    fn deliver(&mut self, id: u64, msgs: &mut Vec<Message>) -> bool {
         let conn_id = ConnId(id);
+        let mut open = true;
         for msg in msgs.drain(..) {
             // A bare `TP:Check` is a liveness probe: activity, not a message.
-            if msg.header.len() == 1 && msg.header.is_check() {
+            if !open || (msg.header.len() == 1 && msg.header.is_check()) {
                 continue;
             }
             match self.core.conns.get_mut(&id) {
                 Some(c) if c.info.state == State::Open => c.info.msgs_in += 1,
-                _ => break,
+                _ => {
+                    open = false;
+                    continue;
+                }
             }
             let mut ctx = Context {
                 core: &mut self.core,
             };
             self.handler.on_message(&mut ctx, conn_id, msg);
         }
-        self.scratch = msgs;
-        if let Some(reason) = outcome {
-            self.core.drop_conn(id, reason);
-        }
+        self.core.conns.contains_key(&id)
     }
 
     fn continue_reads(&mut self) {
@@ -501,6 +550,7 @@ impl<H: Handler> Node<H> {
                 Err(e) => {
                     let paused_already = self.core.accept_paused_until.is_some();
                     self.core.accept_paused_until = Some(now + ACCEPT_RETRY);
+                    self.core.housekeeping_stale = true;
                     if !paused_already {
                         self.core.pending.push_back(Pending::Notice(format!(
                             "cannot accept on {}: {}; retrying",
@@ -537,6 +587,7 @@ impl<H: Handler> Node<H> {
         let now = Instant::now();
         if self.core.next_housekeeping.is_some_and(|t| t <= now) {
             self.core.next_housekeeping = None;
+            self.core.housekeeping_stale = true;
             self.core.housekeeping(now);
         }
         while let Some(Reverse((t, _, token))) = self.core.timers.peek().copied() {
@@ -553,9 +604,19 @@ impl<H: Handler> Node<H> {
     }
 
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.core.dirty);
-        for id in dirty {
+        let mut dirty = std::mem::take(&mut self.core.dirty);
+        for &id in &dirty {
+            if let Some(c) = self.core.conns.get_mut(&id) {
+                c.dirty = false;
+            }
+        }
+        for &id in &dirty {
             self.core.flush(id);
+        }
+        // Keep the allocation for the next turn.
+        dirty.clear();
+        if self.core.dirty.is_empty() {
+            self.core.dirty = dirty;
         }
     }
 }
@@ -627,7 +688,7 @@ impl Core {
             if let Some(c) = self.conns.get_mut(&id) {
                 let _ = c.out.append_with(|v| encode_into(&check, &[], v));
                 c.info.last_sent = now;
-                self.dirty.push(id);
+                self.mark_dirty(id);
             }
         }
     }
@@ -693,6 +754,7 @@ impl Core {
                 decoder: Decoder::new(self.config.max_body),
                 out: OutQueue::default(),
                 close_reason: None,
+                dirty: false,
                 deadline: None,
                 drain_mark: None,
                 target,
@@ -747,7 +809,12 @@ impl Core {
                 }
             }
             Ok(Flush::Blocked) => {}
-            Ok(Flush::Budget) => self.dirty.push(id),
+            Ok(Flush::Budget) => {
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
             Err(e) => {
                 self.drop_conn(id, describe(&e));
                 return;
@@ -791,10 +858,21 @@ impl Core {
         }
         put(&mut c.out).map_err(SendError::Encode)?;
         c.info.msgs_out += 1;
-        if c.info.state != State::Connecting && !self.dirty.contains(&id.0) {
+        if c.info.state != State::Connecting && !c.dirty {
+            c.dirty = true;
             self.dirty.push(id.0);
         }
         Ok(())
+    }
+
+    /// Queues `id` for writing this turn, once.
+    fn mark_dirty(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
     }
 }
 
@@ -870,7 +948,7 @@ impl Context<'_> {
             c.info.state = State::Closing;
             c.close_reason = Some(reason);
             c.deadline = Some(Instant::now() + CLOSE_FLUSH);
-            self.core.next_housekeeping = None;
+            self.core.housekeeping_stale = true;
         }
     }
 
@@ -896,7 +974,7 @@ impl Context<'_> {
                         if let Some(c) = self.core.conns.get_mut(&id) {
                             c.deadline = Some(Instant::now() + self.core.config.connect_timeout);
                         }
-                        self.core.next_housekeeping = None;
+                        self.core.housekeeping_stale = true;
                         ConnId(id)
                     }
                     None => ConnId(self.core.next_id - 1),

@@ -84,17 +84,26 @@ impl std::error::Error for ProtocolError {}
 /// whitespace trimmed, `%XX` decoded, last duplicate wins.
 pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), ProtocolError> {
     let text = std::str::from_utf8(raw).map_err(|_| ProtocolError::HeaderNotUtf8)?;
-    let mut header = Header::with_capacity(text.bytes().filter(|&b| b == b';').count());
+    let bytes = text.as_bytes();
+    let mut header = Header::new();
     let mut cl: Option<&str> = None;
-    for pair in text.split(';') {
+    let mut start = 0;
+    // Byte searches: `;` and `:` are ASCII, so every cut is a char boundary.
+    while start <= bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b';')
+            .map_or(bytes.len(), |p| start + p);
+        let pair = &text[start..end];
+        start = end + 1;
         if pair.trim_ascii().is_empty() {
             continue;
         }
-        let Some((k, v)) = pair.split_once(':') else {
+        let Some(colon) = pair.bytes().position(|b| b == b':') else {
             return Err(ProtocolError::PairWithoutColon(pair.to_string()));
         };
-        let k = k.trim_ascii();
-        let v = v.trim_ascii();
+        let k = pair[..colon].trim_ascii();
+        let v = pair[colon + 1..].trim_ascii();
         if k.is_empty() {
             return Err(ProtocolError::EmptyKey);
         }
@@ -107,14 +116,10 @@ pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), Prot
             cl = Some(v);
             continue;
         }
-        header.set(k.into_owned(), unescape(v).into_owned());
+        header.set(&*k, &*unescape(v));
     }
     let cl = cl.ok_or(ProtocolError::NoCl)?;
-    let cl_text = unescape(cl);
-    if cl_text.is_empty() || !cl_text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ProtocolError::ClNotNumber(cl_text.into_owned()));
-    }
-    let len = cl_text.parse::<u64>().unwrap_or(u64::MAX);
+    let len = parse_cl(cl)?;
     if len > max_body as u64 {
         return Err(ProtocolError::BodyTooLarge {
             len,
@@ -122,6 +127,19 @@ pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), Prot
         });
     }
     Ok((header, len as usize))
+}
+
+/// `CL`'s value as a number (saturated at `u64::MAX`): plain digits, percent-escaped
+/// or not.
+fn parse_cl(cl: &str) -> Result<u64, ProtocolError> {
+    if !cl.is_empty() && cl.len() <= 19 && cl.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(cl.bytes().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+    }
+    let cl_text = unescape(cl);
+    if cl_text.is_empty() || !cl_text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ProtocolError::ClNotNumber(cl_text.into_owned()));
+    }
+    Ok(cl_text.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// Incremental decoder: feed it bytes as they arrive, in any split.
@@ -179,11 +197,27 @@ impl Decoder {
     ///
     /// On a protocol error the frames completed before it are still in `out`, and
     /// the decoder refuses all further input.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<(), ProtocolError> {
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<Message>) -> Result<(), ProtocolError> {
+        self.feed_some(input, out, usize::MAX).map(|_| ())
+    }
+
+    /// Like [`Decoder::feed`], but stops once `limit` frames were pushed; returns
+    /// how many bytes of `input` it took (all of them unless it stopped early).
+    ///
+    /// Feeding the rest later gives the same frames, so a reader can hand frames on
+    /// in small batches while they are still in the cache.
+    pub fn feed_some(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<Message>,
+        limit: usize,
+    ) -> Result<usize, ProtocolError> {
         if self.failed {
             return Err(ProtocolError::NoCl);
         }
-        while !input.is_empty() {
+        let total = input.len();
+        let mut pushed = 0usize;
+        while !input.is_empty() && pushed < limit {
             if let Some((_, need, body)) = &mut self.partial {
                 let take = (*need - body.len()).min(input.len());
                 body.extend_from_slice(&input[..take]);
@@ -192,6 +226,7 @@ impl Decoder {
                     && let Some((header, _, body)) = self.partial.take()
                 {
                     out.push(Message { header, body });
+                    pushed += 1;
                 }
                 continue;
             }
@@ -206,6 +241,7 @@ impl Decoder {
                                 header,
                                 body: rest[..cl].to_vec(),
                             });
+                            pushed += 1;
                             input = &rest[cl..];
                         } else {
                             self.start_body(header, cl, rest);
@@ -239,6 +275,7 @@ impl Decoder {
                         header,
                         body: Vec::new(),
                     });
+                    pushed += 1;
                 } else {
                     self.start_body(header, cl, &[]);
                 }
@@ -247,7 +284,7 @@ impl Decoder {
         if self.pending.capacity() > 1 << 17 && self.pending.is_empty() {
             self.pending = Vec::new();
         }
-        Ok(())
+        Ok(total - input.len())
     }
 
     fn parse(&mut self, raw: &[u8]) -> Result<(Header, usize), ProtocolError> {
@@ -307,6 +344,30 @@ mod tests {
             d.feed(std::slice::from_ref(b), &mut got).unwrap();
         }
         assert_eq!(got, expect);
+    }
+
+    /// Feeding in small batches from any split gives the same frames as one feed.
+    #[test]
+    fn batches_from_every_split_decode_the_same() {
+        let all = frames();
+        let mut expect = Vec::new();
+        Decoder::default().feed(&all, &mut expect).unwrap();
+        for limit in [1, 2, 3] {
+            for cut in 0..=all.len() {
+                let mut d = Decoder::default();
+                let mut got = Vec::new();
+                for part in [&all[..cut], &all[cut..]] {
+                    let mut pos = 0;
+                    while pos < part.len() {
+                        let before = got.len();
+                        pos += d.feed_some(&part[pos..], &mut got, limit).unwrap();
+                        assert!(got.len() - before <= limit);
+                    }
+                }
+                assert_eq!(got, expect, "limit {limit}, cut at {cut}");
+                assert!(d.is_idle());
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct Renderer {
     sink: Box<dyn Sink>,
     line: String,
     json: JsonLine,
+    /// The last message's peer id and its address as a JSON string literal: a
+    /// connection's address never changes, and formatting it for every message
+    /// would cost more than the rest of the line.
+    addr_cache: (u64, Vec<u8>),
 }
 
 impl Renderer {
@@ -42,6 +46,7 @@ impl Renderer {
             sink,
             line: String::new(),
             json: JsonLine::default(),
+            addr_cache: (0, Vec::new()),
         }
     }
 
@@ -168,6 +173,9 @@ impl Renderer {
     }
 
     /// A frame arrived. Nothing is formatted when `--quiet`.
+    ///
+    /// `addr` must be the address of connection `id` (ids are never reused in a
+    /// run, so it is formatted once per run of messages from the same peer).
     pub fn message(
         &mut self,
         id: u64,
@@ -181,9 +189,17 @@ impl Renderer {
         }
         if self.is_json() {
             let body_format = self.body;
-            let j = self.json("message");
+            if self.addr_cache.0 != id || self.addr_cache.1.is_empty() {
+                self.line.clear();
+                let _ = write!(self.line, "{addr}");
+                self.addr_cache.0 = id;
+                self.addr_cache.1.clear();
+                json::write_str(&mut self.addr_cache.1, &self.line);
+            }
+            let j = &mut self.json;
+            j.start("message");
             j.num("peer", id)
-                .display("addr", addr)
+                .raw("addr", &self.addr_cache.1)
                 .str("dir", dir.as_str());
             if let Some(f) = from {
                 j.str("from", f);
@@ -384,6 +400,25 @@ mod tests {
         assert_eq!(v["header"]["k"], "v\"x");
         assert_eq!(v["body_len"], 2);
         assert_eq!(v["body_base64"], "/wA=");
+    }
+
+    /// The address is cached per peer id: interleaved peers keep their own.
+    #[test]
+    fn json_addresses_follow_the_peer() {
+        let msg = Message::new(Header::new().with("k", "v"), b"x".to_vec());
+        let a: std::net::SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: std::net::SocketAddr = "[::1]:2".parse().unwrap();
+        let lines = render(Style::Json, |r| {
+            for (id, addr) in [(1, a), (1, a), (2, b), (1, a), (2, b), (2, b)] {
+                r.message(id, &addr, Dir::In, None, &msg);
+            }
+        });
+        assert_eq!(lines.len(), 6);
+        for l in lines {
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            let want = if v["peer"] == 1 { a } else { b };
+            assert_eq!(v["addr"], want.to_string(), "{l}");
+        }
     }
 
     #[test]
