@@ -264,6 +264,33 @@ fn med(runs: usize, unit: Unit, mut f: impl FnMut() -> Res<f64>) -> Res<Fig> {
     Ok(Fig { v: median(v), unit })
 }
 
+/// Runs each measurement `runs` times, taking turns, so a burst of load from
+/// elsewhere on the machine hits all of them alike; returns each one's median.
+/// A measurement that fails is not run again; the others carry on.
+fn med_turns<const N: usize>(
+    runs: usize,
+    unit: Unit,
+    mut fs: [&mut dyn FnMut() -> Res<f64>; N],
+) -> [Res<Fig>; N] {
+    let mut vals: [Res<Vec<f64>>; N] = std::array::from_fn(|_| Ok(Vec::new()));
+    for _ in 0..runs {
+        for (f, v) in fs.iter_mut().zip(vals.iter_mut()) {
+            if let Ok(list) = v {
+                match f() {
+                    Ok(x) => list.push(x),
+                    Err(e) => *v = Err(e),
+                }
+            }
+        }
+    }
+    vals.map(|v| {
+        v.map(|list| Fig {
+            v: median(list),
+            unit,
+        })
+    })
+}
+
 fn have(tool: &str) -> Res<()> {
     let found = std::env::var_os("PATH").is_some_and(|p| {
         std::env::split_paths(&p).any(|d| {
@@ -365,6 +392,22 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// CPU seconds (user + system, all threads) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let rest = s.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn debug() -> bool {
+    std::env::var_os("SOCKMOD_BENCH_DEBUG").is_some()
 }
 
 fn rss_bytes(pid: u32) -> Res<u64> {
@@ -775,6 +818,7 @@ fn fanout_sockmod(clients: usize, casts: usize) -> Res<f64> {
         .map_err(|e| e.to_string())?;
     rx.wait(frame_len, Duration::from_secs(30))?;
     let all = line.repeat(casts);
+    let c0 = cpu_secs(srv.pid());
     let t0 = Instant::now();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(all.as_bytes());
@@ -782,6 +826,12 @@ fn fanout_sockmod(clients: usize, casts: usize) -> Res<f64> {
     });
     rx.wait(frame_len * (casts as u64 + 1), Duration::from_secs(120))?;
     let dt = t0.elapsed().as_secs_f64();
+    if debug() {
+        eprintln!(
+            "    sockmod: {dt:.3} s, cpu {:.3} s",
+            cpu_secs(srv.pid()) - c0
+        );
+    }
     drop(writer.join());
     Ok((clients * casts) as f64 / dt)
 }
@@ -804,7 +854,7 @@ fn fanout_ncat(clients: usize, casts: usize) -> Res<f64> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run ncat: {e}"))?;
-    let _p = Proc(child);
+    let p = Proc(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let rx = Receivers::connect(addr, clients)?;
     let mut tx = connect_retry(addr)?;
@@ -813,6 +863,7 @@ fn fanout_ncat(clients: usize, casts: usize) -> Res<f64> {
     tx.write_all(&frame).map_err(|e| e.to_string())?;
     rx.wait(frame_len, Duration::from_secs(30))?;
     let all = frame.repeat(casts);
+    let c0 = cpu_secs(p.0.id());
     let t0 = Instant::now();
     let writer = std::thread::spawn(move || {
         let _ = tx.write_all(&all);
@@ -820,6 +871,9 @@ fn fanout_ncat(clients: usize, casts: usize) -> Res<f64> {
     });
     rx.wait(frame_len * (casts as u64 + 1), Duration::from_secs(120))?;
     let dt = t0.elapsed().as_secs_f64();
+    if debug() {
+        eprintln!("    ncat: {dt:.3} s, cpu {:.3} s", cpu_secs(p.0.id()) - c0);
+    }
     drop(writer.join());
     Ok((clients * casts) as f64 / dt)
 }
@@ -1164,7 +1218,6 @@ fn main() {
     let pressures = tcp_memory_pressures();
     let set = Settings::from_args();
     let runs = set.runs;
-    let msgs = |r: Res<f64>| r;
     let mut rows: Vec<Row> = Vec::new();
     eprintln!(
         "sockmod benchmark ({}, medians of {} runs); binary {}",
@@ -1182,20 +1235,26 @@ fn main() {
         let n = set.ingest_frames;
         eprintln!("· ingest …");
         let data = std::sync::Arc::new(SMALL_FRAME.repeat(n));
-        let reference = med(runs, Unit::MsgPerSec, || {
-            socat_sink(data.clone(), 1).map(|dt| n as f64 / dt)
-        });
-        let ours = med(runs, Unit::MsgPerSec, || msgs(ingest_json(n)));
+        let [ours, reference] = med_turns(
+            runs,
+            Unit::MsgPerSec,
+            [&mut || ingest_json(n), &mut || {
+                socat_sink(data.clone(), 1).map(|dt| n as f64 / dt)
+            }],
+        );
         rows.push(row(
             &format!("ingest {} frames CL:0;info:x, --json", count_name(n)),
             ours,
             Some(("socat same bytes → /dev/null", reference)),
             Some(("≥ 2M msg/s", &at_least(2e6))),
         ));
-        let reference = med(runs, Unit::MsgPerSec, || {
-            socat_sink(data.clone(), 1).map(|dt| n as f64 / dt)
-        });
-        let ours = med(runs, Unit::MsgPerSec, || msgs(ingest_quiet(n)));
+        let [ours, reference] = med_turns(
+            runs,
+            Unit::MsgPerSec,
+            [&mut || ingest_quiet(n), &mut || {
+                socat_sink(data.clone(), 1).map(|dt| n as f64 / dt)
+            }],
+        );
         rows.push(row(
             &format!("ingest {} frames, --quiet", count_name(n)),
             ours,
@@ -1208,9 +1267,13 @@ fn main() {
     if set.wants("bulk") {
         eprintln!("· bulk …");
         let b = set.bulk_bytes;
-        let ours = med(runs, Unit::BytesPerSec, || bulk_sockmod(b));
-        let socat = med(runs, Unit::BytesPerSec, || bulk_socat(b));
-        let iperf = med(runs, Unit::BytesPerSec, || bulk_iperf3(b));
+        let [ours, socat, iperf] = med_turns(
+            runs,
+            Unit::BytesPerSec,
+            [&mut || bulk_sockmod(b), &mut || bulk_socat(b), &mut || {
+                bulk_iperf3(b)
+            }],
+        );
         let name = format!("bulk {} as 1 MiB frames, --json", size_name(b));
         rows.push(row(
             &name,
@@ -1230,8 +1293,11 @@ fn main() {
     if set.wants("fan-out") {
         eprintln!("· fan-out …");
         let (c, k) = (set.fan_clients, set.fan_broadcasts);
-        let ours = med(runs, Unit::MsgPerSec, || fanout_sockmod(c, k));
-        let ncat = med(runs, Unit::MsgPerSec, || fanout_ncat(c, k));
+        let [ours, ncat] = med_turns(
+            runs,
+            Unit::MsgPerSec,
+            [&mut || fanout_sockmod(c, k), &mut || fanout_ncat(c, k)],
+        );
         rows.push(row(
             &format!(
                 "fan-out {} × 1 KiB broadcasts to {c} clients (deliveries)",

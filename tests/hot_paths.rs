@@ -182,3 +182,17 @@ fn connections_complete_while_the_server_cannot_accept() {
             == held.len()
     }));
 }
+
+#[test]
+fn a_piped_command_runs_while_the_next_line_is_still_incomplete() {
+    // Piped input wakes the loop once per burst of whole lines; a line followed
+    // by half of the next must still run at once, not wait for the rest.
+    let (mut srv, addr) = serve(&["--quiet"]);
+    let mut c = Client::connect(addr);
+    let id = srv.expect_connected(&c);
+    srv.write_stdin(format!("send {id} first\nsend {id} sec").as_bytes());
+    assert_eq!(info(&c.expect_frame()), "first");
+    c.expect_silence(Duration::from_millis(100));
+    srv.write_stdin(b"ond\n");
+    assert_eq!(info(&c.expect_frame()), "second");
+}

@@ -135,6 +135,10 @@ impl Chunk {
 /// of small sends becomes one buffer and one write.
 const COALESCE: usize = 64 << 10;
 
+/// Chunks handed to one `writev`: shared broadcast frames are separate chunks, so
+/// a queue of many of them still goes out in few system calls.
+const MAX_IOV: usize = 64;
+
 /// The outbound queue of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
@@ -211,9 +215,9 @@ impl OutQueue {
             if done >= budget {
                 return Ok(Flush::Budget);
             }
-            let mut slices: [IoSlice<'_>; 32] = [IoSlice::new(&[]); 32];
+            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for (i, c) in self.chunks.iter().enumerate().take(32) {
+            for (i, c) in self.chunks.iter().enumerate().take(MAX_IOV) {
                 let s = c.as_slice();
                 slices[n] = IoSlice::new(if i == 0 { &s[self.offset..] } else { s });
                 n += 1;

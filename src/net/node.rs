@@ -28,6 +28,10 @@ const WRITE_BUDGET: usize = 4 << 20;
 const ACCEPT_BUDGET: usize = 256;
 /// Commands taken from the channel per turn.
 const COMMAND_BUDGET: usize = 4096;
+/// A broadcast frame up to this size is copied into each queue (cheaper than a
+/// shared chunk for tiny frames); a larger one is shared, so a broadcast to many
+/// connections costs one copy of the frame, not one per connection.
+const SHARE_ABOVE: usize = 256;
 /// Frames decoded before they are handed to the handler.
 const DELIVER_BATCH: usize = 64;
 /// Size of the shared read buffer.
@@ -838,7 +842,7 @@ impl Core {
         put: impl FnOnce(&mut OutQueue) -> Result<(), EncodeError>,
     ) -> Result<(), SendError> {
         let max = self.config.max_queue;
-        let c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
+        let mut c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
         if c.close_reason.is_some() {
             return Err(SendError::Closing(id));
         }
@@ -846,8 +850,8 @@ impl Core {
             // The limit counts what the peer has not taken: give it the chance
             // to take what is queued before judging it slow.
             self.flush(id.0);
+            c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
         }
-        let c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
         if c.out.len + size > max && c.out.len > 0 {
             let reason = format!(
                 "slow consumer: {} bytes queued (limit {max})",
@@ -901,7 +905,7 @@ impl Context<'_> {
     /// Queues an already encoded frame, shared without copying (broadcasts).
     pub fn send_frame(&mut self, to: ConnId, frame: &Arc<[u8]>) -> Result<(), SendError> {
         self.core.enqueue(to, frame.len(), |q| {
-            if frame.len() <= 4096 {
+            if frame.len() <= SHARE_ABOVE {
                 q.append_with(|v| {
                     v.extend_from_slice(frame);
                     Ok(())
@@ -1072,7 +1076,7 @@ impl Context<'_> {
             .filter(|c| c.close_reason.is_none())
             .map(|c| c.info.id)
             .collect();
-        v.sort();
+        v.sort_unstable();
         v
     }
 

@@ -25,9 +25,19 @@ impl<C> Clone for Remote<C> {
 impl<C: Send> Remote<C> {
     /// Sends a command and wakes the loop; `Err` gives it back if the loop is gone.
     pub fn send(&self, cmd: C) -> Result<(), C> {
+        self.send_batched(cmd, false)
+    }
+
+    /// Sends a command; with `more_coming` the loop is not woken yet, because the
+    /// caller is about to send another (whose send wakes it). A reader of piped
+    /// input passes true while whole lines are still buffered, so a burst of
+    /// commands costs one wake-up and the loop takes them in one turn.
+    pub fn send_batched(&self, cmd: C, more_coming: bool) -> Result<(), C> {
         let cmd = match self.tx.try_send(cmd) {
             Ok(()) => {
-                let _ = self.waker.wake();
+                if !more_coming {
+                    let _ = self.waker.wake();
+                }
                 return Ok(());
             }
             Err(TrySendError::Disconnected(c)) => return Err(c),

@@ -164,7 +164,8 @@ pub fn spawn_stdin_reader(remote: Remote<Input>) -> std::io::Result<std::thread:
         .name("stdin".into())
         .spawn(move || {
             let stdin = std::io::stdin();
-            let mut lock = stdin.lock();
+            // Our own buffer, to see whether more whole lines are already in.
+            let mut lock = std::io::BufReader::with_capacity(64 << 10, stdin.lock());
             let mut buf = Vec::new();
             loop {
                 buf.clear();
@@ -173,7 +174,10 @@ pub fn spawn_stdin_reader(remote: Remote<Input>) -> std::io::Result<std::thread:
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf);
                         let line = line.trim_end_matches(['\n', '\r']).to_string();
-                        if remote.send(Input::Line(line)).is_err() {
+                        // Another whole line already buffered: it is sent at once,
+                        // and its send wakes the loop for both.
+                        let more = lock.buffer().contains(&b'\n');
+                        if remote.send_batched(Input::Line(line), more).is_err() {
                             return;
                         }
                     }
