@@ -1,5 +1,6 @@
 //! The event loop: one thread, one blocking `mio::Poll`, every socket.
 
+use super::access::Access;
 use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, OutQueue, State};
 use super::error::describe;
 use super::handler::Handler;
@@ -52,6 +53,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Give up on a dial after this long.
     pub connect_timeout: Duration,
+    /// Who may connect (`--allow`, `--deny`), checked at accept.
+    pub access: Access,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             heartbeat: None,
             idle_timeout: None,
             connect_timeout: Duration::from_secs(10),
+            access: Access::default(),
         }
     }
 }
@@ -634,6 +638,11 @@ impl Core {
 
     fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
         if self.stopping.is_some() {
+            return;
+        }
+        if let Err(rule) = self.config.access.check(addr.ip()) {
+            self.pending
+                .push_back(Pending::Notice(format!("refused {addr}: {rule}")));
             return;
         }
         if self.open >= self.config.max_conns {
