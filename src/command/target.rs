@@ -44,10 +44,10 @@ fn parse_item(s: &str) -> Result<Item, String> {
         return digits
             .parse()
             .map(Item::Id)
-            .map_err(|_| format!("bad connection id {s:?}"));
+            .map_err(|_| format!("bad connection id {}", super::quoted(s)));
     }
     if s.starts_with('#') {
-        return Err(format!("bad connection id {s:?}"));
+        return Err(format!("bad connection id {}", super::quoted(s)));
     }
     if let Some((host, port)) = s.rsplit_once(':')
         && !host.is_empty()
@@ -57,7 +57,8 @@ fn parse_item(s: &str) -> Result<Item, String> {
     }
     if s.contains(':') {
         return Err(format!(
-            "bad target {s:?} (want an id, HOST:PORT, a name or *)"
+            "bad target {} (want an id, HOST:PORT, a name or *)",
+            super::quoted(s)
         ));
     }
     Ok(Item::Name(s.to_string()))

@@ -8,7 +8,7 @@
 //! in rules and peers alike, so `--deny 10.0.0.7` works whatever the listener.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// One network: an address with a prefix length (`/32` or `/128` for one host).
@@ -27,6 +27,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
+}
+
+/// A peer address with an IPv4-mapped IPv6 address (what a dual-stack listener
+/// reports for an IPv4 peer) turned into the plain IPv4 address, so events, the
+/// roster and rules all see `10.0.0.7:5000`, not `[::ffff:10.0.0.7]:5000`.
+pub(crate) fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(addr.ip()), addr.port())
 }
 
 fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
