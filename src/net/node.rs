@@ -747,13 +747,13 @@ impl Core {
                     bytes_in: 0,
                     msgs_out: 0,
                     bytes_out: 0,
+                    target,
                 },
                 decoder: Decoder::new(self.config.max_body),
                 out: OutQueue::default(),
                 close_reason: None,
                 deadline: None,
                 drain_mark: None,
-                target,
             },
         );
         Some(id)
@@ -945,11 +945,11 @@ impl Context<'_> {
         // A socket that cannot even be made (no descriptors left) is not a
         // resolution failure: say which step failed.
         let result = resolve(addr)
-            .map_err(|e| format!("cannot resolve {addr}: {}", describe(&e)))
+            .map_err(|e| format!("cannot resolve: {}", describe(&e)))
             .and_then(|sa| {
                 TcpStream::connect(sa)
                     .map(|s| (s, sa))
-                    .map_err(|e| format!("cannot connect to {sa}: {}", describe(&e)))
+                    .map_err(|e| describe(&e))
             });
         match result {
             Ok((stream, sa)) => {
@@ -984,6 +984,7 @@ impl Context<'_> {
                     bytes_in: 0,
                     msgs_out: 0,
                     bytes_out: 0,
+                    target: Some(addr.to_string()),
                 };
                 let reason = e;
                 self.core
@@ -1041,7 +1042,7 @@ impl Context<'_> {
         self.core
             .conns
             .get(&conn.0)
-            .and_then(|c| c.target.as_deref())
+            .and_then(|c| c.info.target.as_deref())
     }
 
     /// Every connection (any state), in id order.
