@@ -1163,3 +1163,218 @@ fn thousands_of_random_command_lines_never_panic_connect() {
     }
     assert!(total_errors > 1000);
 }
+
+// ---------------------------------------------------------------------------
+// Filer
+// ---------------------------------------------------------------------------
+
+/// Roster entries `(id, port)` of a `Broadcast` body, sorted.
+fn roster_of(body: &[u8]) -> Vec<(String, u16)> {
+    let mut v: Vec<(String, u16)> = String::from_utf8_lossy(body)
+        .split(';')
+        .filter(|s| !s.is_empty())
+        .map(|e| {
+            let f: Vec<&str> = e.split(',').collect();
+            assert_eq!(f.len(), 3, "bad roster entry {e:?}");
+            assert_eq!(f[1], "127.0.0.1", "roster IP of {e:?}");
+            (f[0].to_string(), f[2].parse().expect("port"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Reads roster frames until one equals `want`; returns how many were read.
+fn wait_roster(c: &mut Client, want: &[(String, u16)], timeout: Duration) -> Result<usize, String> {
+    let deadline = Instant::now() + timeout;
+    let mut n = 0;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        for m in c.read_frames(1, Duration::from_millis(200)) {
+            if m.header.contains("Broadcast") {
+                n += 1;
+                last = roster_of(&m.body);
+                if last == want {
+                    return Ok(n);
+                }
+            }
+        }
+    }
+    Err(format!("last roster {last:?}, want {want:?}"))
+}
+
+fn spawn_filer(id: &str, ipserver: SocketAddr) -> (Proc, u16) {
+    let inbox = tmp_path(&format!("inbox-{id}"));
+    let ips = ipserver.to_string();
+    let (p, a) = spawn_listening(&[
+        "filer",
+        "--id",
+        id,
+        "--bind",
+        "127.0.0.1:0",
+        "--ipserver",
+        &ips,
+        "--report-interval",
+        "100ms",
+        "--inbox",
+        inbox.to_str().expect("utf-8 path"),
+        "--json",
+    ]);
+    (p, a.port())
+}
+
+fn ipserver_state_events(p: &Proc, state: &str) -> usize {
+    p.out.count(|l| {
+        l.json
+            .as_ref()
+            .is_some_and(|v| v["event"] == "ipserver" && v["state"] == state)
+    })
+}
+
+#[test]
+fn fifty_filer_reconnects_to_the_ipserver_leave_no_stray_descriptors() {
+    let (mut ips, ips_addr) = spawn_listening(&[
+        "ipserver",
+        "--bind",
+        "127.0.0.1:0",
+        "--json",
+        "--interval",
+        "100ms",
+        "--alive",
+        "60s",
+    ]);
+    let (alice, alice_port) = spawn_filer("alice", ips_addr);
+    let (bob, bob_port) = spawn_filer("bob", ips_addr);
+    // A raw peer that reports and watches the roster.
+    let mut watcher = Client::connect(ips_addr);
+    watcher.send(&Header::new().with("ID", "watcher").with("Port", "9"), b"");
+    let want = vec![
+        ("alice".to_string(), alice_port),
+        ("bob".to_string(), bob_port),
+        ("watcher".to_string(), 9),
+    ];
+    wait_roster(&mut watcher, &want, TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", ips.context()));
+    // Bob is in alice's address book.
+    alice.expect_event("peer_online", &[("id", Value::from("bob"))]);
+    let fds = |p: &Proc| fd_count(p.pid());
+    let (ips0, alice0, bob0) = (fds(&ips), fds(&alice), fds(&bob));
+    let is_report = |who: &'static str| {
+        move |l: &Line| {
+            l.json
+                .as_ref()
+                .is_some_and(|v| v["event"] == "peer_online" && v["id"] == who)
+        }
+    };
+
+    let t0 = Instant::now();
+    for round in 1..=50usize {
+        // The ipserver drops both filers; each must notice, reconnect and report.
+        ips.send_line("close alice,bob");
+        for (who, f) in [("alice", &alice), ("bob", &bob)] {
+            let n = f.out.wait_count(
+                |l| {
+                    l.json
+                        .as_ref()
+                        .is_some_and(|v| v["event"] == "ipserver" && v["state"] == "connected")
+                },
+                round + 1,
+                TIMEOUT,
+            );
+            assert_eq!(
+                n,
+                round + 1,
+                "{who} did not reconnect in round {round}\n{}",
+                f.context()
+            );
+            let n = ips.out.wait_count(is_report(who), round + 1, TIMEOUT);
+            assert_eq!(
+                n,
+                round + 1,
+                "no report from {who} in round {round}\n{}",
+                ips.context()
+            );
+        }
+    }
+    let took = t0.elapsed();
+    assert_eq!(ipserver_state_events(&alice, "lost"), 50);
+    assert_eq!(ipserver_state_events(&bob, "lost"), 50);
+    // Exactly the three peers, once each, at their listening ports: read the
+    // backlog of rosters for a while; the latest ones must be exact.
+    let mut rosters = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        for m in watcher.read_frames(64, Duration::from_millis(100)) {
+            if m.header.contains("Broadcast") {
+                rosters.push(roster_of(&m.body));
+            }
+        }
+    }
+    assert!(rosters.len() >= 3, "{rosters:?}");
+    for r in &rosters[rosters.len() - 3..] {
+        assert_eq!(r, &want, "{}", ips.context());
+    }
+    // The filers' address books end with each other online.
+    let last_about = |p: &Proc, who: &str| {
+        p.out
+            .all()
+            .iter()
+            .rev()
+            .filter_map(|l| l.json.clone())
+            .find(|v| {
+                (v["event"] == "peer_online" || v["event"] == "peer_offline") && v["id"] == who
+            })
+    };
+    assert!(
+        wait_until(TIMEOUT, || last_about(&alice, "bob").is_some_and(
+            |v| v["event"] == "peer_online" && v["port"] == bob_port
+        )),
+        "{}",
+        alice.context()
+    );
+    assert!(wait_until(TIMEOUT, || last_about(&bob, "alice")
+        .is_some_and(
+            |v| v["event"] == "peer_online" && v["port"] == alice_port
+        )));
+    // No descriptor left behind by 50 reconnects, on either side.
+    assert!(
+        wait_until(TIMEOUT, || fds(&ips) == ips0
+            && fds(&alice) == alice0
+            && fds(&bob) == bob0),
+        "descriptors ipserver {ips0}->{}, alice {alice0}->{}, bob {bob0}->{}",
+        fds(&ips),
+        fds(&alice),
+        fds(&bob)
+    );
+    figure(
+        "filer: 50 ipserver reconnects of 2 filers took",
+        format!("{took:?}"),
+    );
+    figure(
+        "filer: descriptors ipserver / alice / bob (before = after)",
+        format!("{ips0} / {alice0} / {bob0}"),
+    );
+}
+
+#[test]
+fn filer_retrying_an_unreachable_ipserver_leaks_nothing_and_says_so_once() {
+    let down = refused_addr();
+    let (filer, _) = spawn_filer("lonely", down);
+    let pid = filer.pid();
+    filer.expect_err_line("the unreachable notice", |l| {
+        l.starts_with("ipserver ") && l.contains("unreachable")
+    });
+    let fds0 = fd_count(pid);
+    let c0 = cpu_ticks(pid);
+    let window = Duration::from_secs(2);
+    std::thread::sleep(window);
+    let fds1 = fd_count(pid);
+    let used = cpu_ticks(pid) - c0;
+    let notices = filer.err.count(|l| l.text.contains("unreachable"));
+    figure(
+        "filer: 2 s of retries every 100 ms to a dead ipserver: descriptors / CPU ticks / notices",
+        format!("{fds0} -> {fds1} / {used} / {notices}"),
+    );
+    assert_eq!(fds0, fds1);
+    assert_eq!(notices, 1);
+    assert!(used < 20, "{used} ticks in 2 s");
+}
