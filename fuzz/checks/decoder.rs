@@ -26,7 +26,7 @@ fn decode_split(
     let mut d = Decoder::new(max_body);
     let mut out = Vec::new();
     let mut rest = input;
-    let one_byte = seed % 4 == 0;
+    let one_byte = seed.is_multiple_of(4);
     while !rest.is_empty() {
         // xorshift for the split points
         seed ^= seed << 13;
