@@ -543,6 +543,8 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning() {
         srv.context()
     );
 
+    // Still at the limit with clients waiting: no new notice for that.
+    assert_eq!(srv.err.count(|l| l.text.starts_with("cannot accept on")), 1);
     // Everyone leaves; every pending connection is eventually taken and closed.
     drop(clients);
     let closed = srv
@@ -550,6 +552,9 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning() {
         .wait_count(|l| is_event(l, "closed"), 150, Duration::from_secs(20));
     assert_eq!(closed, 150, "{}", srv.context());
     assert_eq!(count_events(&srv, "connected"), 150);
+    srv.expect_err_line("the recovery notice", |l| {
+        l.starts_with("accepting again on")
+    });
     // A new client is served.
     let (served, _) = good_client_round_trip(&mut srv, addr);
     figure(

@@ -532,19 +532,9 @@ impl<H: Handler> Node<H> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, addr)) => {
-                    if self.core.accept_failing {
-                        self.core.accept_failing = false;
-                        self.core.pending.push_back(Pending::Notice(format!(
-                            "accepting again on {}",
-                            self.core
-                                .local_addr
-                                .map_or_else(String::new, |a| a.to_string())
-                        )));
-                    }
-                    self.core.admit(stream, addr)
-                }
+                Ok((stream, addr)) => self.core.admit(stream, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.core.accept_recovered();
                     self.core.listener_ready = false;
                     return;
                 }
@@ -681,6 +671,18 @@ impl Core {
                 c.info.last_sent = now;
                 self.dirty.push(id);
             }
+        }
+    }
+
+    /// The backlog is drained after a stall (descriptors ran out): say so once.
+    /// Not at each accept in between, so a server held at its limit by a steady
+    /// stream of clients prints two lines, not two per client.
+    fn accept_recovered(&mut self) {
+        if std::mem::take(&mut self.accept_failing) {
+            self.pending.push_back(Pending::Notice(format!(
+                "accepting again on {}",
+                self.local_addr.map_or_else(String::new, |a| a.to_string())
+            )));
         }
     }
 
