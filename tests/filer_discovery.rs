@@ -351,6 +351,54 @@ fn malformed_reports_are_ignored_with_a_notice_and_evict_nothing() {
 }
 
 #[test]
+fn a_taken_name_stays_with_its_first_holder_without_flapping() {
+    let (ips, ips_addr) = ipserver(&[]);
+    let (ann, ann_port) = filer("ann", ips_addr, &[]);
+    let mut first = Client::connect(ips_addr);
+    report(&mut first, "dup", 40010);
+    expect_online(&ann, "dup", 40010, TIMEOUT);
+    let mut second = Client::connect(ips_addr);
+    for _ in 0..3 {
+        report(&mut second, "dup", 40011);
+    }
+    ips.expect_err_line("the taken-name notice", |l| {
+        l.contains("\"dup\" is taken") && l.contains("40010")
+    });
+    // Several rounds: always the first holder, never both.
+    for _ in 0..4 {
+        report(&mut first, "dup", 40010);
+        report(&mut second, "dup", 40011);
+        let m = second.expect_frame();
+        let r = roster_entries(&m);
+        assert!(r.contains(&entry("dup", 40010)), "{r:?}");
+        assert!(!r.contains(&entry("dup", 40011)), "{r:?}");
+    }
+    assert_eq!(
+        ips.err.count(|l| l.text.contains("is taken")),
+        1,
+        "said once\n{}",
+        ips.context()
+    );
+    // The holder leaves: the name passes to the other one.
+    drop(first);
+    expect_online(&ann, "dup", 40011, TIMEOUT);
+    assert_eq!(
+        ann.out.count(|l| l
+            .json
+            .as_ref()
+            .is_some_and(|v| v["event"] == "peer_online" && v["id"] == "dup")),
+        2,
+        "{}",
+        ann.context()
+    );
+    // A second filer with ann's name is told why nobody finds it.
+    let (ann2, _) = filer("ann", ips_addr, &[]);
+    ann2.expect_err_line("the clash notice", |l| {
+        l.contains("also calls itself \"ann\"") && l.contains(&format!(":{ann_port}"))
+    });
+}
+
+#[test]
 fn a_garbled_roster_is_ignored_and_an_outage_is_noticed_once() {
     // A fake ipserver: the test plays it with a plain listener.
     let fake = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -704,11 +752,11 @@ fn human_session_shows_peers_and_names() {
     });
 }
 
-/// 200 peers report; every one gets the roster every round. Prints the round cost.
-#[test]
-fn two_hundred_peers_get_the_roster_every_interval() {
-    const N: usize = 200;
-    let interval = Duration::from_millis(250);
+/// `n` raw peers report; every one gets the full roster every round. Returns
+/// `(rounds, elapsed, last_round_us, last_round_write_us)`.
+fn roster_load(n: usize, interval_ms: u64) -> (u64, Duration, u64, u64) {
+    let interval = Duration::from_millis(interval_ms);
+    let interval_arg = format!("{interval_ms}ms");
     let (mut ips, ips_addr) = spawn_listening(&[
         "ipserver",
         "--bind",
@@ -716,11 +764,11 @@ fn two_hundred_peers_get_the_roster_every_interval() {
         "--json",
         "--quiet",
         "--interval",
-        "250ms",
+        &interval_arg,
         "--alive",
-        "60s",
+        "120s",
     ]);
-    let mut clients: Vec<Client> = (0..N)
+    let mut clients: Vec<Client> = (0..n)
         .map(|i| {
             let mut c = Client::connect(ips_addr);
             report(&mut c, &format!("p{i}"), 10_000 + i as u16);
@@ -730,15 +778,15 @@ fn two_hundred_peers_get_the_roster_every_interval() {
     assert_eq!(
         ips.out.wait_count(
             |l| l.json.as_ref().is_some_and(|v| v["event"] == "peer_online"),
-            N,
-            TIMEOUT
+            n,
+            TIMEOUT * 3
         ),
-        N
+        n
     );
-    // Rounds from here on carry all N entries.
+    // Rounds from here on carry all n entries.
     let r0 = peers(&mut ips)["rounds"].as_u64().unwrap();
     let t0 = Instant::now();
-    assert!(wait_until(TIMEOUT, || {
+    assert!(wait_until(TIMEOUT * 3, || {
         peers(&mut ips)["rounds"].as_u64().unwrap() >= r0 + 9
     }));
     let end = peers(&mut ips);
@@ -757,7 +805,7 @@ fn two_hundred_peers_get_the_roster_every_interval() {
         let deadline = Instant::now() + TIMEOUT;
         while full < full_rounds && Instant::now() < deadline {
             for m in c.read_frames(1, Duration::from_millis(100)) {
-                if roster_entries(&m).len() == N {
+                if roster_entries(&m).len() == n {
                     full += 1;
                 }
             }
@@ -767,10 +815,34 @@ fn two_hundred_peers_get_the_roster_every_interval() {
             "client {i} got {full} full rosters of {full_rounds}"
         );
     }
-    eprintln!(
-        "200 peers: {} rounds in {elapsed:?}; last round {} µs to queue, {} µs to write",
+    let figures = (
         r1 - r0,
-        end["last_round_us"],
-        end["last_round_write_us"]
+        elapsed,
+        end["last_round_us"].as_u64().unwrap(),
+        end["last_round_write_us"].as_u64().unwrap(),
     );
+    eprintln!(
+        "{n} peers: {} rounds in {:?} at {interval_ms}ms; last round {} µs to queue, {} µs to write",
+        figures.0, figures.1, figures.2, figures.3
+    );
+    figures
+}
+
+/// 200 peers report; every one gets the roster every round. Prints the round cost
+/// (`cargo test --release --test filer_discovery two_hundred -- --nocapture`).
+#[test]
+fn two_hundred_peers_get_the_roster_every_interval() {
+    roster_load(200, 250);
+}
+
+/// The same at a larger scale, for measuring:
+/// `SOCKMOD_PEERS=2000 cargo test --release --test filer_discovery roster_load_at_scale -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn roster_load_at_scale() {
+    let n = std::env::var("SOCKMOD_PEERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    roster_load(n, 500);
 }

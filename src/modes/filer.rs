@@ -39,11 +39,15 @@ pub struct Filer {
     /// The last roster complaint, so a garbled roster repeated every interval is
     /// mentioned once.
     roster_noted: Option<String>,
+    /// Another peer the roster lists under our name (said once).
+    name_clash: Option<Entry>,
 }
 
 impl Filer {
-    /// A filer listening on `port`.
-    pub fn new(s: Session, cfg: FilerConfig, port: u16) -> Self {
+    /// A filer listening on `port`. An ipserver given without a port gets the
+    /// ipserver's default, 5000.
+    pub fn new(s: Session, mut cfg: FilerConfig, port: u16) -> Self {
+        cfg.ipserver = with_default_port(&cfg.ipserver, 5000);
         Filer {
             s,
             cfg,
@@ -53,6 +57,7 @@ impl Filer {
             outage_noticed: false,
             roster: BTreeMap::new(),
             roster_noted: None,
+            name_clash: None,
         }
     }
 
@@ -129,6 +134,13 @@ impl Filer {
         for e in entries {
             if e.id != self.cfg.id {
                 next.insert(e.id.clone(), e);
+            } else if e.port != self.port && self.name_clash.as_ref() != Some(&e) {
+                self.s.out.notice(&format!(
+                    "another peer at {}:{} also calls itself {:?} and holds the name at the \
+                     ipserver; peers cannot find this one (choose another --id)",
+                    e.ip, e.port, e.id
+                ));
+                self.name_clash = Some(e);
             }
         }
         for id in self.roster.keys() {
@@ -417,5 +429,34 @@ impl Handler for Filer {
 
     fn on_idle(&mut self, _ctx: &mut Context<'_>) {
         self.s.out.flush();
+    }
+}
+
+/// `addr` with `port` added when it names only a host (`10.0.0.5`, `::1`, `lan-box`).
+fn with_default_port(addr: &str, port: u16) -> String {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return std::net::SocketAddr::new(ip, port).to_string();
+    }
+    if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn ipserver_address_gets_the_default_port() {
+        assert_eq!(with_default_port("10.0.0.5", 5000), "10.0.0.5:5000");
+        assert_eq!(with_default_port("::1", 5000), "[::1]:5000");
+        assert_eq!(with_default_port("lan-box", 5000), "lan-box:5000");
+        assert_eq!(with_default_port("lan-box:6000", 5000), "lan-box:6000");
+        assert_eq!(with_default_port("[::1]:6000", 5000), "[::1]:6000");
     }
 }

@@ -8,7 +8,7 @@ use crate::command::Command;
 use crate::filer::roster::{self, Entry, check_id};
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::{Header, Message, encode};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ pub struct Ipserver {
     interval: Duration,
     alive: Duration,
     reports: BTreeMap<ConnId, Report>,
+    /// The roster as last announced, by ID (online/offline events are its changes).
+    shown: HashMap<String, Entry>,
     /// The encoded roster frame; `None` when the roster changed since it was built.
     frame: Option<Arc<[u8]>>,
     /// Recipients of the current round (reused between rounds).
@@ -56,6 +58,7 @@ impl Ipserver {
             interval,
             alive,
             reports: BTreeMap::new(),
+            shown: HashMap::new(),
             frame: None,
             live: Vec::new(),
             next_round: Instant::now() + interval,
@@ -75,11 +78,33 @@ impl Ipserver {
         }
     }
 
-    /// True if a connection other than `except` holds `id` in the roster.
-    fn id_held_elsewhere(&self, id: &str, except: ConnId) -> bool {
+    /// The connection whose report stands for `id` in the roster: the earliest
+    /// live one, so a second peer claiming a taken name cannot make it flap.
+    fn holder(&self, id: &str) -> Option<(ConnId, &Entry)> {
         self.reports
             .iter()
-            .any(|(c, r)| *c != except && !r.stale && r.entry.id == id)
+            .find(|(_, r)| !r.stale && r.entry.id == id)
+            .map(|(c, r)| (*c, &r.entry))
+    }
+
+    /// Brings the announced roster up to date for `id`, with an online or offline
+    /// event when it changed.
+    fn sync_id(&mut self, id: &str) {
+        let now = self.holder(id).map(|(_, e)| e.clone());
+        match (self.shown.get(id), now) {
+            (Some(a), Some(b)) if *a == b => {}
+            (_, Some(b)) => {
+                self.s.out.peer_online(&b.id, &b.ip.to_string(), b.port);
+                self.shown.insert(b.id.clone(), b);
+                self.frame = None;
+            }
+            (Some(_), None) => {
+                self.s.out.peer_offline(id);
+                self.shown.remove(id);
+                self.frame = None;
+            }
+            (None, None) => {}
+        }
     }
 
     /// Checks a report; `Err` is why it is ignored.
@@ -110,35 +135,41 @@ impl Ipserver {
                 return;
             }
         };
-        self.noted.remove(&conn);
         let now = Instant::now();
+        let id = entry.id.clone();
         let old = self.reports.insert(
             conn,
             Report {
-                entry: entry.clone(),
+                entry,
                 last: now,
                 stale: false,
             },
         );
-        let changed = match &old {
-            Some(r) => r.entry != entry || r.stale,
-            None => true,
-        };
-        if !changed {
+        if let Some((holder, e)) = self.holder(&id)
+            && holder != conn
+        {
+            let text = format!(
+                "report from {conn} {addr}: the name {id:?} is taken by {holder} {}:{}; \
+                 left out of the roster while that one stays",
+                e.ip, e.port
+            );
+            self.note_once(conn, text);
+        } else {
+            self.noted.remove(&conn);
+        }
+        let unchanged = old.as_ref().is_some_and(|r| {
+            !r.stale && self.reports.get(&conn).is_some_and(|n| n.entry == r.entry)
+        });
+        if unchanged {
             return;
         }
-        self.frame = None;
         if let Some(r) = old
-            && !r.stale
-            && r.entry.id != entry.id
-            && !self.id_held_elsewhere(&r.entry.id, conn)
+            && r.entry.id != id
         {
-            self.s.out.peer_offline(&r.entry.id);
+            self.sync_id(&r.entry.id);
         }
-        self.s
-            .out
-            .peer_online(&entry.id, &entry.ip.to_string(), entry.port);
-        self.s.names.insert(conn, entry.id);
+        self.sync_id(&id);
+        self.s.names.insert(conn, id);
     }
 
     /// Marks peers silent for longer than `alive` as stale (out of the roster).
@@ -155,32 +186,23 @@ impl Ipserver {
             };
             r.stale = true;
             let id = r.entry.id.clone();
-            self.frame = None;
-            if !self.id_held_elsewhere(&id, c) {
-                self.s.out.peer_offline(&id);
-            }
+            self.sync_id(&id);
         }
     }
 
-    /// The roster frame, rebuilt only when the roster changed. One entry per ID:
-    /// if two connections report the same name, the latest report wins.
+    /// The roster frame, rebuilt only when the roster changed: one entry per ID
+    /// (its holder's), in the order the peers connected.
     fn roster_frame(&mut self) -> Option<Arc<[u8]>> {
         if let Some(f) = &self.frame {
             return Some(f.clone());
         }
-        let mut order: Vec<&Report> = Vec::with_capacity(self.reports.len());
-        let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(self.reports.len());
-        for r in self.reports.values().filter(|r| !r.stale) {
-            match by_id.get(r.entry.id.as_str()) {
-                Some(&i) if order[i].last >= r.last => {}
-                Some(&i) => order[i] = r,
-                None => {
-                    by_id.insert(&r.entry.id, order.len());
-                    order.push(r);
-                }
-            }
-        }
-        let body = roster::format(order.iter().map(|r| &r.entry));
+        let mut seen: HashSet<&str> = HashSet::with_capacity(self.shown.len());
+        let entries = self
+            .reports
+            .values()
+            .filter(|r| !r.stale && seen.insert(&r.entry.id))
+            .map(|r| &r.entry);
+        let body = roster::format(entries);
         let header = Header::new().with("Broadcast", "");
         match encode(&header, body.as_bytes()) {
             Ok(f) => {
@@ -307,13 +329,9 @@ impl Handler for Ipserver {
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
         self.noted.remove(&info.id);
-        if let Some(r) = self.reports.remove(&info.id)
-            && !r.stale
-        {
-            self.frame = None;
-            if !self.id_held_elsewhere(&r.entry.id, info.id) {
-                self.s.out.peer_offline(&r.entry.id);
-            }
+        if let Some(r) = self.reports.remove(&info.id) {
+            // Leaves the roster at once; a peer waiting for the name takes it.
+            self.sync_id(&r.entry.id);
         }
         self.s.on_closed(ctx, info, reason, alive);
     }
