@@ -352,11 +352,8 @@ impl Handler for Filer {
             self.ipserver_lost(ctx, reason);
             return;
         }
-        let target = ctx
-            .target(info.id)
-            .map_or_else(|| info.addr.to_string(), str::to_string);
         self.s.names.remove(&info.id);
-        self.s.on_connect_failed(ctx, info, &target, reason);
+        self.s.on_connect_failed(ctx, info, reason);
     }
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {

@@ -121,14 +121,9 @@ impl Session {
     }
 
     /// Renders a failed dial (event on stdout, error on stderr).
-    pub fn on_connect_failed(
-        &mut self,
-        ctx: &Context<'_>,
-        info: &ConnInfo,
-        target: &str,
-        reason: &str,
-    ) {
-        self.out.connect_failed(info, target, reason);
+    pub fn on_connect_failed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str) {
+        let target = info.target.clone().unwrap_or_else(|| info.addr.to_string());
+        self.out.connect_failed(info, &target, reason);
         self.out
             .notice(&format!("error: cannot connect to {target}: {reason}"));
         self.refresh_completion(ctx);

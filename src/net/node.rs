@@ -689,13 +689,13 @@ impl Core {
                     bytes_in: 0,
                     msgs_out: 0,
                     bytes_out: 0,
+                    target,
                 },
                 decoder: Decoder::new(self.config.max_body),
                 out: OutQueue::default(),
                 close_reason: None,
                 deadline: None,
                 drain_mark: None,
-                target,
             },
         );
         Some(id)
@@ -918,8 +918,9 @@ impl Context<'_> {
                     bytes_in: 0,
                     msgs_out: 0,
                     bytes_out: 0,
+                    target: Some(addr.to_string()),
                 };
-                let reason = format!("cannot resolve {addr}: {}", describe(&e));
+                let reason = format!("cannot resolve: {}", describe(&e));
                 self.core
                     .pending
                     .push_back(Pending::ConnectFailed(info, reason));
@@ -975,7 +976,7 @@ impl Context<'_> {
         self.core
             .conns
             .get(&conn.0)
-            .and_then(|c| c.target.as_deref())
+            .and_then(|c| c.info.target.as_deref())
     }
 
     /// Every connection (any state), in id order.
