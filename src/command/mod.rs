@@ -22,11 +22,13 @@ pub fn clipped(s: &str) -> std::borrow::Cow<'_, str> {
 /// A word the user typed, for an error message: quoted, escaped, and clipped so
 /// that one bad word (a pasted blob) cannot make an error line of kilobytes.
 pub fn quoted(s: &str) -> String {
+    // Counted in bytes of the escaped text: a control character escapes to up
+    // to ten (`\u{1f}`), found by fuzzing.
     const MAX: usize = 60;
     let mut out = String::with_capacity(s.len().min(MAX) + 8);
     out.push('"');
-    for (i, c) in s.chars().enumerate() {
-        if i == MAX {
+    for c in s.chars() {
+        if out.len() > MAX {
             out.push('…');
             break;
         }
