@@ -1400,3 +1400,118 @@ fn filer_retrying_an_unreachable_ipserver_leaks_nothing_and_says_so_once() {
     assert_eq!(notices, 1);
     assert!(used < 20, "{used} ticks in 2 s");
 }
+
+/// Every entry of `dir` (hidden ones too), sorted.
+fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
+    let (ips, ips_addr) = spawn_listening(&[
+        "ipserver",
+        "--bind",
+        "127.0.0.1:0",
+        "--json",
+        "--interval",
+        "100ms",
+        "--alive",
+        "60s",
+    ]);
+    let (mut alice, alice_port) = spawn_filer("alice", ips_addr);
+    let bob_inbox = tmp_path("inbox-bob-killed");
+    let ips_s = ips_addr.to_string();
+    let (bob, bob_addr) = spawn_listening(&[
+        "filer",
+        "--id",
+        "bob",
+        "--bind",
+        "127.0.0.1:0",
+        "--ipserver",
+        &ips_s,
+        "--report-interval",
+        "100ms",
+        "--inbox",
+        bob_inbox.to_str().expect("utf-8 path"),
+        "--json",
+    ]);
+    let bob_port = bob_addr.port();
+    let mut watcher = Client::connect(ips_addr);
+    watcher.send(&Header::new().with("ID", "watcher").with("Port", "9"), b"");
+    let all = vec![
+        ("alice".to_string(), alice_port),
+        ("bob".to_string(), bob_port),
+        ("watcher".to_string(), 9),
+    ];
+    wait_roster(&mut watcher, &all, TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", ips.context()));
+    bob.expect_event("peer_online", &[("id", Value::from("alice"))]);
+    alice.expect_event("peer_online", &[("id", Value::from("bob"))]);
+    let bob_fds0 = fd_count(bob.pid());
+
+    // alice dials bob by name and starts a 64 MiB file; bob is stopped, so she
+    // can only fill the socket buffers and is mid-file when she is killed.
+    alice.send_line("dial bob");
+    alice.expect_event("identified", &[("name", Value::from("bob"))]);
+    bob.expect_event("identified", &[("name", Value::from("alice"))]);
+    let src = tmp_path("killed-source.bin");
+    std::fs::write(&src, random_bytes(64 << 20, 5)).unwrap();
+    bob.signal(libc::SIGSTOP);
+    alice.send_line(&format!("sendfile bob {}", src.display()));
+    alice.expect_json("alice's send started", |v| {
+        v["event"] == "transfer" && v["dir"] == "send" && v["state"] == "started"
+    });
+    alice.kill();
+    bob.signal(libc::SIGCONT);
+
+    let v = bob.expect_json("bob's receive failed", |v| {
+        v["event"] == "transfer" && v["dir"] == "recv" && v["state"] == "failed"
+    });
+    let got = v["bytes"].as_u64().unwrap_or(0);
+    assert!(got < 64 << 20, "{v}");
+    figure(
+        "killed sender: bob received before the failure",
+        format!("{got} of {} bytes: {}", 64 << 20, v["reason"]),
+    );
+    // Nothing that looks like a complete file.
+    let name = src.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        wait_until(TIMEOUT, || !dir_entries(&bob_inbox)
+            .iter()
+            .any(|e| !e.starts_with('.'))),
+        "inbox {:?}",
+        dir_entries(&bob_inbox)
+    );
+    assert!(!bob_inbox.join(&name).exists());
+    // The roster loses alice at once; bob's address book follows.
+    wait_roster(
+        &mut watcher,
+        &[("bob".to_string(), bob_port), ("watcher".to_string(), 9)],
+        TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", ips.context()));
+    bob.expect_event("peer_offline", &[("id", Value::from("alice"))]);
+    // bob holds no descriptor for the dead connection or the part file.
+    assert!(
+        wait_until(TIMEOUT, || fd_count(bob.pid()) == bob_fds0),
+        "bob's descriptors: {bob_fds0} before, {} after; inbox {:?}",
+        fd_count(bob.pid()),
+        dir_entries(&bob_inbox)
+    );
+    figure(
+        "killed sender: bob's descriptors before / after",
+        format!("{bob_fds0} / {}", fd_count(bob.pid())),
+    );
+    let _ = std::fs::remove_file(&src);
+}
