@@ -1419,6 +1419,7 @@ fn dir_entries(dir: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs filer file transfer (the transfer branch): remove this once it is merged"]
 fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     let (ips, ips_addr) = spawn_listening(&[
         "ipserver",
@@ -1463,7 +1464,7 @@ fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     // alice dials bob by name and starts a 64 MiB file; bob is stopped, so she
     // can only fill the socket buffers and is mid-file when she is killed.
     alice.send_line("dial bob");
-    alice.expect_event("identified", &[("name", Value::from("bob"))]);
+    alice.expect_event("connected", &[("name", Value::from("bob"))]);
     bob.expect_event("identified", &[("name", Value::from("alice"))]);
     let src = tmp_path("killed-source.bin");
     std::fs::write(&src, random_bytes(64 << 20, 5)).unwrap();
