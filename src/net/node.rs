@@ -128,8 +128,8 @@ struct Core {
     dirty: Vec<u64>,
     listener_ready: bool,
     accept_paused_until: Option<Instant>,
-    /// Accepting failed (no descriptors) and has not succeeded since: the
-    /// notice is shown once per stall, not at every retry.
+    /// Accepting failed (no descriptors) and the backlog has not drained since:
+    /// the notice is shown once per stall, not at every retry.
     accept_failing: bool,
     next_housekeeping: Option<Instant>,
     stopping: Option<Instant>,
@@ -258,6 +258,7 @@ impl<H: Handler> Node<H> {
         // mio listens with a backlog of 128: a burst of clients (a few hundred
         // reconnecting at once) overflows it and waits out SYN retransmits (1 s,
         // then 3 s). Listening again raises it (capped by the kernel's somaxconn).
+        // Best effort: on failure the backlog stays at 128.
         // SAFETY: listen(2) on a socket we own; no memory is passed.
         unsafe {
             libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), LISTEN_BACKLOG);
