@@ -2,13 +2,15 @@
 
 use compact_str::CompactString;
 use smallvec::SmallVec;
+use std::collections::HashMap;
 use std::fmt;
 
-/// Where one pair lives in [`Header::text`]: the key is `text[key..value]`, the
+/// Where one pair lives in [`Header::text`]: the key is `text[key..key_end]`, the
 /// value `text[value..end]`.
 #[derive(Clone, Copy)]
 struct Span {
     key: usize,
+    key_end: usize,
     value: usize,
     end: usize,
 }
@@ -27,9 +29,12 @@ const INLINE_PAIRS: usize = 4;
 /// costs no heap allocation, so decoding a small frame allocates nothing.
 #[derive(Clone, Default)]
 pub struct Header {
-    /// Every key and value, concatenated in order (no separators).
+    /// Every key and value (no separators); a replaced value stays behind as
+    /// garbage until there is more garbage than text in use.
     text: CompactString,
     spans: SmallVec<[Span; INLINE_PAIRS]>,
+    /// Bytes of `text` no span refers to.
+    garbage: usize,
 }
 
 impl Header {
@@ -43,6 +48,7 @@ impl Header {
         Header {
             text: CompactString::default(),
             spans: SmallVec::with_capacity(n),
+            garbage: 0,
         }
     }
 
@@ -56,23 +62,56 @@ impl Header {
     pub fn set(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         let (key, value) = (key.as_ref(), value.as_ref());
         match self.position(key) {
-            Some(i) => self.rebuild(Some(i), value),
+            Some(i) => self.replace(i, value),
             None => self.set_new(key, value),
+        }
+    }
+
+    /// [`Header::set`] with an index of key positions kept by the caller, so that
+    /// a header of thousands of pairs (a hostile peer's 64 KiB header) is built in
+    /// linear time rather than quadratic. `index` must cover every key set so far.
+    pub(crate) fn set_indexed(
+        &mut self,
+        index: &mut HashMap<String, usize>,
+        key: &str,
+        value: &str,
+    ) {
+        match index.get(key) {
+            Some(&i) => self.replace(i, value),
+            None => {
+                index.insert(key.to_string(), self.spans.len());
+                self.set_new(key, value);
+            }
         }
     }
 
     fn position(&self, key: &str) -> Option<usize> {
         self.spans
             .iter()
-            .position(|s| &self.text[s.key..s.value] == key)
+            .position(|s| &self.text[s.key..s.key_end] == key)
     }
 
-    /// Rewrites the buffer with pair `i` given `value` (or, for `None`, unchanged),
-    /// so the text never holds stale bytes.
-    fn rebuild(&mut self, i: Option<usize>, value: &str) {
+    /// Gives pair `i` a new value: appended, the old one left as garbage, and the
+    /// buffer compacted once garbage outweighs the text in use (amortised O(1)).
+    fn replace(&mut self, i: usize, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(value);
+        let s = &mut self.spans[i];
+        self.garbage += s.end - s.value;
+        s.value = start;
+        s.end = start + value.len();
+        if self.garbage > self.text.len() / 2 {
+            self.compact(None);
+        }
+    }
+
+    /// Rewrites the buffer without garbage (and without pair `skip`).
+    fn compact(&mut self, skip: Option<usize>) {
         let mut h = Header::with_capacity(self.spans.len());
         for (n, (k, v)) in self.iter().enumerate() {
-            h.set_new(k, if Some(n) == i { value } else { v });
+            if Some(n) != skip {
+                h.set_new(k, v);
+            }
         }
         *self = h;
     }
@@ -84,6 +123,7 @@ impl Header {
         self.text.push_str(value);
         self.spans.push(Span {
             key: start,
+            key_end: start + key.len(),
             value: start + key.len(),
             end: self.text.len(),
         });
@@ -93,7 +133,7 @@ impl Header {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.spans
             .iter()
-            .find(|s| &self.text[s.key..s.value] == key)
+            .find(|s| &self.text[s.key..s.key_end] == key)
             .map(|s| &self.text[s.value..s.end])
     }
 
@@ -107,13 +147,7 @@ impl Header {
         let pos = self.position(key)?;
         let s = self.spans[pos];
         let value = self.text[s.value..s.end].to_string();
-        let mut h = Header::with_capacity(self.spans.len() - 1);
-        for (n, (k, v)) in self.iter().enumerate() {
-            if n != pos {
-                h.set_new(k, v);
-            }
-        }
-        *self = h;
+        self.compact(Some(pos));
         Some(value)
     }
 
@@ -121,7 +155,7 @@ impl Header {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
         self.spans
             .iter()
-            .map(|s| (&self.text[s.key..s.value], &self.text[s.value..s.end]))
+            .map(|s| (&self.text[s.key..s.key_end], &self.text[s.value..s.end]))
     }
 
     /// Number of pairs.
@@ -218,6 +252,25 @@ mod tests {
             let same: Header = model.iter().map(|(a, b)| (a, b)).collect();
             assert_eq!(h, same);
         }
+    }
+
+    /// Replacing one value again and again keeps the buffer bounded.
+    #[test]
+    fn repeated_replacement_stays_compact() {
+        let mut h = Header::new().with("k", "v").with("other", "x");
+        for i in 0..10_000 {
+            h.set("k", i.to_string());
+        }
+        assert_eq!(h.get("k"), Some("9999"));
+        assert_eq!(h.get("other"), Some("x"));
+        assert!(h.text.len() < 64, "buffer grew to {}", h.text.len());
+        let mut ix = HashMap::new();
+        let mut g = Header::new();
+        for i in 0..5000 {
+            g.set_indexed(&mut ix, &format!("k{}", i % 100), &i.to_string());
+        }
+        assert_eq!(g.len(), 100);
+        assert_eq!(g.get("k7"), Some("4907"));
     }
 
     #[test]
