@@ -174,7 +174,9 @@ pub struct Decoder {
     /// Bytes of an incomplete length prefix or header.
     pending: Vec<u8>,
     /// A frame whose header is parsed and whose body is still arriving.
-    partial: Option<(Header, usize, Vec<u8>)>,
+    /// Boxed: only a frame mid-body needs it, and every idle connection keeps a
+    /// decoder, so the decoder itself stays a few words.
+    partial: Option<Box<(Header, usize, Vec<u8>)>>,
     failed: bool,
 }
 
@@ -239,13 +241,15 @@ impl Decoder {
         let total = input.len();
         let mut pushed = 0usize;
         while !input.is_empty() && pushed < limit {
-            if let Some((_, need, body)) = &mut self.partial {
+            if let Some(p) = &mut self.partial {
+                let (_, need, body) = &mut **p;
                 let take = (*need - body.len()).min(input.len());
                 body.extend_from_slice(&input[..take]);
                 input = &input[take..];
                 if body.len() == *need
-                    && let Some((header, _, body)) = self.partial.take()
+                    && let Some(p) = self.partial.take()
                 {
+                    let (header, _, body) = *p;
                     out.push(Message { header, body });
                     pushed += 1;
                 }
@@ -318,7 +322,7 @@ impl Decoder {
     fn start_body(&mut self, header: Header, cl: usize, have: &[u8]) {
         let mut body = Vec::with_capacity(cl.min(BODY_PREALLOC).max(have.len()));
         body.extend_from_slice(have);
-        self.partial = Some((header, cl, body));
+        self.partial = Some(Box::new((header, cl, body)));
     }
 }
 
