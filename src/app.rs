@@ -1,7 +1,8 @@
 //! Wires a parsed command line to a mode: builds the handler, the node, the input
 //! thread (REPL or piped stdin) and signal handling, and returns the exit status.
 
-use crate::cli::{Cli, Common, Mode};
+use crate::cli::{Cli, Common, Mode, YesNo};
+use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
 use crate::modes::{Connect, Filer, FilerConfig, Input, Ipserver, Serve, Session};
 use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
 use crate::render::{Renderer, StdioSink, Style};
@@ -183,6 +184,15 @@ fn listen_next_free<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<u16, S
     ))
 }
 
+/// The file chunk size: [`CHUNK_SIZE`], or `SOCKMOD_CHUNK_SIZE` (bytes, 4 KiB to
+/// 16 MiB) for benchmarking other sizes.
+fn chunk_size() -> usize {
+    std::env::var("SOCKMOD_CHUNK_SIZE")
+        .ok()
+        .and_then(|v| crate::cli::parse_size(&v).ok())
+        .map_or(CHUNK_SIZE, |n| n.clamp(4 << 10, 16 << 20))
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
     raise_nofile_limit();
@@ -219,6 +229,12 @@ pub fn run(cli: Cli) -> i32 {
                 id: a.id.clone(),
                 ipserver: a.ipserver.clone(),
                 report_interval: a.report_interval,
+                transfer: TransferConfig {
+                    inbox: a.inbox.clone(),
+                    max_file_size: a.max_file_size.map(|n| n as u64),
+                    accept: a.accept_files == YesNo::Yes,
+                    chunk_size: chunk_size(),
+                },
             };
             let mut node = Node::new(config(&a.common), Filer::new(s, cfg, 0))
                 .map_err(|e| format!("cannot start: {}", describe(&e)))?;
