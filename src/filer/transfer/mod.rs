@@ -186,6 +186,9 @@ impl Transfers {
             r.started = Some(Instant::now());
         }
         self.emit(env, id, "started");
+        // The loop flushes output when idle, which a busy transfer may keep it
+        // from being for a long time: transfer events go out at once.
+        env.out.flush();
         if !self.ticking {
             self.ticking = true;
             ctx.set_timer(TICK, TIMER);
@@ -228,6 +231,7 @@ impl Transfers {
             }
         }
         self.refresh_status(env);
+        env.out.flush();
     }
 
     fn set_bytes(&mut self, id: u64, bytes: u64) {
@@ -812,6 +816,7 @@ impl Transfers {
             }
         }
         self.refresh_status(env);
+        env.out.flush();
         if any {
             ctx.set_timer(TICK, TIMER);
         } else {
