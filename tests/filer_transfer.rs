@@ -481,6 +481,10 @@ fn sender_killed_mid_file_fails_and_leaves_nothing() {
         .p
         .send_line(&format!("sendfile bob {}", big.display()));
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
+    // Her first progress report means chunks are in the socket for bob.
+    alice.p.expect_json("alice's first progress", |v| {
+        is_transfer(v, "send", "progress") && v["bytes"].as_u64() > Some(0)
+    });
     alice.p.kill();
     bob.p.signal(libc::SIGCONT);
     let v = expect_transfer(&bob.p, "recv", "failed", "big.bin", TIMEOUT);
@@ -569,6 +573,9 @@ fn cancel_stops_a_transfer_on_both_sides() {
         .p
         .send_line(&format!("sendfile bob {}", big.display()));
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
+    alice.p.expect_json("alice's first progress", |v| {
+        is_transfer(v, "send", "progress") && v["bytes"].as_u64() > Some(0)
+    });
     alice.p.signal(libc::SIGSTOP);
     bob.p.signal(libc::SIGCONT);
     let v = bob.p.expect_json("bob receiving the second big.bin", |v| {
