@@ -125,7 +125,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__filer)
-            opts="-b -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --allow --deny --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,6 +161,14 @@ _sockmod() {
                     ;;
                 --accept-files)
                     COMPREPLY=($(compgen -W "yes no" -- "${cur}"))
+                    return 0
+                    ;;
+                --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deny)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --body-format)
@@ -293,7 +301,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__ipserver)
-            opts="-b -q -h --bind --interval --alive --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -q -h --bind --interval --alive --allow --deny --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -312,6 +320,14 @@ _sockmod() {
                     return 0
                     ;;
                 --alive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deny)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -347,7 +363,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__serve)
-            opts="-b -q -h --bind --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -q -h --bind --allow --deny --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -358,6 +374,14 @@ _sockmod() {
                     return 0
                     ;;
                 -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deny)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -33,6 +33,8 @@ complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "filer" -d 'LAN peer
 complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT (port 0: any free port)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
 text\t'Always as text (invalid UTF-8 replaced)'
 hex\t'Hex'
@@ -63,6 +65,8 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s h -l help -d
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l interval -d 'How often the roster is multicast' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l alive -d 'A peer stays in the roster this long after its last report' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
 text\t'Always as text (invalid UTF-8 replaced)'
 hex\t'Hex'
@@ -84,6 +88,8 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l inbox -d 'Wher
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files' -r -f -a "yes\t'Yes'
 no\t'No'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
 text\t'Always as text (invalid UTF-8 replaced)'
 hex\t'Hex'

@@ -9,10 +9,11 @@
 #   RUNS      runs of each contender, interleaved (default 3)
 #   CHUNKS    sender chunk sizes to try (default: the built-in one), e.g.
 #             CHUNKS="64KiB 256KiB 1MiB" (sets SOCKMOD_CHUNK_SIZE for the sender)
+#   SOCAT_BUF socat's buffer size in bytes (default: socat's own, 8192)
 #   BIN       the sockmod binary (default target/release/sockmod)
 #   WORKDIR   where the files go (default: a new directory under target/)
 #
-# Prints one line per run and a summary with the best (minimum) times. Dirty
+# Prints one line per run and a summary with the best and median times. Dirty
 # pages are synced before every run so that no run pays for the previous one's
 # writeback.
 set -euo pipefail
@@ -58,12 +59,12 @@ run_socat() {
     local port t0 t1 rpid
     port=$(free_port)
     rm -f "$WORK/socat.out"
-    socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" "CREATE:$WORK/socat.out" &
+    socat ${SOCAT_BUF:+-b "$SOCAT_BUF"} -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" "CREATE:$WORK/socat.out" &
     rpid=$!
     until ss -ltn "sport = :$port" | grep -q LISTEN; do sleep 0.005; done
     sync
     t0=$(now_ns)
-    socat -u "OPEN:$WORK/src.bin" "TCP:127.0.0.1:$port"
+    socat ${SOCAT_BUF:+-b "$SOCAT_BUF"} -u "OPEN:$WORK/src.bin" "TCP:127.0.0.1:$port"
     wait "$rpid"
     t1=$(now_ns)
     # CPU time of both socat processes (this subshell's children).
@@ -123,31 +124,37 @@ run_sockmod() {
     t1=$(now_ns)
     [ "$(digest "$WORK/inbox/src.bin")" = "$SRC_SUM" ] || { echo "error: filer copy differs" >&2; exit 1; }
     rm -f "$WORK/inbox/src.bin"
-    echo "$((t1 - t0)) $(awk -v a="$(cpu_of "$ALICE")" -v b0="$bob0" -v b1="$(cpu_of "$BOB")" 'BEGIN { printf "%.2f", a + b1 - b0 }')"
+    echo "$((t1 - t0)) $(awk -v a="$(cpu_of "$ALICE")" -v b0="$bob0" -v b1="$(cpu_of "$BOB")" 'BEGIN { printf "%.2f=%.2f+%.2f", a + b1 - b0, a, b1 - b0 }')"
 }
 
 hwm() { awk '/VmHWM/ { printf "%d MiB", $2 / 1024 }' "/proc/$1/status"; }
 
 best_socat=
-declare -A best
-for chunk in $CHUNKS; do best[$chunk]=; done
+all_socat=
+declare -A best all
+for chunk in $CHUNKS; do best[$chunk]=; all[$chunk]=; done
 for run in $(seq 1 "$RUNS"); do
     read -r ns cpu < <(run_socat)
     echo "run $run  socat              $(secs "$ns") s  $(mibps "$ns") MiB/s  (CPU ${cpu} s)"
     if [ -z "$best_socat" ] || [ "$ns" -lt "$best_socat" ]; then best_socat=$ns; fi
+    all_socat="$all_socat $ns"
     for chunk in $CHUNKS; do
         start_alice "$chunk"
         read -r ns cpu < <(run_sockmod)
-        echo "run $run  sockmod chunk=$chunk  $(secs "$ns") s  $(mibps "$ns") MiB/s  (CPU ${cpu} s, sender peak RSS $(hwm "$ALICE"))"
+        echo "run $run  sockmod chunk=$chunk  $(secs "$ns") s  $(mibps "$ns") MiB/s  (CPU ${cpu} s sender+receiver, sender peak RSS $(hwm "$ALICE"))"
         stop_alice
         if [ -z "${best[$chunk]}" ] || [ "$ns" -lt "${best[$chunk]}" ]; then best[$chunk]=$ns; fi
+        all[$chunk]="${all[$chunk]} $ns"
     done
 done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+med_socat=$(echo "$all_socat" | median)
 echo
-echo "best of $RUNS, ${SIZE_MIB} MiB over loopback (receiver peak RSS $(hwm "$BOB")):"
-echo "  socat                 $(secs "$best_socat") s  $(mibps "$best_socat") MiB/s"
+echo "${SIZE_MIB} MiB over loopback, $RUNS runs each (receiver peak RSS $(hwm "$BOB")):"
+echo "  socat                 best $(secs "$best_socat") s ($(mibps "$best_socat") MiB/s)  median $(secs "$med_socat") s"
 for chunk in $CHUNKS; do
     ns=${best[$chunk]}
-    ratio=$(awk -v a="$ns" -v b="$best_socat" 'BEGIN { printf "%.2f", a / b }')
-    echo "  sockmod chunk=$chunk  $(secs "$ns") s  $(mibps "$ns") MiB/s  (${ratio}x socat)"
+    med=$(echo "${all[$chunk]}" | median)
+    echo "  sockmod chunk=$chunk  best $(secs "$ns") s ($(mibps "$ns") MiB/s, $(ratio "$ns" "$best_socat")x socat)  median $(secs "$med") s ($(ratio "$med" "$med_socat")x socat)"
 done

@@ -1,7 +1,7 @@
 //! Wires a parsed command line to a mode: builds the handler, the node, the input
 //! thread (REPL or piped stdin) and signal handling, and returns the exit status.
 
-use crate::cli::{Cli, Common, Mode, YesNo};
+use crate::cli::{AccessArgs, Cli, Common, Mode, YesNo};
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
 use crate::modes::{Connect, Filer, FilerConfig, Input, Ipserver, Serve, Session};
 use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
@@ -19,6 +19,14 @@ pub fn config(c: &Common) -> Config {
         heartbeat: c.heartbeat,
         idle_timeout: c.idle_timeout,
         ..Config::default()
+    }
+}
+
+/// The configuration of a listening mode: shared options plus access rules.
+pub fn listen_config(c: &Common, a: &AccessArgs) -> Config {
+    Config {
+        access: a.rules(),
+        ..config(c)
     }
 }
 
@@ -220,7 +228,7 @@ pub fn run(cli: Cli) -> i32 {
         Mode::Serve(a) => (|| {
             let mut front = Front::new("serve")?;
             let s = front.session("serve", &a.common)?;
-            let mut node = Node::new(config(&a.common), Serve { s })
+            let mut node = Node::new(listen_config(&a.common, &a.access), Serve { s })
                 .map_err(|e| format!("cannot start: {}", describe(&e)))?;
             listen(&mut node, &a.bind)?;
             Ok(front.run(node))
@@ -237,7 +245,7 @@ pub fn run(cli: Cli) -> i32 {
             let mut front = Front::new("ipserver")?;
             let s = front.session("ipserver", &a.common)?;
             let h = Ipserver::new(s, a.interval, a.alive);
-            let mut node = Node::new(config(&a.common), h)
+            let mut node = Node::new(listen_config(&a.common, &a.access), h)
                 .map_err(|e| format!("cannot start: {}", describe(&e)))?;
             listen(&mut node, &a.bind)?;
             Ok(front.run(node))
@@ -256,7 +264,7 @@ pub fn run(cli: Cli) -> i32 {
                     chunk_size: chunk_size(),
                 },
             };
-            let mut node = Node::new(config(&a.common), Filer::new(s, cfg, 0))
+            let mut node = Node::new(listen_config(&a.common, &a.access), Filer::new(s, cfg, 0))
                 .map_err(|e| format!("cannot start: {}", describe(&e)))?;
             let port = listen_next_free(&mut node, &a.bind)?;
             node.handler().set_port(port);

@@ -1,5 +1,6 @@
 //! The command line: clap definitions only.
 
+use crate::net::{Access, Cidr};
 use crate::render::BodyFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -72,12 +73,34 @@ pub struct Common {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Who may connect to a listening mode (`serve`, `ipserver`, `filer`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AccessArgs {
+    /// Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1);
+    /// repeatable. Without it, everyone not denied is admitted.
+    #[arg(long, value_name = "ADDR|CIDR")]
+    pub allow: Vec<Cidr>,
+    /// Refuse peers in this address or network; repeatable; wins over --allow.
+    /// Refused peers are closed at once, with a notice.
+    #[arg(long, value_name = "ADDR|CIDR")]
+    pub deny: Vec<Cidr>,
+}
+
+impl AccessArgs {
+    /// The rules for the event loop.
+    pub fn rules(&self) -> Access {
+        Access::new(self.allow.clone(), self.deny.clone())
+    }
+}
+
 /// `sockmod serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT or PORT (port 0: any free port).
     #[arg(long, short, default_value = "0.0.0.0:63335", value_name = "ADDR")]
     pub bind: String,
+    #[command(flatten)]
+    pub access: AccessArgs,
     #[command(flatten)]
     pub common: Common,
 }
@@ -108,6 +131,8 @@ pub struct IpserverArgs {
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub alive: Duration,
     #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
     pub common: Common,
 }
 
@@ -135,6 +160,8 @@ pub struct FilerArgs {
     /// Accept incoming files.
     #[arg(long, value_enum, default_value_t = YesNo::Yes, value_name = "yes|no")]
     pub accept_files: YesNo,
+    #[command(flatten)]
+    pub access: AccessArgs,
     #[command(flatten)]
     pub common: Common,
 }

@@ -241,6 +241,11 @@ fn files_go_to_several_peers_in_parallel_and_queue_per_peer() {
         assert_eq!(digest(&peer.inbox.join("a.bin")), digest(&a));
         assert_eq!(digest(&peer.inbox.join("b.bin")), digest(&b));
     }
+    for name in ["a.bin", "b.bin"] {
+        for _ in 0..2 {
+            expect_transfer(&alice.p, "send", "done", name, TIMEOUT);
+        }
+    }
     // Both peers' first files were under way at the same time: each started
     // before the other ended.
     let lines = alice.p.out.all();

@@ -351,6 +351,23 @@ fn connect_to_a_refused_port_exits_1() {
 }
 
 #[test]
+fn unresolvable_target_is_named_in_the_failure() {
+    let mut cli = Proc::spawn(&["connect", "--json", "127.0.0.1:99999"]);
+    cli.close_stdin();
+    assert_eq!(cli.expect_exit(TIMEOUT), 1, "{}", cli.context());
+    let v = cli.expect_event("connect_failed", &[("addr", "127.0.0.1:99999".into())]);
+    assert!(
+        v["reason"].as_str().unwrap().contains("cannot resolve"),
+        "{v}"
+    );
+    let err = cli.err.texts().join("\n");
+    assert!(
+        err.contains("cannot connect to 127.0.0.1:99999: cannot resolve"),
+        "stderr: {err}"
+    );
+}
+
+#[test]
 fn connect_unknown_command_errors_sends_nothing_and_exits_1() {
     let (srv, addr) = serve(&[]);
     let mut cli = Proc::spawn(&["connect", &addr.to_string()]);

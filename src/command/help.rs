@@ -142,7 +142,7 @@ pub fn available(spec: &CommandSpec, mode: &str) -> bool {
 pub fn help_text(mode: &str, topic: Option<&str>) -> Result<String, String> {
     match topic {
         Some(t) => {
-            let c = find(t).ok_or_else(|| format!("help: no command {t:?}"))?;
+            let c = find(t).ok_or_else(|| format!("help: no command {}", super::quoted(t)))?;
             let mut s = format!("{}\n  {}", c.usage, c.summary);
             if !c.aliases.is_empty() {
                 s.push_str(&format!(" (also: {})", c.aliases.join(", ")));

@@ -9,6 +9,35 @@ mod target;
 pub use help::{COMMANDS, CommandSpec, help_text};
 pub use target::{Item, Target};
 
+/// Long text the user typed (a path), clipped to a few hundred characters for
+/// an error message; short text is returned as it is.
+pub fn clipped(s: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 200;
+    match s.char_indices().nth(MAX) {
+        None => s.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()).into(),
+    }
+}
+
+/// A word the user typed, for an error message: quoted, escaped, and clipped so
+/// that one bad word (a pasted blob) cannot make an error line of kilobytes.
+pub fn quoted(s: &str) -> String {
+    // Counted in bytes of the escaped text: a control character escapes to up
+    // to ten (`\u{1f}`), found by fuzzing.
+    const MAX: usize = 60;
+    let mut out = String::with_capacity(s.len().min(MAX) + 8);
+    out.push('"');
+    for c in s.chars() {
+        if out.len() > MAX {
+            out.push('…');
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
+}
+
 use crate::protocol::Header;
 use std::path::PathBuf;
 
@@ -74,8 +103,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
     let Some((name, args)) = words.split_first() else {
         return Ok(None);
     };
-    let spec = help::find(name)
-        .ok_or_else(|| format!("unknown command {name:?} (type `help` for the list)"))?;
+    let spec = help::find(name).ok_or_else(|| {
+        format!(
+            "unknown command {} (type `help` for the list)",
+            quoted(name)
+        )
+    })?;
     let usage = || format!("usage: {}", spec.usage);
     let cmd = match spec.name {
         "help" => {
@@ -100,7 +133,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             [n] => Command::Cancel(
                 n.trim_start_matches('#')
                     .parse()
-                    .map_err(|_| format!("cancel: {n:?} is not a transfer number"))?,
+                    .map_err(|_| format!("cancel: {} is not a transfer number", quoted(n)))?,
             ),
             _ => return Err(usage()),
         },
@@ -130,7 +163,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             }
             Command::SendFile(Target::parse(t)?, paths.iter().map(PathBuf::from).collect())
         }
-        _ => return Err(format!("unknown command {name:?}")),
+        _ => return Err(format!("unknown command {}", quoted(name))),
     };
     Ok(Some(cmd))
 }
@@ -156,9 +189,9 @@ fn outgoing(args: &[String]) -> Result<Outgoing, String> {
                 let kv = it.next().ok_or("-H needs key=value")?;
                 let (k, v) = kv
                     .split_once('=')
-                    .ok_or_else(|| format!("-H {kv:?}: want key=value"))?;
+                    .ok_or_else(|| format!("-H {}: want key=value", quoted(kv)))?;
                 if k.is_empty() {
-                    return Err(format!("-H {kv:?}: empty key"));
+                    return Err(format!("-H {}: empty key", quoted(kv)));
                 }
                 if k == "CL" {
                     return Err("-H CL: the body length is set automatically".into());

@@ -36,15 +36,18 @@ fn parse_item(s: &str) -> Result<Item, String> {
     if s.is_empty() {
         return Err("empty target".into());
     }
+    if s == "*" {
+        return Err("`*` (every connection) cannot be part of a list".into());
+    }
     let digits = s.strip_prefix('#').unwrap_or(s);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return digits
             .parse()
             .map(Item::Id)
-            .map_err(|_| format!("bad connection id {s:?}"));
+            .map_err(|_| format!("bad connection id {}", super::quoted(s)));
     }
     if s.starts_with('#') {
-        return Err(format!("bad connection id {s:?}"));
+        return Err(format!("bad connection id {}", super::quoted(s)));
     }
     if let Some((host, port)) = s.rsplit_once(':')
         && !host.is_empty()
@@ -54,7 +57,8 @@ fn parse_item(s: &str) -> Result<Item, String> {
     }
     if s.contains(':') {
         return Err(format!(
-            "bad target {s:?} (want an id, HOST:PORT, a name or *)"
+            "bad target {} (want an id, HOST:PORT, a name or *)",
+            super::quoted(s)
         ));
     }
     Ok(Item::Name(s.to_string()))
@@ -63,6 +67,7 @@ fn parse_item(s: &str) -> Result<Item, String> {
 impl Target {
     /// Parses `*`, `1`, `#1`, `1,3`, `HOST:PORT`, or names.
     pub fn parse(s: &str) -> Result<Target, String> {
+        let s = s.trim();
         if s == "*" || s == "all" {
             return Ok(Target::All);
         }
@@ -119,5 +124,14 @@ mod tests {
         assert!(Target::parse("1,,2").is_err());
         assert!(Target::parse("a:b").is_err());
         assert!(Target::parse("99999999999999999999999").is_err());
+        // Found by fuzzing: `*` with spaces around it, or inside a list, used to
+        // become a peer named "*".
+        assert_eq!(Target::parse(" * "), Ok(Target::All));
+        assert_eq!(Target::parse("all\t"), Ok(Target::All));
+        assert!(
+            Target::parse("*,1")
+                .unwrap_err()
+                .contains("cannot be part of a list")
+        );
     }
 }

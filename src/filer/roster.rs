@@ -13,7 +13,9 @@ pub struct Entry {
     pub port: u16,
 }
 
-/// Checks a peer name: non-empty, no `,` `;` `:` and no control characters.
+/// Checks a peer name: non-empty, no `,` `;` `:`, no control characters, and no
+/// leading or trailing whitespace (receivers trim header values and roster fields,
+/// so `" ann"` would come back as `"ann"`).
 pub fn check_id(id: &str) -> Result<(), String> {
     if id.trim().is_empty() {
         return Err("a peer name cannot be empty".into());
@@ -27,6 +29,11 @@ pub fn check_id(id: &str) -> Result<(), String> {
             id, c
         ));
     }
+    if id.trim() != id {
+        return Err(format!(
+            "peer name {id:?} starts or ends with whitespace; names may not"
+        ));
+    }
     if id.len() > 255 {
         return Err("a peer name is at most 255 bytes".into());
     }
@@ -34,17 +41,14 @@ pub fn check_id(id: &str) -> Result<(), String> {
 }
 
 /// Formats a roster body.
-pub fn format(entries: &[Entry]) -> String {
+pub fn format<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> String {
+    use std::fmt::Write;
     let mut s = String::new();
-    for (i, e) in entries.iter().enumerate() {
+    for (i, e) in entries.into_iter().enumerate() {
         if i > 0 {
             s.push(';');
         }
-        s.push_str(&e.id);
-        s.push(',');
-        s.push_str(&e.ip.to_string());
-        s.push(',');
-        s.push_str(&e.port.to_string());
+        let _ = write!(s, "{},{},{}", e.id, e.ip, e.port);
     }
     s
 }
@@ -96,6 +100,15 @@ mod tests {
     }
 
     #[test]
+    fn lenient_like_the_header_decoder() {
+        // Spaces around fields and a trailing `;`, as hand-written senders produce.
+        let v = parse(b"Stan, 192.168.1.5 ,63330; Ann,::ffff:10.0.0.1,1;").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].id, "Stan");
+        assert_eq!(v[1].ip.to_string(), "::ffff:10.0.0.1");
+    }
+
+    #[test]
     fn garbage_is_rejected() {
         for bad in [
             &b"a,b"[..],
@@ -113,7 +126,9 @@ mod tests {
     fn ids() {
         assert!(check_id("alice").is_ok());
         assert!(check_id("Ann Lee").is_ok());
-        for bad in ["", "a,b", "a;b", "a:b", "a\nb", "a\u{7}"] {
+        for bad in [
+            "", " ", "a,b", "a;b", "a:b", "a\nb", "a\u{7}", " a", "a\t", "a\u{85}",
+        ] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
     }

@@ -116,10 +116,7 @@ impl Handler for Connect {
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
-        let target = ctx
-            .target(info.id)
-            .map_or_else(|| info.addr.to_string(), str::to_string);
-        self.s.on_connect_failed(ctx, info, &target, reason);
+        self.s.on_connect_failed(ctx, info, reason);
         self.dial_finished(ctx, info.id, false);
         self.check_done(ctx);
     }

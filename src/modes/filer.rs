@@ -4,7 +4,7 @@ use super::session::{Input, Session, format_table};
 use crate::command::{Command, Item, Target};
 use crate::filer::roster::{self, Entry, check_id};
 use crate::filer::transfer::{self, Env, TransferConfig, Transfers};
-use crate::net::{ConnId, ConnInfo, Context, Handler};
+use crate::net::{ConnId, ConnInfo, Context, Dir, Handler};
 use crate::protocol::{Header, Message};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,13 +47,20 @@ pub struct Filer {
     outage_noticed: bool,
     /// The address book from the last good roster (minus ourselves).
     roster: BTreeMap<String, Entry>,
+    /// The last roster complaint, so a garbled roster repeated every interval is
+    /// mentioned once.
+    roster_noted: Option<String>,
+    /// Another peer the roster lists under our name (said once).
+    name_clash: Option<Entry>,
     /// File transfers (`filer::transfer`).
     xfer: Transfers,
 }
 
 impl Filer {
-    /// A filer listening on `port`.
-    pub fn new(s: Session, cfg: FilerConfig, port: u16) -> Self {
+    /// A filer listening on `port`. An ipserver given without a port gets the
+    /// ipserver's default, 5000.
+    pub fn new(s: Session, mut cfg: FilerConfig, port: u16) -> Self {
+        cfg.ipserver = with_default_port(&cfg.ipserver, 5000);
         Filer {
             xfer: Transfers::new(cfg.transfer.clone()),
             s,
@@ -63,6 +70,8 @@ impl Filer {
             ipserver_up: false,
             outage_noticed: false,
             roster: BTreeMap::new(),
+            roster_noted: None,
+            name_clash: None,
         }
     }
 
@@ -98,6 +107,10 @@ impl Filer {
     fn ipserver_lost(&mut self, ctx: &mut Context<'_>, reason: &str) {
         self.ipserver = None;
         let was_up = std::mem::take(&mut self.ipserver_up);
+        if ctx.is_stopping() {
+            // Our own shutdown, not an outage.
+            return;
+        }
         if was_up || !self.outage_noticed {
             self.outage_noticed = true;
             self.s
@@ -122,16 +135,26 @@ impl Filer {
         let entries = match roster::parse(&msg.body) {
             Ok(e) => e,
             Err(e) => {
-                self.s
-                    .out
-                    .notice(&format!("ignored roster from the ipserver: {e}"));
+                let text = format!("ignored roster from the ipserver: {e}");
+                if self.roster_noted.as_ref() != Some(&text) {
+                    self.s.out.notice(&text);
+                    self.roster_noted = Some(text);
+                }
                 return;
             }
         };
+        self.roster_noted = None;
         let mut next = BTreeMap::new();
         for e in entries {
             if e.id != self.cfg.id {
                 next.insert(e.id.clone(), e);
+            } else if e.port != self.port && self.name_clash.as_ref() != Some(&e) {
+                self.s.out.notice(&format!(
+                    "another peer at {}:{} also calls itself {:?} and holds the name at the \
+                     ipserver; peers cannot find this one (choose another --id)",
+                    e.ip, e.port, e.id
+                ));
+                self.name_clash = Some(e);
             }
         }
         for id in self.roster.keys() {
@@ -160,16 +183,43 @@ impl Filer {
         }
     }
 
+    /// The open (or opening) connection to the peer named `name`, if any.
+    fn conn_named(&self, ctx: &Context<'_>, name: &str) -> Option<ConnId> {
+        self.s
+            .names
+            .iter()
+            .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
+            .map(|(id, _)| *id)
+            .min()
+    }
+
+    /// Dials a peer's listener and queues our identity frame first, so it goes
+    /// out before anything sent while the dial is in progress.
+    fn dial_peer(&mut self, ctx: &mut Context<'_>, addr: &str, name: Option<&str>) -> ConnId {
+        let id = ctx.dial(addr);
+        if let Some(n) = name {
+            self.s.names.insert(id, n.to_string());
+        }
+        let _ = ctx.send(id, &self.identity(), &[]);
+        self.s.refresh_completion(ctx);
+        id
+    }
+
     /// Dials a roster peer by name; the id is named at once so it is a target.
+    /// A peer already connected is not dialled twice.
     fn dial_name(&mut self, ctx: &mut Context<'_>, name: &str) -> Result<ConnId, String> {
+        if let Some(id) = self.conn_named(ctx, name) {
+            self.s
+                .out
+                .notice(&format!("already connected to {name} ({id})"));
+            return Ok(id);
+        }
         let e = self
             .roster
             .get(name)
             .ok_or_else(|| format!("no peer named {name:?} in the roster (see `peers`)"))?;
         let addr = std::net::SocketAddr::new(e.ip, e.port).to_string();
-        let id = ctx.dial(&addr);
-        self.s.names.insert(id, name.to_string());
-        Ok(id)
+        Ok(self.dial_peer(ctx, &addr, Some(name)))
     }
 
     /// Named targets that are in the roster but not connected get dialled, so
@@ -177,15 +227,15 @@ impl Filer {
     fn dial_missing(&mut self, ctx: &mut Context<'_>, t: &Target) -> Result<(), String> {
         if let Target::List(items) = t {
             for it in items {
-                if let Item::Name(n) = it {
-                    let connected = self
-                        .s
-                        .names
-                        .iter()
-                        .any(|(id, name)| name == n && ctx.info(*id).is_some());
-                    if !connected && self.roster.contains_key(n) {
-                        self.dial_name(ctx, n)?;
+                if let Item::Name(n) = it
+                    && self.conn_named(ctx, n).is_none()
+                {
+                    if !self.roster.contains_key(n) {
+                        return Err(format!(
+                            "no peer named {n:?}: not connected and not in the roster (see `peers`)"
+                        ));
                     }
+                    self.dial_name(ctx, n)?;
                 }
             }
         }
@@ -225,14 +275,51 @@ impl Filer {
         format_table(&rows)
     }
 
+    fn peers_json(&self, ctx: &Context<'_>) -> String {
+        let peers: Vec<serde_json::Value> = self
+            .roster
+            .iter()
+            .map(|(name, e)| {
+                let mut conns: Vec<u64> = self
+                    .s
+                    .names
+                    .iter()
+                    .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
+                    .map(|(id, _)| id.0)
+                    .collect();
+                conns.sort_unstable();
+                serde_json::json!({
+                    "id": name,
+                    "ip": e.ip.to_string(),
+                    "port": e.port,
+                    "conns": conns,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "event": "peers",
+            "ipserver": if self.ipserver_up { "connected" } else { "lost" },
+            "peers": peers,
+        })
+        .to_string()
+    }
+
     fn run(&mut self, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
         match cmd {
             Command::Peers => {
-                let t = self.peers_table(ctx);
+                let t = if self.s.out.is_json() {
+                    self.peers_json(ctx)
+                } else {
+                    self.peers_table(ctx)
+                };
                 self.s.out.print(&t);
                 Ok(())
             }
             Command::Dial(name) => self.dial_name(ctx, &name).map(|_| ()),
+            Command::Connect(addr) => {
+                self.dial_peer(ctx, &addr, None);
+                Ok(())
+            }
             Command::Send(ref t, _) | Command::Multicast(ref t, _) | Command::Close(ref t) => {
                 if !matches!(cmd, Command::Close(_)) {
                     self.dial_missing(ctx, t)?;
@@ -275,7 +362,10 @@ impl Handler for Filer {
             return;
         }
         self.s.on_connected(ctx, info);
-        let _ = ctx.send(info.id, &self.identity(), &[]);
+        if info.dir == Dir::In {
+            // Dialled connections queued theirs when the dial started.
+            let _ = ctx.send(info.id, &self.identity(), &[]);
+        }
         self.xfer.on_connected(ctx, &mut env(&mut self.s), info.id);
     }
 
@@ -285,11 +375,8 @@ impl Handler for Filer {
             self.ipserver_lost(ctx, reason);
             return;
         }
-        let target = ctx
-            .target(info.id)
-            .map_or_else(|| info.addr.to_string(), str::to_string);
         self.s.names.remove(&info.id);
-        self.s.on_connect_failed(ctx, info, &target, reason);
+        self.s.on_connect_failed(ctx, info, reason);
     }
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
@@ -373,5 +460,34 @@ impl Handler for Filer {
 
     fn on_idle(&mut self, _ctx: &mut Context<'_>) {
         self.s.out.flush();
+    }
+}
+
+/// `addr` with `port` added when it names only a host (`10.0.0.5`, `::1`, `lan-box`).
+fn with_default_port(addr: &str, port: u16) -> String {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return std::net::SocketAddr::new(ip, port).to_string();
+    }
+    if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn ipserver_address_gets_the_default_port() {
+        assert_eq!(with_default_port("10.0.0.5", 5000), "10.0.0.5:5000");
+        assert_eq!(with_default_port("::1", 5000), "[::1]:5000");
+        assert_eq!(with_default_port("lan-box", 5000), "lan-box:5000");
+        assert_eq!(with_default_port("lan-box:6000", 5000), "lan-box:6000");
+        assert_eq!(with_default_port("[::1]:6000", 5000), "[::1]:6000");
     }
 }

@@ -1,11 +1,15 @@
 //! `sockmod ipserver`: collect `ID:NAME;Port:PORT` reports, multicast the roster.
+//!
+//! The roster frame is encoded once when the roster changes and shared by every
+//! recipient (`Context::send_frame`), so a round costs one queue append per peer.
 
 use super::session::{Input, Session, format_table, short_duration};
 use crate::command::Command;
 use crate::filer::roster::{self, Entry, check_id};
 use crate::net::{ConnId, ConnInfo, Context, Handler};
-use crate::protocol::{Header, Message};
-use std::collections::BTreeMap;
+use crate::protocol::{Header, Message, encode};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ROSTER_TIMER: u64 = 1;
@@ -15,6 +19,8 @@ const ROSTER_TIMER: u64 = 1;
 struct Report {
     entry: Entry,
     last: Instant,
+    /// Not reported within `--alive`: out of the roster until it reports again.
+    stale: bool,
 }
 
 /// The `ipserver` handler.
@@ -24,8 +30,24 @@ pub struct Ipserver {
     interval: Duration,
     alive: Duration,
     reports: BTreeMap<ConnId, Report>,
-    /// How long the last roster round took to encode and queue (for `peers`).
+    /// The roster as last announced, by ID (online/offline events are its changes).
+    shown: HashMap<String, Entry>,
+    /// The encoded roster frame; `None` when the roster changed since it was built.
+    frame: Option<Arc<[u8]>>,
+    /// Recipients of the current round (reused between rounds).
+    live: Vec<ConnId>,
+    /// When the next round is due (rounds keep a fixed cadence, no drift).
+    next_round: Instant,
+    /// Roster rounds sent so far.
+    pub rounds: u64,
+    /// How long the last round took to build and queue the frame for everyone.
     pub last_round: Duration,
+    /// How long the last round took until its frames were written to the sockets.
+    pub last_round_flushed: Duration,
+    round_started: Option<Instant>,
+    /// The last notice given per connection, so a peer repeating a bad report
+    /// every interval is mentioned once, not every time.
+    noted: HashMap<ConnId, String>,
 }
 
 impl Ipserver {
@@ -36,101 +58,250 @@ impl Ipserver {
             interval,
             alive,
             reports: BTreeMap::new(),
+            shown: HashMap::new(),
+            frame: None,
+            live: Vec::new(),
+            next_round: Instant::now() + interval,
+            rounds: 0,
             last_round: Duration::ZERO,
+            last_round_flushed: Duration::ZERO,
+            round_started: None,
+            noted: HashMap::new(),
         }
+    }
+
+    /// A notice about `conn`, unless it is the same as the last one about it.
+    fn note_once(&mut self, conn: ConnId, text: String) {
+        if self.noted.get(&conn) != Some(&text) {
+            self.s.out.notice(&text);
+            self.noted.insert(conn, text);
+        }
+    }
+
+    /// The connection whose report stands for `id` in the roster: the earliest
+    /// live one, so a second peer claiming a taken name cannot make it flap.
+    fn holder(&self, id: &str) -> Option<(ConnId, &Entry)> {
+        self.reports
+            .iter()
+            .find(|(_, r)| !r.stale && r.entry.id == id)
+            .map(|(c, r)| (*c, &r.entry))
+    }
+
+    /// Brings the announced roster up to date for `id`, with an online or offline
+    /// event when it changed.
+    fn sync_id(&mut self, id: &str) {
+        let now = self.holder(id).map(|(_, e)| e.clone());
+        match (self.shown.get(id), now) {
+            (Some(a), Some(b)) if *a == b => {}
+            (_, Some(b)) => {
+                self.s.out.peer_online(&b.id, &b.ip.to_string(), b.port);
+                self.shown.insert(b.id.clone(), b);
+                self.frame = None;
+            }
+            (Some(_), None) => {
+                self.s.out.peer_offline(id);
+                self.shown.remove(id);
+                self.frame = None;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Checks a report; `Err` is why it is ignored.
+    fn parse_report(msg: &Message, ip: std::net::IpAddr) -> Result<Entry, String> {
+        let id = msg.header.get("ID").ok_or("no ID")?;
+        check_id(id)?;
+        let port = msg.header.get("Port").ok_or("no Port")?;
+        let port = match port.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("Port {port:?} is not a port number")),
+        };
+        Ok(Entry {
+            id: id.to_string(),
+            ip,
+            port,
+        })
     }
 
     fn report(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: &Message) {
         let Some(info) = ctx.info(conn) else { return };
         let addr = info.addr;
-        let id = msg.header.get("ID").unwrap_or_default();
-        if let Err(e) = check_id(id) {
-            self.s
-                .out
-                .notice(&format!("ignored report from {conn} {addr}: {e}"));
-            return;
-        }
-        let port = match msg.header.get("Port").map(|p| p.parse::<u16>()) {
-            Some(Ok(p)) => p,
-            Some(Err(_)) => {
-                self.s.out.notice(&format!(
-                    "ignored report from {conn} {addr}: Port {:?} is not a port number",
-                    msg.header.get("Port").unwrap_or_default()
-                ));
+        // A peer reached through an IPv6 socket shows as ::ffff:a.b.c.d; give
+        // peers the plain IPv4 address they can dial.
+        let entry = match Self::parse_report(msg, addr.ip().to_canonical()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.note_once(conn, format!("ignored report from {conn} {addr}: {e}"));
                 return;
             }
-            None => {
-                self.s
-                    .out
-                    .notice(&format!("ignored report from {conn} {addr}: no Port"));
-                return;
-            }
-        };
-        let entry = Entry {
-            id: id.to_string(),
-            ip: addr.ip(),
-            port,
         };
         let now = Instant::now();
-        let changed = match self.reports.get(&conn) {
-            Some(r) => r.entry != entry || now.duration_since(r.last) > self.alive,
-            None => true,
-        };
-        if changed {
-            self.s
-                .out
-                .peer_online(&entry.id, &entry.ip.to_string(), entry.port);
+        let id = entry.id.clone();
+        let old = self.reports.insert(
+            conn,
+            Report {
+                entry,
+                last: now,
+                stale: false,
+            },
+        );
+        if let Some((holder, e)) = self.holder(&id)
+            && holder != conn
+        {
+            let text = format!(
+                "report from {conn} {addr}: the name {id:?} is taken by {holder} {}:{}; \
+                 left out of the roster while that one stays",
+                e.ip, e.port
+            );
+            self.note_once(conn, text);
+        } else {
+            self.noted.remove(&conn);
         }
-        self.s.names.insert(conn, entry.id.clone());
-        self.reports.insert(conn, Report { entry, last: now });
+        let unchanged = old.as_ref().is_some_and(|r| {
+            !r.stale && self.reports.get(&conn).is_some_and(|n| n.entry == r.entry)
+        });
+        if unchanged {
+            return;
+        }
+        if let Some(r) = old
+            && r.entry.id != id
+        {
+            self.sync_id(&r.entry.id);
+        }
+        self.sync_id(&id);
+        self.s.names.insert(conn, id);
+    }
+
+    /// Marks peers silent for longer than `alive` as stale (out of the roster).
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<ConnId> = self
+            .reports
+            .iter()
+            .filter(|(_, r)| !r.stale && now.duration_since(r.last) > self.alive)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in expired {
+            let Some(r) = self.reports.get_mut(&c) else {
+                continue;
+            };
+            r.stale = true;
+            let id = r.entry.id.clone();
+            self.sync_id(&id);
+        }
+    }
+
+    /// The roster frame, rebuilt only when the roster changed: one entry per ID
+    /// (its holder's), in the order the peers connected.
+    fn roster_frame(&mut self) -> Option<Arc<[u8]>> {
+        if let Some(f) = &self.frame {
+            return Some(f.clone());
+        }
+        let mut seen: HashSet<&str> = HashSet::with_capacity(self.shown.len());
+        let entries = self
+            .reports
+            .values()
+            .filter(|r| !r.stale && seen.insert(&r.entry.id))
+            .map(|r| &r.entry);
+        let body = roster::format(entries);
+        let header = Header::new().with("Broadcast", "");
+        match encode(&header, body.as_bytes()) {
+            Ok(f) => {
+                let f: Arc<[u8]> = f.into();
+                self.frame = Some(f.clone());
+                Some(f)
+            }
+            Err(e) => {
+                self.s.out.notice(&format!("cannot send the roster: {e}"));
+                None
+            }
+        }
     }
 
     /// Sends the roster to every connection that reported within `alive`.
     fn roster_round(&mut self, ctx: &mut Context<'_>) {
         let start = Instant::now();
-        let live: Vec<(&ConnId, &Report)> = self
-            .reports
-            .iter()
-            .filter(|(_, r)| start.duration_since(r.last) <= self.alive)
-            .collect();
-        if live.is_empty() {
-            return;
+        self.expire(start);
+        let mut live = std::mem::take(&mut self.live);
+        live.clear();
+        live.extend(
+            self.reports
+                .iter()
+                .filter(|(_, r)| !r.stale)
+                .map(|(c, _)| *c),
+        );
+        if !live.is_empty()
+            && let Some(frame) = self.roster_frame()
+        {
+            for &id in &live {
+                // A failure here (the peer is closing, or was dropped as a slow
+                // consumer) is reported by its closed event.
+                let _ = ctx.send_frame(id, &frame);
+            }
+            self.rounds += 1;
+            self.last_round = start.elapsed();
+            self.round_started = Some(start);
         }
-        let entries: Vec<Entry> = live.iter().map(|(_, r)| r.entry.clone()).collect();
-        let ids: Vec<ConnId> = live.iter().map(|(c, _)| **c).collect();
-        let body = roster::format(&entries);
-        let header = Header::new().with("Broadcast", "");
-        if let Err(e) = ctx.multicast(&ids, &header, body.as_bytes()) {
-            self.s.out.notice(&format!("cannot send the roster: {e}"));
-        }
-        self.last_round = start.elapsed();
+        self.live = live;
     }
 
     fn peers_table(&self) -> String {
-        if self.reports.is_empty() {
-            return "no peers have reported".into();
-        }
         let now = Instant::now();
-        let mut rows = vec![[
-            "id".to_string(),
-            "address".into(),
-            "conn".into(),
-            "last report".into(),
-        ]];
-        for (c, r) in &self.reports {
-            rows.push([
-                r.entry.id.clone(),
-                format!("{}:{}", r.entry.ip, r.entry.port),
-                c.to_string(),
-                format!("{} ago", short_duration(now.duration_since(r.last))),
-            ]);
-        }
-        let mut t = format_table(&rows);
+        let mut t = if self.reports.is_empty() {
+            "no peers have reported".to_string()
+        } else {
+            let mut rows = vec![[
+                "id".to_string(),
+                "address".into(),
+                "conn".into(),
+                "last report".into(),
+            ]];
+            for (c, r) in &self.reports {
+                let mut last = format!("{} ago", short_duration(now.duration_since(r.last)));
+                if r.stale {
+                    last.push_str(" (stale)");
+                }
+                rows.push([
+                    r.entry.id.clone(),
+                    format!("{}:{}", r.entry.ip, r.entry.port),
+                    c.to_string(),
+                    last,
+                ]);
+            }
+            format_table(&rows)
+        };
         t.push_str(&format!(
-            "\nlast roster round: {} µs",
-            self.last_round.as_micros()
+            "\nroster rounds: {}, last took {} µs to queue, {} µs to write",
+            self.rounds,
+            self.last_round.as_micros(),
+            self.last_round_flushed.as_micros()
         ));
         t
+    }
+
+    fn peers_json(&self) -> String {
+        let now = Instant::now();
+        let peers: Vec<serde_json::Value> = self
+            .reports
+            .iter()
+            .map(|(c, r)| {
+                serde_json::json!({
+                    "id": r.entry.id,
+                    "ip": r.entry.ip.to_string(),
+                    "port": r.entry.port,
+                    "peer": c.0,
+                    "last_report_ms": now.duration_since(r.last).as_millis() as u64,
+                    "stale": r.stale,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "event": "peers",
+            "peers": peers,
+            "rounds": self.rounds,
+            "last_round_us": self.last_round.as_micros() as u64,
+            "last_round_write_us": self.last_round_flushed.as_micros() as u64,
+        })
+        .to_string()
     }
 }
 
@@ -141,6 +312,7 @@ impl Handler for Ipserver {
         if let Some(a) = ctx.local_addr() {
             self.s.out.listening(&a.to_string());
         }
+        self.next_round = Instant::now() + self.interval;
         ctx.set_timer(self.interval, ROSTER_TIMER);
     }
 
@@ -149,24 +321,25 @@ impl Handler for Ipserver {
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
-        let target = ctx
-            .target(info.id)
-            .map_or_else(|| info.addr.to_string(), str::to_string);
-        self.s.on_connect_failed(ctx, info, &target, reason);
+        self.s.on_connect_failed(ctx, info, reason);
     }
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+        self.noted.remove(&info.id);
         if let Some(r) = self.reports.remove(&info.id) {
-            self.s.out.peer_offline(&r.entry.id);
+            // Leaves the roster at once; a peer waiting for the name takes it.
+            self.sync_id(&r.entry.id);
         }
         self.s.on_closed(ctx, info, reason, alive);
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+        if msg.header.is_check() {
+            // A probe, or a filer's identity frame: nothing to show.
+            return;
+        }
         if msg.header.contains("ID") || msg.header.contains("Port") {
-            if !msg.header.is_check() {
-                self.report(ctx, conn, &msg);
-            }
+            self.report(ctx, conn, &msg);
             return;
         }
         self.s.show_message(ctx, conn, &msg);
@@ -175,7 +348,13 @@ impl Handler for Ipserver {
     fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
         if token == ROSTER_TIMER {
             self.roster_round(ctx);
-            ctx.set_timer(self.interval, ROSTER_TIMER);
+            let now = Instant::now();
+            self.next_round += self.interval;
+            if self.next_round <= now {
+                // Fell behind (a stalled machine): start the cadence afresh.
+                self.next_round = now + self.interval;
+            }
+            ctx.set_timer(self.next_round - now, ROSTER_TIMER);
         }
     }
 
@@ -186,7 +365,11 @@ impl Handler for Ipserver {
                     return;
                 };
                 if cmd == Command::Peers {
-                    let t = self.peers_table();
+                    let t = if self.s.out.is_json() {
+                        self.peers_json()
+                    } else {
+                        self.peers_table()
+                    };
                     self.s.out.print(&t);
                 } else {
                     let r = self.s.run_common(ctx, cmd);
@@ -203,6 +386,44 @@ impl Handler for Ipserver {
     }
 
     fn on_idle(&mut self, _ctx: &mut Context<'_>) {
+        // The loop writes queued frames before it idles: the round is on the wire
+        // (or in the kernel's buffers) by now.
+        if let Some(t) = self.round_started.take() {
+            self.last_round_flushed = t.elapsed();
+        }
         self.s.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn msg(pairs: &[(&str, &str)]) -> Message {
+        let mut h = Header::new();
+        for (k, v) in pairs {
+            h.set(*k, *v);
+        }
+        Message::new(h, Vec::new())
+    }
+
+    #[test]
+    fn reports_are_checked() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let ok = Ipserver::parse_report(&msg(&[("ID", "x"), ("Port", "40000")]), ip).unwrap();
+        assert_eq!((ok.id.as_str(), ok.port), ("x", 40000));
+        for (bad, why) in [
+            (&[("Port", "1")][..], "no ID"),
+            (&[("ID", "x")][..], "no Port"),
+            (&[("ID", "x"), ("Port", "http")][..], "not a port"),
+            (&[("ID", "x"), ("Port", "70000")][..], "not a port"),
+            (&[("ID", "x"), ("Port", "0")][..], "not a port"),
+            (&[("ID", "a,b"), ("Port", "1")][..], "contains"),
+            (&[("ID", ""), ("Port", "1")][..], "empty"),
+        ] {
+            let e = Ipserver::parse_report(&msg(bad), ip).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }

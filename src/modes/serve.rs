@@ -24,10 +24,7 @@ impl Handler for Serve {
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
-        let target = ctx
-            .target(info.id)
-            .map_or_else(|| info.addr.to_string(), str::to_string);
-        self.s.on_connect_failed(ctx, info, &target, reason);
+        self.s.on_connect_failed(ctx, info, reason);
     }
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {

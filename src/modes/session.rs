@@ -121,14 +121,9 @@ impl Session {
     }
 
     /// Renders a failed dial (event on stdout, error on stderr).
-    pub fn on_connect_failed(
-        &mut self,
-        ctx: &Context<'_>,
-        info: &ConnInfo,
-        target: &str,
-        reason: &str,
-    ) {
-        self.out.connect_failed(info, target, reason);
+    pub fn on_connect_failed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str) {
+        let target = info.target.clone().unwrap_or_else(|| info.addr.to_string());
+        self.out.connect_failed(info, &target, reason);
         self.out
             .notice(&format!("error: cannot connect to {target}: {reason}"));
         self.refresh_completion(ctx);
@@ -159,7 +154,7 @@ impl Session {
                             .iter()
                             .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
                             .map(|i| i.id)
-                            .ok_or_else(|| format!("no connection to {a}"))?,
+                            .ok_or_else(|| format!("no connection to {}", crate::command::quoted(a)))?,
                         Item::Name(n) => self
                             .names
                             .iter()
@@ -167,8 +162,8 @@ impl Session {
                             .map(|(id, _)| *id)
                             .min()
                             .ok_or_else(|| match self.mode {
-                                "filer" => format!("no connection to a peer named {n:?} (try `dial {n}`)"),
-                                _ => format!("bad target {n:?} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)"),
+                                "filer" => format!("no connection to a peer named {} (try `dial NAME`)", crate::command::quoted(n)),
+                                _ => format!("bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)", crate::command::quoted(n)),
                             })?,
                     };
                     if !out.contains(&id) {
@@ -185,22 +180,45 @@ impl Session {
         match src {
             BodySource::None => Ok(Vec::new()),
             BodySource::Text(t) => Ok(t.clone().into_bytes()),
-            BodySource::File(p) => {
+            BodySource::File(path) => {
                 let max = ctx.config().max_queue;
-                let meta = std::fs::metadata(p).map_err(|e| {
-                    format!("cannot read {}: {}", p.display(), crate::net::describe(&e))
-                })?;
+                let lossy = path.to_string_lossy();
+                let p = crate::command::clipped(&lossy);
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| format!("cannot read {}: {}", p, crate::net::describe(&e)))?;
+                // A device or FIFO (/dev/zero, /dev/stdin) would block the loop or
+                // never end.
+                if !meta.is_file() {
+                    return Err(format!("cannot send {}: not a regular file", p));
+                }
                 if meta.len() > max as u64 {
                     return Err(format!(
                         "cannot send {}: {} is larger than --max-queue ({})",
-                        p.display(),
+                        p,
                         human_size(meta.len()),
                         human_size(max as u64)
                     ));
                 }
-                std::fs::read(p).map_err(|e| {
-                    format!("cannot read {}: {}", p.display(), crate::net::describe(&e))
-                })
+                let read_err =
+                    |e: std::io::Error| format!("cannot read {}: {}", p, crate::net::describe(&e));
+                // Bounded even if the file grows, or reports no size (/proc).
+                let mut body = Vec::with_capacity(meta.len() as usize);
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(
+                        std::fs::File::open(path).map_err(read_err)?,
+                        max as u64 + 1,
+                    ),
+                    &mut body,
+                )
+                .map_err(read_err)?;
+                if body.len() > max {
+                    return Err(format!(
+                        "cannot send {}: it grew larger than --max-queue ({})",
+                        p,
+                        human_size(max as u64)
+                    ));
+                }
+                Ok(body)
             }
         }
     }

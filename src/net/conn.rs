@@ -85,6 +85,9 @@ pub struct ConnInfo {
     pub msgs_out: u64,
     /// Bytes written to the socket.
     pub bytes_out: u64,
+    /// For a dialled connection, the target as given to `dial` (`HOST:PORT`): what
+    /// to show when the dial fails before an address is known.
+    pub target: Option<String>,
 }
 
 /// A queued piece of output: owned, or shared between connections (broadcast).
@@ -238,8 +241,6 @@ pub(crate) struct Conn {
     pub(crate) deadline: Option<Instant>,
     /// Call `on_drained` once the queue is at or below this many bytes.
     pub(crate) drain_mark: Option<usize>,
-    /// The dial target as the user wrote it.
-    pub(crate) target: Option<String>,
 }
 
 #[cfg(test)]

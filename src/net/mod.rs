@@ -3,6 +3,7 @@
 //!
 //! It knows nothing of the REPL, JSON, or any mode.
 
+mod access;
 mod conn;
 mod error;
 mod handler;
@@ -10,6 +11,7 @@ mod limits;
 mod node;
 mod remote;
 
+pub use access::{Access, Cidr};
 pub use conn::{ConnId, ConnInfo, Dir, State};
 pub use error::describe;
 pub use handler::Handler;

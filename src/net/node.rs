@@ -1,5 +1,6 @@
 //! The event loop: one thread, one blocking `mio::Poll`, every socket.
 
+use super::access::{Access, canonical_addr};
 use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, OutQueue, State};
 use super::error::describe;
 use super::handler::Handler;
@@ -34,6 +35,8 @@ const READ_BUF: usize = 256 << 10;
 const STOP_FLUSH: Duration = Duration::from_secs(2);
 /// How long a graceful close waits for its queue to drain.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// Pending connections the kernel queues for the listener.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 /// While accepting is impossible (no descriptors), retry this often.
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
@@ -52,6 +55,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Give up on a dial after this long.
     pub connect_timeout: Duration,
+    /// Who may connect (`--allow`, `--deny`), checked at accept.
+    pub access: Access,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             heartbeat: None,
             idle_timeout: None,
             connect_timeout: Duration::from_secs(10),
+            access: Access::default(),
         }
     }
 }
@@ -122,6 +128,9 @@ struct Core {
     dirty: Vec<u64>,
     listener_ready: bool,
     accept_paused_until: Option<Instant>,
+    /// Accepting failed (no descriptors) and the backlog has not drained since:
+    /// the notice is shown once per stall, not at every retry.
+    accept_failing: bool,
     next_housekeeping: Option<Instant>,
     stopping: Option<Instant>,
     read_buf: Vec<u8>,
@@ -171,6 +180,29 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found"))
 }
 
+/// Errors `accept` reports for one pending connection (reset or unreachable
+/// before it was taken, see accept(2)); anything else (no descriptors, no
+/// memory) pauses accepting instead.
+fn accept_error_is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    ) || matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::ENETDOWN
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENONET
+                | libc::EOPNOTSUPP
+                | libc::EPERM
+        )
+    )
+}
+
 /// Parses `HOST:PORT` or a bare `PORT` (meaning `0.0.0.0:PORT`).
 pub fn parse_bind(addr: &str) -> io::Result<SocketAddr> {
     if let Ok(port) = addr.parse::<u16>() {
@@ -201,6 +233,7 @@ impl<H: Handler> Node<H> {
                 dirty: Vec::new(),
                 listener_ready: false,
                 accept_paused_until: None,
+                accept_failing: false,
                 next_housekeeping: None,
                 stopping: None,
                 read_buf: vec![0; READ_BUF],
@@ -222,6 +255,14 @@ impl<H: Handler> Node<H> {
     /// Binds the listener on a resolved address.
     pub fn listen_on(&mut self, sa: SocketAddr) -> io::Result<SocketAddr> {
         let mut l = TcpListener::bind(sa)?;
+        // mio listens with a backlog of 128: a burst of clients (a few hundred
+        // reconnecting at once) overflows it and waits out SYN retransmits (1 s,
+        // then 3 s). Listening again raises it (capped by the kernel's somaxconn).
+        // Best effort: on failure the backlog stays at 128.
+        // SAFETY: listen(2) on a socket we own; no memory is passed.
+        unsafe {
+            libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), LISTEN_BACKLOG);
+        }
         self.core
             .poll
             .registry()
@@ -494,14 +535,16 @@ impl<H: Handler> Node<H> {
             match listener.accept() {
                 Ok((stream, addr)) => self.core.admit(stream, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.core.accept_recovered();
                     self.core.listener_ready = false;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // That one connection failed before we took it: take the next.
+                Err(e) if accept_error_is_per_connection(&e) => {}
                 Err(e) => {
-                    let paused_already = self.core.accept_paused_until.is_some();
                     self.core.accept_paused_until = Some(now + ACCEPT_RETRY);
-                    if !paused_already {
+                    if !std::mem::replace(&mut self.core.accept_failing, true) {
                         self.core.pending.push_back(Pending::Notice(format!(
                             "cannot accept on {}: {}; retrying",
                             self.core
@@ -632,8 +675,26 @@ impl Core {
         }
     }
 
+    /// The backlog is drained after a stall (descriptors ran out): say so once.
+    /// Not at each accept in between, so a server held at its limit by a steady
+    /// stream of clients prints two lines, not two per client.
+    fn accept_recovered(&mut self) {
+        if std::mem::take(&mut self.accept_failing) {
+            self.pending.push_back(Pending::Notice(format!(
+                "accepting again on {}",
+                self.local_addr.map_or_else(String::new, |a| a.to_string())
+            )));
+        }
+    }
+
     fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
         if self.stopping.is_some() {
+            return;
+        }
+        let addr = canonical_addr(addr);
+        if let Err(rule) = self.config.access.check(addr.ip()) {
+            self.pending
+                .push_back(Pending::Notice(format!("refused {addr}: {rule}")));
             return;
         }
         if self.open >= self.config.max_conns {
@@ -689,13 +750,13 @@ impl Core {
                     bytes_in: 0,
                     msgs_out: 0,
                     bytes_out: 0,
+                    target,
                 },
                 decoder: Decoder::new(self.config.max_body),
                 out: OutQueue::default(),
                 close_reason: None,
                 deadline: None,
                 drain_mark: None,
-                target,
             },
         );
         Some(id)
@@ -884,7 +945,15 @@ impl Context<'_> {
     /// the id meanwhile wait in its queue.
     pub fn dial(&mut self, addr: &str) -> ConnId {
         let placeholder = SocketAddr::from(([0, 0, 0, 0], 0));
-        let result = resolve(addr).and_then(|sa| TcpStream::connect(sa).map(|s| (s, sa)));
+        // A socket that cannot even be made (no descriptors left) is not a
+        // resolution failure: say which step failed.
+        let result = resolve(addr)
+            .map_err(|e| format!("cannot resolve: {}", describe(&e)))
+            .and_then(|sa| {
+                TcpStream::connect(sa)
+                    .map(|s| (s, sa))
+                    .map_err(|e| describe(&e))
+            });
         match result {
             Ok((stream, sa)) => {
                 let target = Some(addr.to_string());
@@ -918,8 +987,9 @@ impl Context<'_> {
                     bytes_in: 0,
                     msgs_out: 0,
                     bytes_out: 0,
+                    target: Some(addr.to_string()),
                 };
-                let reason = format!("cannot resolve {addr}: {}", describe(&e));
+                let reason = e;
                 self.core
                     .pending
                     .push_back(Pending::ConnectFailed(info, reason));
@@ -975,7 +1045,7 @@ impl Context<'_> {
         self.core
             .conns
             .get(&conn.0)
-            .and_then(|c| c.target.as_deref())
+            .and_then(|c| c.info.target.as_deref())
     }
 
     /// Every connection (any state), in id order.

@@ -2,6 +2,7 @@
 
 use super::escape::unescape;
 use super::header::Header;
+use std::collections::HashMap;
 use std::fmt;
 
 /// Default `--max-body`: 64 MiB.
@@ -84,7 +85,11 @@ impl std::error::Error for ProtocolError {}
 /// whitespace trimmed, `%XX` decoded, last duplicate wins.
 pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), ProtocolError> {
     let text = std::str::from_utf8(raw).map_err(|_| ProtocolError::HeaderNotUtf8)?;
-    let mut header = Header::with_capacity(text.bytes().filter(|&b| b == b';').count());
+    let pairs = text.bytes().filter(|&b| b == b';').count();
+    let mut header = Header::with_capacity(pairs);
+    // Many pairs: index the keys, or resolving duplicates is quadratic (a 64 KiB
+    // header of 11,000 distinct keys took 0.14 s to parse, stalling the loop).
+    let mut index: Option<HashMap<String, usize>> = (pairs > 32).then(HashMap::new);
     let mut cl: Option<&str> = None;
     for pair in text.split(';') {
         if pair.trim_ascii().is_empty() {
@@ -107,7 +112,11 @@ pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), Prot
             cl = Some(v);
             continue;
         }
-        header.set(k.into_owned(), unescape(v).into_owned());
+        let (k, v) = (k.into_owned(), unescape(v).into_owned());
+        match &mut index {
+            None => header.set(k, v),
+            Some(ix) => header.set_indexed(ix, k, v),
+        }
     }
     let cl = cl.ok_or(ProtocolError::NoCl)?;
     let cl_text = unescape(cl);
@@ -285,6 +294,23 @@ mod tests {
             v.extend(encode(&h, &vec![i as u8; i * 7]).unwrap());
         }
         v
+    }
+
+    #[test]
+    fn many_pairs_resolve_duplicates_like_set() {
+        // Over 32 pairs the parser indexes keys; the result must equal what
+        // `Header::set` builds: first position, last value.
+        let mut text = String::from("CL:0");
+        let mut expect = Header::new();
+        for i in 0..200 {
+            let (k, v) = (format!("k{}", i % 37), format!("v{i}"));
+            text.push_str(&format!(";{k}:{v}"));
+            expect.set(k, v);
+        }
+        let (h, cl) = parse_header(text.as_bytes(), 0).unwrap();
+        assert_eq!(cl, 0);
+        assert_eq!(h, expect);
+        assert_eq!(h.len(), 37);
     }
 
     #[test]

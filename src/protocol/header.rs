@@ -1,5 +1,6 @@
 //! The frame header: an ordered list of key/value strings.
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// Header of a frame: `key:value` pairs in the order they were added.
@@ -39,6 +40,24 @@ impl Header {
             slot.1 = value;
         } else {
             self.pairs.push((key, value));
+        }
+    }
+
+    /// [`Header::set`] with an index of key positions kept by the caller, so that
+    /// a header of thousands of pairs (a hostile peer's 64 KiB header) is built in
+    /// linear time rather than quadratic. `index` must cover every key set so far.
+    pub(crate) fn set_indexed(
+        &mut self,
+        index: &mut HashMap<String, usize>,
+        key: String,
+        value: String,
+    ) {
+        match index.get(&key) {
+            Some(&i) => self.pairs[i].1 = value,
+            None => {
+                index.insert(key.clone(), self.pairs.len());
+                self.pairs.push((key, value));
+            }
         }
     }
 

@@ -343,6 +343,7 @@ mod tests {
             bytes_in: 0,
             msgs_out: 0,
             bytes_out: 0,
+            target: None,
         }
     }
 

@@ -710,3 +710,47 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn info(m: &Message) -> &str {
     m.header.get("info").unwrap_or("")
 }
+
+// ---------------------------------------------------------------------------
+// Added for the filer discovery tests: the server side of a raw connection
+// ---------------------------------------------------------------------------
+
+impl Client {
+    /// Wraps an accepted stream, so a test can play a server (a fake ipserver, or a
+    /// peer that speaks only the original protocol) with the same reads and waits.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        Client {
+            stream,
+            dec: Decoder::new(1 << 30),
+            queue: VecDeque::new(),
+            closed: false,
+            buf: vec![0; 256 << 10],
+        }
+    }
+}
+
+/// Accepts one connection on `l` within [`TIMEOUT`] (panics otherwise).
+pub fn accept_within(l: &TcpListener, timeout: Duration) -> Client {
+    l.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + timeout;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).expect("blocking");
+                return Client::from_stream(s);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no connection within {timeout:?}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept failed: {e}"),
+        }
+    }
+}
