@@ -375,6 +375,8 @@ impl Handler for Filer {
             self.ipserver_lost(ctx, reason);
             return;
         }
+        self.xfer
+            .on_connect_failed(&mut env(&mut self.s), info.id, reason);
         self.s.names.remove(&info.id);
         self.s.on_connect_failed(ctx, info, reason);
     }

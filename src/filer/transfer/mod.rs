@@ -33,12 +33,17 @@ use wire::{Chunk, Control, Frame, Role};
 
 /// The chunk size: bytes of file per frame.
 ///
-/// Measured with `perf stat` on 1 GiB filer to filer over loopback (tmpfs, two
-/// runs each, with the allocator keeping freed buffers, see
-/// `app::tune_allocator`): sender + receiver CPU was 1.66–1.79 s with 256 KiB,
-/// 1.77–1.97 s with 1 MiB and 2.00–2.02 s with 64 KiB (more frames, writes and
-/// wake-ups). 256 KiB also keeps a connection's queue at 1 MiB and chat latency
-/// low, and stays far below every receiver's body limit.
+/// Chosen by measurement on 1 GiB filer to filer over loopback:
+/// - `CHUNKS="64KiB 256KiB 1MiB" scripts/bench_file.sh` (disk to disk, 5 runs,
+///   best / median): 64 KiB 1.47 / 2.03 s, 256 KiB 1.11 / 1.80 s, 1 MiB
+///   2.87 / 4.31 s (socat in the same run: 1.45 / 2.22 s);
+/// - `perf stat` (tmpfs, two runs each, with the allocator keeping freed
+///   buffers, see `app::tune_allocator`): sender + receiver CPU 1.66–1.79 s with
+///   256 KiB, 1.77–1.97 s with 1 MiB, 2.00–2.02 s with 64 KiB (more frames,
+///   writes and wake-ups).
+///
+/// 256 KiB also keeps a connection's queue at 1 MiB and chat latency low, and
+/// stays far below every receiver's body limit.
 pub const CHUNK_SIZE: usize = 256 << 10;
 
 /// The pump keeps at most this many chunks in a connection's outbound queue,
@@ -799,6 +804,15 @@ impl Transfers {
             let ids: Vec<(u64, &str)> = ids.collect();
             for (id, why) in ids {
                 self.finish(env, id, Err(format!("{why}: {reason}")));
+            }
+        }
+    }
+
+    /// A dial failed: files queued for it fail without being sent.
+    pub fn on_connect_failed(&mut self, env: &mut Env<'_>, conn: ConnId, reason: &str) {
+        if let Some(q) = self.sends.remove(&conn) {
+            for w in q.waiting {
+                self.finish(env, w.id, Err(format!("cannot connect: {reason}")));
             }
         }
     }
