@@ -141,6 +141,15 @@ pub struct Transfers {
     ticking: bool,
 }
 
+/// The peer's name for a record: the current one, else the last one seen (the
+/// name goes with the connection when it closes).
+fn peer_name<'a>(r: &'a Record, names: &'a HashMap<ConnId, String>) -> Option<&'a str> {
+    names
+        .get(&r.conn)
+        .or(r.peer_name.as_ref())
+        .map(String::as_str)
+}
+
 fn matches(name: &str, total: u64, c: &Control<'_>) -> bool {
     name == c.name && c.total.is_none_or(|t| t == total)
 }
@@ -191,7 +200,7 @@ impl Transfers {
 
     fn emit(&self, env: &mut Env<'_>, id: u64, state: &str) {
         if let Some(r) = self.records.get(&id) {
-            let name = env.names.get(&r.conn).map(String::as_str);
+            let name = peer_name(r, env.names);
             env.out.transfer(&r.event(state, name, Instant::now()));
         }
     }
@@ -201,6 +210,9 @@ impl Transfers {
             r.phase = Phase::Active;
             r.total = total;
             r.started = Some(Instant::now());
+            if let Some(n) = env.names.get(&r.conn) {
+                r.peer_name = Some(n.clone());
+            }
         }
         self.emit(env, id, "started");
         // The loop flushes output when idle, which a busy transfer may keep it
@@ -225,6 +237,9 @@ impl Transfers {
             r.started = Some(now);
         }
         r.ended = Some(now);
+        if let Some(n) = env.names.get(&r.conn) {
+            r.peer_name = Some(n.clone());
+        }
         let state = match result {
             Ok(path) => {
                 r.phase = Phase::Done;
@@ -303,7 +318,7 @@ impl Transfers {
             let all: Vec<serde_json::Value> = self
                 .records
                 .values()
-                .map(|r| r.json(env.names.get(&r.conn).map(String::as_str), now))
+                .map(|r| r.json(peer_name(r, env.names), now))
                 .collect();
             let line = serde_json::json!({"event": "transfers", "transfers": all}).to_string();
             env.out.print(&line);
@@ -324,7 +339,7 @@ impl Transfers {
             "state".into(),
         ]];
         for r in self.records.values() {
-            rows.push(r.row(env.names.get(&r.conn).map(String::as_str), now));
+            rows.push(r.row(peer_name(r, env.names), now));
         }
         env.out.print(&format_rows(&rows));
     }
@@ -837,7 +852,7 @@ impl Transfers {
             r.sample(now);
             if json && r.phase == Phase::Active && r.bytes != r.emitted {
                 r.emitted = r.bytes;
-                let name = env.names.get(&r.conn).map(String::as_str);
+                let name = peer_name(r, env.names);
                 env.out.transfer(&r.event("progress", name, now));
             }
         }
@@ -860,7 +875,7 @@ impl Transfers {
             .records
             .values()
             .filter(|r| matches!(r.phase, Phase::Active | Phase::Confirming))
-            .map(|r| r.progress_line(env.names.get(&r.conn).map(String::as_str)))
+            .map(|r| r.progress_line(peer_name(r, env.names)))
             .collect();
         env.out.status(&lines);
     }

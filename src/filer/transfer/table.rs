@@ -50,6 +50,8 @@ pub struct Record {
     pub conn: ConnId,
     /// The connection's address.
     pub addr: String,
+    /// The peer's name, as last known.
+    pub peer_name: Option<String>,
     /// The file name as announced.
     pub name: String,
     /// The file's length.
@@ -88,6 +90,7 @@ impl Record {
             sending,
             conn,
             addr,
+            peer_name: None,
             name,
             total,
             bytes: 0,
