@@ -1419,7 +1419,6 @@ fn dir_entries(dir: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs filer file transfer (the transfer branch): remove this once it is merged"]
 fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     let (ips, ips_addr) = spawn_listening(&[
         "ipserver",
@@ -1472,6 +1471,11 @@ fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     alice.send_line(&format!("sendfile bob {}", src.display()));
     alice.expect_json("alice's send started", |v| {
         v["event"] == "transfer" && v["dir"] == "send" && v["state"] == "started"
+    });
+    // `started` comes before the first chunk is written: wait for a progress
+    // report, so bob certainly has part of the file when alice dies.
+    alice.expect_json("alice's first progress", |v| {
+        v["event"] == "transfer" && v["state"] == "progress" && v["bytes"].as_u64() > Some(0)
     });
     alice.kill();
     bob.signal(libc::SIGCONT);

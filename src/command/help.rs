@@ -97,7 +97,9 @@ TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name."
         aliases: &["sf"],
         usage: "sendfile TARGET PATH...",
         summary: "send files to a peer",
-        detail: "Files queue per connection and go one at a time; different peers are served in parallel.",
+        detail: "Files queue per connection and go one at a time; different peers are served in parallel.\n\
+Chat and other frames go out between chunks. The receiver stores each file in its --inbox under a safe\n\
+name, verified by length and BLAKE3 digest; `sendfile bob,carol a.iso` sends to both.",
         modes: &["filer"],
     },
     CommandSpec {
@@ -105,7 +107,8 @@ TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name."
         aliases: &[],
         usage: "transfers",
         summary: "list file transfers",
-        detail: "",
+        detail: "Active, queued and finished transfers (this run): number, direction, peer, name, size,\n\
+progress, rate and time, and the outcome (where a received file was stored, or why it failed).",
         modes: &["filer"],
     },
     CommandSpec {
@@ -113,7 +116,8 @@ TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name."
         aliases: &[],
         usage: "cancel N",
         summary: "stop a file transfer",
-        detail: "",
+        detail: "N is the number from `transfers` or a transfer event. The other side is told and reports\n\
+the transfer failed; the receiver removes its part file. A queued file is simply dropped.",
         modes: &["filer"],
     },
     CommandSpec {

@@ -1,3 +1,4 @@
-//! The filer network's data: the roster body and (later) file transfers.
+//! The filer network's data: the roster body and file transfers.
 
 pub mod roster;
+pub mod transfer;

@@ -3,6 +3,7 @@
 use super::session::{Input, Session, format_table};
 use crate::command::{Command, Item, Target};
 use crate::filer::roster::{self, Entry, check_id};
+use crate::filer::transfer::{self, Env, TransferConfig, Transfers};
 use crate::net::{ConnId, ConnInfo, Context, Dir, Handler};
 use crate::protocol::{Header, Message};
 use std::collections::BTreeMap;
@@ -20,6 +21,16 @@ pub struct FilerConfig {
     pub ipserver: String,
     /// How often to report.
     pub report_interval: Duration,
+    /// Inbox, size limit and acceptance of incoming files.
+    pub transfer: TransferConfig,
+}
+
+/// What the transfer code needs from the session: the renderer and peer names.
+fn env(s: &mut Session) -> Env<'_> {
+    Env {
+        out: &mut s.out,
+        names: &s.names,
+    }
 }
 
 /// The `filer` handler.
@@ -41,6 +52,8 @@ pub struct Filer {
     roster_noted: Option<String>,
     /// Another peer the roster lists under our name (said once).
     name_clash: Option<Entry>,
+    /// File transfers (`filer::transfer`).
+    xfer: Transfers,
 }
 
 impl Filer {
@@ -49,6 +62,7 @@ impl Filer {
     pub fn new(s: Session, mut cfg: FilerConfig, port: u16) -> Self {
         cfg.ipserver = with_default_port(&cfg.ipserver, 5000);
         Filer {
+            xfer: Transfers::new(cfg.transfer.clone()),
             s,
             cfg,
             port,
@@ -312,9 +326,17 @@ impl Filer {
                 }
                 self.s.run_common(ctx, cmd)
             }
-            Command::SendFile(..) | Command::Transfers | Command::Cancel(_) => {
-                Err("file transfer is not available in this build yet".into())
+            Command::SendFile(t, paths) => {
+                self.dial_missing(ctx, &t)?;
+                let ids = self.s.resolve(ctx, &t)?;
+                self.xfer
+                    .send_files(ctx, &mut env(&mut self.s), &ids, &paths)
             }
+            Command::Transfers => {
+                self.xfer.list(&mut env(&mut self.s));
+                Ok(())
+            }
+            Command::Cancel(n) => self.xfer.cancel(ctx, &mut env(&mut self.s), n),
             other => self.s.run_common(ctx, other),
         }
     }
@@ -344,6 +366,7 @@ impl Handler for Filer {
             // Dialled connections queued theirs when the dial started.
             let _ = ctx.send(info.id, &self.identity(), &[]);
         }
+        self.xfer.on_connected(ctx, &mut env(&mut self.s), info.id);
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
@@ -352,6 +375,8 @@ impl Handler for Filer {
             self.ipserver_lost(ctx, reason);
             return;
         }
+        self.xfer
+            .on_connect_failed(&mut env(&mut self.s), info.id, reason);
         self.s.names.remove(&info.id);
         self.s.on_connect_failed(ctx, info, reason);
     }
@@ -362,6 +387,7 @@ impl Handler for Filer {
             self.ipserver_lost(ctx, reason);
             return;
         }
+        self.xfer.on_closed(&mut env(&mut self.s), info, reason);
         self.s.on_closed(ctx, info, reason, alive);
     }
 
@@ -391,6 +417,9 @@ impl Handler for Filer {
             }
             return;
         }
+        if self.xfer.on_message(ctx, &mut env(&mut self.s), conn, &msg) {
+            return;
+        }
         self.s.show_message(ctx, conn, &msg);
     }
 
@@ -402,6 +431,9 @@ impl Handler for Filer {
             }
             RETRY_TIMER if self.ipserver.is_none() && !ctx.is_stopping() => {
                 self.dial_ipserver(ctx);
+            }
+            transfer::TIMER => {
+                self.xfer.on_timer(ctx, &mut env(&mut self.s), token);
             }
             _ => {}
         }
@@ -418,6 +450,10 @@ impl Handler for Filer {
             Input::Eof => {}
             Input::Signal => ctx.stop(),
         }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        self.xfer.on_drained(ctx, &mut env(&mut self.s), conn);
     }
 
     fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {

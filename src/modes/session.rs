@@ -414,6 +414,7 @@ pub fn short_duration(d: Duration) -> String {
 impl Session {
     /// Parses a line, reporting a bad one; `None` when there is nothing to run.
     pub fn parse_line(&mut self, line: &str) -> Option<Command> {
+        self.out.input_line();
         match crate::command::parse(line) {
             Ok(c) => c,
             Err(e) => {

@@ -3,10 +3,12 @@
 mod body;
 mod json;
 mod sink;
+mod transfer;
 
 pub use body::{BodyFormat, human_body, push_hex};
 pub use json::JsonLine;
-pub use sink::{MemorySink, Sink, StdioSink};
+pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_width};
+pub use transfer::{TransferEvent, clip_columns, human_duration, human_rate};
 
 use crate::net::{ConnInfo, Dir};
 use crate::protocol::Message;

@@ -1,6 +1,7 @@
 //! Where rendered lines go: buffered stdout, or above a REPL prompt.
 
-use std::io::{self, Write};
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
 
 /// A destination for rendered event lines (stdout) and notices (stderr).
 pub trait Sink: Send {
@@ -10,12 +11,107 @@ pub trait Sink: Send {
     fn notice(&mut self, line: &str);
     /// Pushes out anything buffered.
     fn flush(&mut self);
+    /// True when the sink is a terminal that can show a status block.
+    fn is_terminal(&self) -> bool {
+        false
+    }
+    /// Replaces the status block: lines kept below the events (and above a
+    /// prompt) that are redrawn in place rather than scrolled. Empty clears it.
+    fn status(&mut self, _lines: &[String]) {}
+    /// The user entered a line, so a shown status block is no longer right above
+    /// the cursor: leave it in the scrollback and draw the next one afresh.
+    fn input_line(&mut self) {}
+}
+
+/// A few lines redrawn in place at the bottom of a terminal (transfer progress).
+///
+/// The block is drawn right above the cursor; erasing it moves the cursor up
+/// over its rows and clears to the end of the screen. Lines must fit the
+/// terminal's width (the caller clips them) so each is one row.
+#[derive(Debug, Default)]
+pub struct StatusBlock {
+    lines: Vec<String>,
+    /// Rows of the block currently on screen above the cursor.
+    shown: usize,
+    /// The lines changed since drawn.
+    dirty: bool,
+}
+
+impl StatusBlock {
+    /// Sets new lines; returns true when there is something to redraw.
+    pub fn set(&mut self, lines: &[String]) -> bool {
+        if self.lines.as_slice() == lines {
+            return false;
+        }
+        self.lines = lines.to_vec();
+        self.dirty = true;
+        true
+    }
+
+    /// True when the block should be (re)drawn.
+    pub fn needs_draw(&self) -> bool {
+        self.dirty || (self.shown == 0 && !self.lines.is_empty())
+    }
+
+    /// True when the block has lines to show.
+    pub fn has_lines(&self) -> bool {
+        !self.lines.is_empty()
+    }
+
+    /// True when a block is on screen.
+    pub fn is_shown(&self) -> bool {
+        self.shown > 0
+    }
+
+    /// Appends the escape sequence that erases the block on screen.
+    pub fn erase(&mut self, out: &mut String) {
+        if self.shown > 0 {
+            let _ = write!(out, "\x1b[{}A\x1b[J", self.shown);
+            self.shown = 0;
+        }
+    }
+
+    /// Appends the block's lines (joined by `\n`, none after the last) and
+    /// records them as shown; returns how many rows were written.
+    pub fn draw(&mut self, out: &mut String) -> usize {
+        for (i, l) in self.lines.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(l);
+        }
+        self.shown = self.lines.len();
+        self.dirty = false;
+        self.shown
+    }
+
+    /// Forgets the block on screen (it scrolled away from the cursor).
+    pub fn detach(&mut self) {
+        self.shown = 0;
+    }
+}
+
+/// The width of the terminal on stdout, if it is one.
+pub fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a zeroed winsize we own.
+    unsafe {
+        let mut w: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(1, libc::TIOCGWINSZ, &mut w) == 0 && w.ws_col > 0 {
+            Some(w.ws_col as usize)
+        } else {
+            None
+        }
+    }
 }
 
 /// Buffered stdout for events and unbuffered stderr for notices: for pipes.
 pub struct StdioSink {
     out: io::BufWriter<io::Stdout>,
     broken: bool,
+    /// Stdout is a terminal: a status block may be shown on it.
+    tty: bool,
+    block: StatusBlock,
+    scratch: String,
 }
 
 impl StdioSink {
@@ -24,6 +120,20 @@ impl StdioSink {
         StdioSink {
             out: io::BufWriter::with_capacity(1 << 16, io::stdout()),
             broken: false,
+            tty: io::stdout().is_terminal(),
+            block: StatusBlock::default(),
+            scratch: String::new(),
+        }
+    }
+
+    /// Erases a shown status block before other output goes to the terminal.
+    fn erase_block(&mut self) {
+        if self.block.is_shown() {
+            self.scratch.clear();
+            self.block.erase(&mut self.scratch);
+            if self.out.write_all(self.scratch.as_bytes()).is_err() {
+                self.broken = true;
+            }
         }
     }
 }
@@ -39,6 +149,7 @@ impl Sink for StdioSink {
         if self.broken {
             return;
         }
+        self.erase_block();
         if self
             .out
             .write_all(line)
@@ -51,13 +162,41 @@ impl Sink for StdioSink {
     }
 
     fn notice(&mut self, line: &str) {
-        self.flush();
+        if !self.broken {
+            self.erase_block();
+            if self.out.flush().is_err() {
+                self.broken = true;
+            }
+        }
         eprintln!("{line}");
     }
 
     fn flush(&mut self) {
-        if !self.broken && self.out.flush().is_err() {
+        if self.broken {
+            return;
+        }
+        if self.tty && self.block.needs_draw() {
+            self.erase_block();
+            self.scratch.clear();
+            if self.block.draw(&mut self.scratch) > 0 {
+                self.scratch.push('\n');
+            }
+            if self.out.write_all(self.scratch.as_bytes()).is_err() {
+                self.broken = true;
+            }
+        }
+        if self.out.flush().is_err() {
             self.broken = true;
+        }
+    }
+
+    fn is_terminal(&self) -> bool {
+        self.tty
+    }
+
+    fn status(&mut self, lines: &[String]) {
+        if self.tty {
+            self.block.set(lines);
         }
     }
 }

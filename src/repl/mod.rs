@@ -8,7 +8,7 @@ pub use complete::{SockHelper, candidates};
 
 use crate::modes::{CompletionTargets, Input};
 use crate::net::Remote;
-use crate::render::Sink;
+use crate::render::{Sink, StatusBlock};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{
@@ -32,6 +32,8 @@ pub fn history_path() -> Option<PathBuf> {
 pub struct PrinterSink<P: ExternalPrinter + Send> {
     printer: P,
     pending: String,
+    /// Transfer progress, kept right above the prompt.
+    block: StatusBlock,
 }
 
 impl<P: ExternalPrinter + Send> PrinterSink<P> {
@@ -40,6 +42,7 @@ impl<P: ExternalPrinter + Send> PrinterSink<P> {
         PrinterSink {
             printer,
             pending: String::new(),
+            block: StatusBlock::default(),
         }
     }
 }
@@ -60,10 +63,46 @@ impl<P: ExternalPrinter + Send> Sink for PrinterSink<P> {
     }
 
     fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            let text = std::mem::take(&mut self.pending);
-            let _ = self.printer.print(text);
+        if self.pending.is_empty() && !self.block.needs_draw() {
+            return;
         }
+        // The printer clears the prompt, writes the text, adds a line break and
+        // redraws the prompt: so the block (if any) is erased first, the events
+        // follow, and the block is drawn again last, right above the prompt.
+        let mut text = String::new();
+        self.block.erase(&mut text);
+        let had_events = !self.pending.is_empty();
+        text.push_str(&self.pending);
+        self.pending.clear();
+        if self.block.has_lines() {
+            if had_events {
+                text.push('\n');
+            }
+            self.block.draw(&mut text);
+        } else {
+            self.block.draw(&mut text);
+            if !had_events {
+                if text.is_empty() {
+                    return;
+                }
+                // Only an erase: step up once more so the printer's line break
+                // lands where the block began instead of leaving a blank row.
+                text.push_str("\x1b[1A");
+            }
+        }
+        let _ = self.printer.print(text);
+    }
+
+    fn is_terminal(&self) -> bool {
+        true
+    }
+
+    fn status(&mut self, lines: &[String]) {
+        self.block.set(lines);
+    }
+
+    fn input_line(&mut self) {
+        self.block.detach();
     }
 }
 

@@ -1,0 +1,291 @@
+//! The receiving side of one file: checks each chunk (order, length), writes it
+//! to a hidden `.NAME.part` file in the inbox, hashes as it goes, and on the last
+//! chunk verifies length and digest and moves the file to a free, safe name.
+//! A part file is removed on every failure (and when dropped unfinished), so
+//! nothing incomplete ever looks complete.
+
+use super::naming::{create_part, place, safe_name};
+use crate::net::describe;
+use crate::render::human_size;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Small chunks (from original peers) are gathered into writes of this size;
+/// larger ones go straight to the file.
+const WRITE_BUF: usize = 64 << 10;
+
+/// What a chunk did to the file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Stored; more chunks are expected.
+    More,
+    /// The file is complete and verified, stored at this path.
+    Done(PathBuf),
+    /// The transfer failed; the part file is gone. `ended` is true when the
+    /// sender has finished this file (nothing more of it will come).
+    Failed {
+        /// Why, in one line.
+        reason: String,
+        /// The chunk was the last one.
+        ended: bool,
+    },
+}
+
+/// A file being received.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The transfer number.
+    pub id: u64,
+    /// The name as the sender announced it (`N`).
+    pub name: String,
+    /// The announced length (`L`).
+    pub total: u64,
+    /// Bytes stored so far.
+    pub received: u64,
+    stored: String,
+    dir: PathBuf,
+    part: PathBuf,
+    file: Option<BufWriter<File>>,
+    next_index: u64,
+    hasher: blake3::Hasher,
+    finished: bool,
+}
+
+/// Bytes free for an unprivileged user on the file system holding `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills a zeroed struct we own from a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+            return None;
+        }
+        Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+    }
+}
+
+impl Incoming {
+    /// Starts receiving `name` (`total` bytes) into `inbox`, creating the inbox
+    /// if missing and a fresh part file in it.
+    pub fn create(id: u64, name: &str, total: u64, inbox: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(inbox)
+            .map_err(|e| format!("cannot create inbox {}: {}", inbox.display(), describe(&e)))?;
+        if let Some(free) = free_space(inbox)
+            && free < total
+        {
+            return Err(format!(
+                "not enough space in {} ({} needed, {} free)",
+                inbox.display(),
+                human_size(total),
+                human_size(free)
+            ));
+        }
+        let stored = safe_name(name);
+        let (part, file) = create_part(inbox, &stored).map_err(|e| {
+            format!(
+                "cannot create a file in {}: {}",
+                inbox.display(),
+                describe(&e)
+            )
+        })?;
+        Ok(Incoming {
+            id,
+            name: name.to_string(),
+            total,
+            received: 0,
+            stored,
+            dir: inbox.to_path_buf(),
+            part,
+            file: Some(BufWriter::with_capacity(WRITE_BUF, file)),
+            next_index: 0,
+            hasher: blake3::Hasher::new(),
+            finished: false,
+        })
+    }
+
+    /// The index the next chunk must have.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// The temporary file being written.
+    pub fn part(&self) -> &Path {
+        &self.part
+    }
+
+    fn fail(&mut self, reason: String, ended: bool) -> Step {
+        self.discard();
+        Step::Failed { reason, ended }
+    }
+
+    /// Closes and removes the part file (idempotent).
+    pub fn discard(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.file = None;
+            let _ = std::fs::remove_file(&self.part);
+        }
+    }
+
+    /// Takes chunk `index` (`None`: the last one) with `digest` (given on the
+    /// last chunk by sockmod senders).
+    pub fn accept(&mut self, index: Option<u64>, digest: Option<&str>, body: &[u8]) -> Step {
+        if self.finished {
+            return Step::Failed {
+                reason: "transfer already ended".into(),
+                ended: index.is_none(),
+            };
+        }
+        if let Some(i) = index
+            && i != self.next_index
+        {
+            let reason = format!(
+                "chunk index {i} out of order (expected {})",
+                self.next_index
+            );
+            return self.fail(reason, false);
+        }
+        let ended = index.is_none();
+        if self.received + body.len() as u64 > self.total {
+            let reason = format!(
+                "more bytes than announced ({} bytes, L was {})",
+                self.received + body.len() as u64,
+                self.total
+            );
+            return self.fail(reason, ended);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return self.fail("part file is closed".into(), ended);
+        };
+        if let Err(e) = file.write_all(body) {
+            let reason = format!("cannot write {}: {}", self.part.display(), describe(&e));
+            return self.fail(reason, ended);
+        }
+        self.hasher.update(body);
+        self.received += body.len() as u64;
+        self.next_index += 1;
+        if !ended {
+            return Step::More;
+        }
+        if self.received != self.total {
+            let reason = format!(
+                "fewer bytes than announced ({} bytes, L was {})",
+                self.received, self.total
+            );
+            return self.fail(reason, true);
+        }
+        let flushed = match self.file.take() {
+            Some(w) => w.into_inner().map_err(|e| describe(e.error())).map(drop),
+            None => Ok(()),
+        };
+        if let Err(e) = flushed {
+            let reason = format!("cannot write {}: {e}", self.part.display());
+            return self.fail(reason, true);
+        }
+        if let Some(want) = digest {
+            let got = self.hasher.finalize().to_hex();
+            if !want.trim().eq_ignore_ascii_case(got.as_str()) {
+                let reason = format!(
+                    "digest mismatch (BLAKE3 of the data is {}…, H was {})",
+                    &got.as_str()[..16],
+                    super::wire::clean_text(&want.chars().take(20).collect::<String>())
+                );
+                return self.fail(reason, true);
+            }
+        }
+        match place(&self.part, &self.dir, &self.stored) {
+            Ok(path) => {
+                self.finished = true;
+                Step::Done(path)
+            }
+            Err(e) => {
+                let reason = format!("cannot store {:?}: {}", self.stored, describe(&e));
+                self.fail(reason, true)
+            }
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sockmod-recv-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn complete_file_is_verified_and_placed() {
+        let d = inbox("ok");
+        let mut r = Incoming::create(1, "../a.txt", 6, &d).unwrap();
+        assert!(names(&d)[0].starts_with(".a.txt"));
+        assert_eq!(r.accept(Some(0), None, b"abc"), Step::More);
+        let h = blake3::hash(b"abcdef").to_hex().to_uppercase();
+        let Step::Done(p) = r.accept(None, Some(&h), b"def") else {
+            panic!()
+        };
+        assert_eq!(p, d.join("a.txt"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"abcdef");
+        drop(r);
+        assert_eq!(names(&d), ["a.txt"]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn every_failure_removes_the_part() {
+        let d = inbox("fail");
+        type Case = Box<dyn Fn(&mut Incoming) -> Step>;
+        let cases: Vec<(Case, &str)> = vec![
+            (
+                Box::new(|r| r.accept(Some(1), None, b"abc")),
+                "out of order",
+            ),
+            (
+                Box::new(|r| r.accept(Some(0), None, b"abcdefg")),
+                "more bytes",
+            ),
+            (Box::new(|r| r.accept(None, None, b"abc")), "fewer bytes"),
+            (
+                Box::new(|r| r.accept(None, Some("00"), b"abcdef")),
+                "digest mismatch",
+            ),
+        ];
+        for (f, want) in cases {
+            let mut r = Incoming::create(1, "x", 6, &d).unwrap();
+            match f(&mut r) {
+                Step::Failed { reason, .. } => assert!(reason.contains(want), "{reason}"),
+                s => panic!("{s:?}"),
+            }
+            assert!(names(&d).is_empty(), "{want}: {:?}", names(&d));
+        }
+        // Dropped unfinished (connection lost): no part left either.
+        let mut r = Incoming::create(1, "x", 6, &d).unwrap();
+        assert_eq!(r.accept(Some(0), None, b"abc"), Step::More);
+        drop(r);
+        assert!(names(&d).is_empty());
+        // Without H (original peers) the length alone decides.
+        let mut r = Incoming::create(1, "", 0, &d).unwrap();
+        assert!(matches!(r.accept(None, None, b""), Step::Done(_)));
+        assert_eq!(names(&d), ["file"]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -1,0 +1,345 @@
+//! The record of every transfer of this run: what `transfers` lists, what the
+//! events carry, and the progress lines of the status block.
+
+use crate::net::ConnId;
+use crate::render::{TransferEvent, human_size};
+use crate::render::{human_duration, human_rate};
+use std::time::{Duration, Instant};
+
+/// Where a transfer is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for earlier files on the same connection.
+    Queued,
+    /// Moving bytes.
+    Active,
+    /// Sent in full; waiting for the receiver's confirmation.
+    Confirming,
+    /// Complete (sent and confirmed, or received and verified).
+    Done,
+    /// Failed or cancelled; `reason` says why.
+    Failed,
+}
+
+impl Phase {
+    /// The word shown for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Active => "active",
+            Phase::Confirming => "confirming",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// True once it has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Done | Phase::Failed)
+    }
+}
+
+/// One transfer.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its number.
+    pub id: u64,
+    /// Sending (true) or receiving.
+    pub sending: bool,
+    /// The connection.
+    pub conn: ConnId,
+    /// The connection's address.
+    pub addr: String,
+    /// The peer's name, as last known.
+    pub peer_name: Option<String>,
+    /// The file name as announced.
+    pub name: String,
+    /// The file's length.
+    pub total: u64,
+    /// Bytes moved so far.
+    pub bytes: u64,
+    /// Life stage.
+    pub phase: Phase,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// The source (sending) or where it was stored (received).
+    pub path: Option<String>,
+    /// When it began moving bytes.
+    pub started: Option<Instant>,
+    /// When it ended.
+    pub ended: Option<Instant>,
+    /// `bytes` at the last progress event.
+    pub emitted: u64,
+    /// Smoothed rate in bytes per second (for the ETA).
+    rate: f64,
+    sample: Option<(Instant, u64)>,
+}
+
+impl Record {
+    /// A new record.
+    pub fn new(
+        id: u64,
+        sending: bool,
+        conn: ConnId,
+        addr: String,
+        name: String,
+        total: u64,
+    ) -> Self {
+        Record {
+            id,
+            sending,
+            conn,
+            addr,
+            peer_name: None,
+            name,
+            total,
+            bytes: 0,
+            phase: Phase::Queued,
+            reason: None,
+            path: None,
+            started: None,
+            ended: None,
+            emitted: 0,
+            rate: 0.0,
+            sample: None,
+        }
+    }
+
+    /// Time from start to end (or now).
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        match self.started {
+            Some(s) => self.ended.unwrap_or(now).saturating_duration_since(s),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Updates the smoothed rate from the bytes moved since the last sample.
+    pub fn sample(&mut self, now: Instant) {
+        if let Some((t, b)) = self.sample {
+            let dt = now.saturating_duration_since(t).as_secs_f64();
+            if dt > 0.05 {
+                let inst = self.bytes.saturating_sub(b) as f64 / dt;
+                self.rate = if self.rate == 0.0 {
+                    inst
+                } else {
+                    0.7 * self.rate + 0.3 * inst
+                };
+                self.sample = Some((now, self.bytes));
+            }
+        } else {
+            self.sample = Some((now, self.bytes));
+        }
+    }
+
+    /// The event for this record in `state`.
+    pub fn event<'a>(
+        &'a self,
+        state: &'a str,
+        peer_name: Option<&'a str>,
+        now: Instant,
+    ) -> TransferEvent<'a> {
+        TransferEvent {
+            id: self.id,
+            sending: self.sending,
+            peer: self.conn.0,
+            peer_name,
+            addr: &self.addr,
+            name: &self.name,
+            bytes: self.bytes,
+            total: self.total,
+            state,
+            reason: self.reason.as_deref(),
+            path: if state == "done" && !self.sending {
+                self.path.as_deref()
+            } else {
+                None
+            },
+            elapsed: self.elapsed(now),
+        }
+    }
+
+    fn who(&self, peer_name: Option<&str>) -> String {
+        match peer_name {
+            Some(n) => n.to_string(),
+            None => format!("#{} {}", self.conn.0, self.addr),
+        }
+    }
+
+    fn percent(&self) -> u64 {
+        if self.total == 0 {
+            100
+        } else {
+            (self.bytes as u128 * 100 / self.total as u128) as u64
+        }
+    }
+
+    /// The progress line: `#3 send "a.iso" to bob  45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
+    pub fn progress_line(&self, peer_name: Option<&str>) -> String {
+        let head = format!(
+            "#{} {} {:?} {} {}",
+            self.id,
+            if self.sending { "send" } else { "recv" },
+            self.name,
+            if self.sending { "to" } else { "from" },
+            self.who(peer_name)
+        );
+        if self.phase == Phase::Confirming {
+            return format!("{head}  100%  waiting for the receiver to confirm");
+        }
+        let rate = if self.rate > 0.0 {
+            format!("{}/s", human_size(self.rate as u64))
+        } else {
+            "-".to_string()
+        };
+        let eta = if self.rate > 0.0 {
+            let left = self.total.saturating_sub(self.bytes) as f64 / self.rate;
+            format!("ETA {}", eta_text(left))
+        } else {
+            "ETA -".to_string()
+        };
+        format!(
+            "{head}  {:>3}%  {}/{}  {rate}  {eta}",
+            self.percent(),
+            human_size(self.bytes),
+            human_size(self.total)
+        )
+    }
+
+    /// A row of the `transfers` table.
+    pub fn row(&self, peer_name: Option<&str>, now: Instant) -> [String; 8] {
+        let rate = match self.phase {
+            Phase::Queued => "-".to_string(),
+            Phase::Active => {
+                if self.rate > 0.0 {
+                    format!("{}/s", human_size(self.rate as u64))
+                } else {
+                    human_rate(self.bytes, self.elapsed(now))
+                }
+            }
+            _ => human_rate(self.bytes, self.elapsed(now)),
+        };
+        let outcome = match (self.phase, &self.reason, &self.path) {
+            (Phase::Failed, Some(r), _) => format!("failed: {r}"),
+            (Phase::Done, _, Some(p)) if !self.sending => format!("done -> {p}"),
+            (p, _, _) => p.as_str().to_string(),
+        };
+        [
+            format!("#{}", self.id),
+            if self.sending { "send" } else { "recv" }.into(),
+            self.who(peer_name),
+            format!("{:?}", self.name),
+            human_size(self.total),
+            format!("{}%", self.percent()),
+            format!("{rate} {}", human_duration(self.elapsed(now))),
+            outcome,
+        ]
+    }
+
+    /// The JSON object of `transfers --json`.
+    pub fn json(&self, peer_name: Option<&str>, now: Instant) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "transfer": self.id,
+            "dir": if self.sending { "send" } else { "recv" },
+            "peer": self.conn.0,
+            "addr": self.addr,
+            "name": self.name,
+            "bytes": self.bytes,
+            "total": self.total,
+            "state": self.phase.as_str(),
+            "elapsed_ms": self.elapsed(now).as_millis() as u64,
+        });
+        let secs = self.elapsed(now).as_secs_f64();
+        if secs > 0.0 {
+            v["rate_bps"] = ((self.bytes as f64 / secs) as u64).into();
+        }
+        if let Some(n) = peer_name {
+            v["peer_name"] = n.into();
+        }
+        if let Some(r) = &self.reason {
+            v["reason"] = r.clone().into();
+        }
+        if let Some(p) = &self.path {
+            v["path"] = p.clone().into();
+        }
+        v
+    }
+}
+
+fn eta_text(secs: f64) -> String {
+    if !secs.is_finite() || secs > 359_999.0 {
+        return "-".to_string();
+    }
+    let s = secs.ceil() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    }
+}
+
+/// Lays out rows in aligned columns (the last column is not padded).
+pub fn format_rows<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for (n, r) in rows.iter().enumerate() {
+        if n > 0 {
+            s.push('\n');
+        }
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(c);
+            if i + 1 < N {
+                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+            }
+        }
+        s.push_str(line.trim_end());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines() {
+        let now = Instant::now();
+        let mut r = Record::new(
+            3,
+            true,
+            ConnId(2),
+            "1.2.3.4:5".into(),
+            "a.iso".into(),
+            2 << 20,
+        );
+        r.phase = Phase::Active;
+        r.started = Some(now - Duration::from_secs(1));
+        r.bytes = 1 << 20;
+        r.sample(now - Duration::from_secs(1));
+        r.bytes = 2 << 19;
+        r.sample(now);
+        let l = r.progress_line(Some("bob"));
+        assert!(
+            l.starts_with("#3 send \"a.iso\" to bob   50%  1.0 MiB/2.0 MiB"),
+            "{l}"
+        );
+        assert!(l.contains("ETA"), "{l}");
+        let row = r.row(None, now);
+        assert_eq!(row[2], "#2 1.2.3.4:5");
+        assert_eq!(row[5], "50%");
+        r.phase = Phase::Failed;
+        r.reason = Some("x".into());
+        assert_eq!(r.row(None, now)[7], "failed: x");
+        assert_eq!(eta_text(65.2), "1m06s");
+    }
+}

@@ -1,0 +1,270 @@
+//! The file frames on the wire (SPEC §4) and sockmod's two extension frames.
+//!
+//! - Chunk (original Qt Filer format): `TP:file;N:NAME;L:TOTAL;index:I`, the chunk
+//!   as body; `index` counts 0, 1, 2, … and the last chunk has `index:-1` (a file
+//!   of one chunk, or an empty file, is a single `index:-1` frame). sockmod adds
+//!   `H:BLAKE3_HEX` (the digest of the whole file) to the last chunk.
+//! - Cancel (sockmod): `TP:cancel;N:NAME;L:TOTAL;dir:send|recv;reason:TEXT`, no
+//!   body. `dir` is the role of the side that gives up: `send` — "I stopped
+//!   sending you NAME" (the receiver drops its part file); `recv` — "I stopped
+//!   receiving NAME from you" (refused, failed, or cancelled: the sender stops
+//!   reading and reports the transfer failed with `reason`).
+//! - Received (sockmod): `TP:received;N:NAME;L:TOTAL`, no body: the receiver
+//!   stored the file complete and verified. A sockmod sender reports `done` on it
+//!   when the peer identified itself as a sockmod filer; otherwise once the last
+//!   byte is written to the socket.
+//!
+//! Original peers do not know `TP:cancel` and `TP:received` and ignore them.
+
+use crate::protocol::Header;
+
+/// The `TP` of a file chunk.
+pub const TP_FILE: &str = "file";
+/// The `TP` of the cancel extension.
+pub const TP_CANCEL: &str = "cancel";
+/// The `TP` of the received extension.
+pub const TP_RECEIVED: &str = "received";
+
+/// A parsed file chunk header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// The file name as sent (not yet made safe).
+    pub name: &'a str,
+    /// Total file length.
+    pub total: u64,
+    /// `Some(i)` for chunk `i`, `None` for the last chunk (`index:-1`).
+    pub index: Option<u64>,
+    /// The BLAKE3 hex digest, when the sender gave one.
+    pub digest: Option<&'a str>,
+}
+
+/// Which side gave up, in a cancel frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The sender stopped sending.
+    Sender,
+    /// The receiver stopped receiving.
+    Receiver,
+}
+
+/// A parsed cancel or received frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control<'a> {
+    /// The file name as the sender sent it.
+    pub name: &'a str,
+    /// Total length (0 when absent).
+    pub total: Option<u64>,
+    /// Cancel: who gave up. `None` for a received frame.
+    pub role: Option<Role>,
+    /// Cancel: why.
+    pub reason: &'a str,
+}
+
+/// A frame of the file protocol, borrowed from a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A chunk of a file.
+    Chunk(Chunk<'a>),
+    /// A cancel from the other side.
+    Cancel(Control<'a>),
+    /// A confirmation from the receiver.
+    Received(Control<'a>),
+}
+
+/// Parses a header as a file-protocol frame: `None` when it is not one, and
+/// `Some(Err(reason))` when it claims to be one but is malformed.
+pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
+    let tp = h.get("TP")?;
+    let name = h.get("N").unwrap_or("");
+    let total = h.get("L").map(|l| {
+        l.parse::<u64>()
+            .map_err(|_| format!("bad file frame: L is not a length: {}", clip(l)))
+    });
+    match tp {
+        TP_FILE => Some((|| {
+            let total = total.ok_or_else(|| "bad file frame: no L".to_string())??;
+            let index = h
+                .get("index")
+                .ok_or_else(|| "bad file frame: no index".to_string())?;
+            let index =
+                match index {
+                    "-1" => None,
+                    i => Some(i.parse::<u64>().map_err(|_| {
+                        format!("bad file frame: index is not a number: {}", clip(i))
+                    })?),
+                };
+            Ok(Frame::Chunk(Chunk {
+                name,
+                total,
+                index,
+                digest: h.get("H"),
+            }))
+        })()),
+        TP_CANCEL | TP_RECEIVED => {
+            let total = match total {
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => return Some(Err(e)),
+                None => None,
+            };
+            let ctl = Control {
+                name,
+                total,
+                role: match h.get("dir") {
+                    Some("send") => Some(Role::Sender),
+                    Some("recv") => Some(Role::Receiver),
+                    _ => None,
+                },
+                reason: h.get("reason").unwrap_or(""),
+            };
+            Some(Ok(if tp == TP_CANCEL {
+                Frame::Cancel(ctl)
+            } else {
+                Frame::Received(ctl)
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// The header of a chunk: `index` `None` means the last one (`-1`), which
+/// carries the digest.
+pub fn chunk_header(name: &str, total: u64, index: Option<u64>, digest: Option<&str>) -> Header {
+    let mut h = Header::with_capacity(5)
+        .with("TP", TP_FILE)
+        .with("N", name)
+        .with("L", total.to_string());
+    match index {
+        Some(i) => h.set("index", i.to_string()),
+        None => h.set("index", "-1"),
+    }
+    if let Some(d) = digest {
+        h.set("H", d);
+    }
+    h
+}
+
+/// The header of a cancel frame.
+pub fn cancel_header(name: &str, total: u64, role: Role, reason: &str) -> Header {
+    Header::with_capacity(5)
+        .with("TP", TP_CANCEL)
+        .with("N", name)
+        .with("L", total.to_string())
+        .with(
+            "dir",
+            match role {
+                Role::Sender => "send",
+                Role::Receiver => "recv",
+            },
+        )
+        .with("reason", reason)
+}
+
+/// The header of a received frame.
+pub fn received_header(name: &str, total: u64) -> Header {
+    Header::with_capacity(3)
+        .with("TP", TP_RECEIVED)
+        .with("N", name)
+        .with("L", total.to_string())
+}
+
+/// Makes peer-supplied text safe to show on one line: control characters
+/// become spaces, and it is clipped to 200 characters.
+pub fn clean_text(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+fn clip(s: &str) -> String {
+    let mut c = clean_text(s);
+    if c.chars().count() > 40 {
+        c = c.chars().take(40).collect::<String>() + "…";
+    }
+    format!("{c:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Decoder, encode};
+
+    fn vector(name: &str) -> (Vec<u8>, Vec<u8>) {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wire.json"))
+                .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let all = v["valid"].as_array().unwrap();
+        let e = all.iter().find(|e| e["name"] == name).unwrap();
+        let hex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        (
+            hex(e["frame_hex"].as_str().unwrap()),
+            hex(e["body_hex"].as_str().unwrap()),
+        )
+    }
+
+    #[test]
+    fn matches_the_original_frames() {
+        let (frame, body) = vector("file_chunk_last");
+        let h = chunk_header("photo.jpg", 10, None, None);
+        assert_eq!(encode(&h, &body).unwrap(), frame);
+        let (frame, body) = vector("file_chunk_first");
+        let h = chunk_header("big.iso", 3_000_000, Some(0), None);
+        assert_eq!(encode(&h, &body).unwrap(), frame);
+        let mut out = Vec::new();
+        Decoder::default().feed(&frame, &mut out).unwrap();
+        assert_eq!(
+            parse(&out[0].header),
+            Some(Ok(Frame::Chunk(Chunk {
+                name: "big.iso",
+                total: 3_000_000,
+                index: Some(0),
+                digest: None
+            })))
+        );
+    }
+
+    #[test]
+    fn extension_frames_round_trip() {
+        let h = cancel_header("a;b:c.txt", 7, Role::Receiver, "disk full: no space");
+        let f = encode(&h, b"").unwrap();
+        let mut out = Vec::new();
+        Decoder::default().feed(&f, &mut out).unwrap();
+        let Some(Ok(Frame::Cancel(c))) = parse(&out[0].header) else {
+            panic!()
+        };
+        assert_eq!(c.name, "a;b:c.txt");
+        assert_eq!(c.total, Some(7));
+        assert_eq!(c.role, Some(Role::Receiver));
+        assert_eq!(c.reason, "disk full: no space");
+        let h = received_header("x", 3);
+        assert!(matches!(parse(&h), Some(Ok(Frame::Received(_)))));
+        assert_eq!(parse(&Header::new().with("info", "hi")), None);
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        let bad = |pairs: &[(&str, &str)]| {
+            let mut h = Header::new().with("TP", "file");
+            for (k, v) in pairs {
+                h.set(*k, *v);
+            }
+            matches!(parse(&h), Some(Err(_)))
+        };
+        assert!(bad(&[("N", "a"), ("index", "0")]));
+        assert!(bad(&[("N", "a"), ("L", "-3"), ("index", "0")]));
+        assert!(bad(&[("N", "a"), ("L", "3")]));
+        assert!(bad(&[("N", "a"), ("L", "3"), ("index", "-2")]));
+        assert!(bad(&[("N", "a"), ("L", "3"), ("index", "x")]));
+    }
+}
