@@ -4,7 +4,11 @@
 //!
 //! Run: `cargo bench` (a few minutes on 2 cores), or `cargo bench -- --quick`
 //! (or `SOCKMOD_BENCH_QUICK=1`) for a smoke run of seconds. Extra words select
-//! rows by name: `cargo bench -- fan-out rtt`.
+//! rows by name: `cargo bench -- fan-out rtt` (ingest, bulk, fan-out, idle, rtt,
+//! start, file, codec).
+//!
+//! The file row drives two `sockmod filer`s (`sendfile` from one to the other, as
+//! `scripts/bench_file.sh` does with more options) against socat disk to disk.
 //!
 //! References come from the distribution: `apt-get install -y socat iperf3 ncat`.
 //! A row whose reference is missing says so and is marked skipped.
@@ -125,6 +129,7 @@ enum Unit {
     Millis,
     BytesPerConn,
     NanosPerFrame,
+    Mebibytes,
 }
 
 fn show(f: Fig) -> String {
@@ -141,6 +146,7 @@ fn show(f: Fig) -> String {
         Unit::Millis => format!("{:.2} ms", f.v),
         Unit::BytesPerConn => format!("{:.0} B/conn", f.v),
         Unit::NanosPerFrame => format!("{:.0} ns/frame", f.v),
+        Unit::Mebibytes => format!("{:.1} MiB", f.v / 1048576.0),
     }
 }
 
@@ -1032,13 +1038,102 @@ fn startup(prog: &str, arg: &str, runs: usize) -> Res<Fig> {
 
 // --- file ------------------------------------------------------------------
 
-/// HOOK for the file row: sockmod's filer → filer transfer of `bytes` from `src`
-/// into a fresh inbox, returning seconds (and, later, peak RSS of each side).
-///
-/// It says "skipped" until file transfer lands; wire the transfer helper's script
-/// (or its own Rust driver) in here and return the elapsed seconds.
-fn file_sockmod(_src: &Path, _bytes: usize) -> Res<f64> {
-    Err("needs file transfer".into())
+/// A `sockmod filer` for the file row, reading commands from our pipe.
+struct FilerProc {
+    proc: Proc,
+    stdin: ChildStdin,
+    out: LineCounter,
+    port: u16,
+}
+
+impl FilerProc {
+    fn start(id: &str, inbox: &Path) -> Res<FilerProc> {
+        let mut child = Command::new(sockmod_bin())
+            .args(["filer", "--id", id, "--bind", "127.0.0.1:0"])
+            // Nothing listens on port 1: the filer retries quietly in the background.
+            .args([
+                "--ipserver",
+                "127.0.0.1:1",
+                "--report-interval",
+                "1h",
+                "--json",
+            ])
+            .arg("--inbox")
+            .arg(inbox)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", sockmod_bin()))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let proc = Proc(child);
+        let mut out = LineCounter::new(stdout);
+        let l = out.until("\"event\":\"listening\"")?;
+        let port = l
+            .split("\"addr\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.port())
+            .ok_or_else(|| format!("unexpected line from filer: {l}"))?;
+        Ok(FilerProc {
+            proc,
+            stdin,
+            out,
+            port,
+        })
+    }
+
+    fn send(&mut self, line: &str) -> Res<()> {
+        writeln!(self.stdin, "{line}").map_err(|e| format!("filer stdin: {e}"))
+    }
+}
+
+/// Peak RSS of a live process.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |k| k * 1024)
+}
+
+/// sockmod's filer → filer transfer of `src` into a fresh inbox (as
+/// scripts/bench_file.sh does it): seconds from `sendfile` to the receiver's
+/// `done` (size and BLAKE3 digest verified by the receiver), and the larger peak
+/// RSS of the two sides.
+fn file_sockmod(src: &Path, dir: &Path, bytes: usize) -> Res<(f64, u64)> {
+    let inbox = dir.join("inbox");
+    let _ = std::fs::remove_dir_all(&inbox);
+    let mut bob = FilerProc::start("bob", &inbox)?;
+    let mut alice = FilerProc::start("alice", &dir.join("inbox-alice"))?;
+    alice.send(&format!("connect 127.0.0.1:{}", bob.port))?;
+    alice.out.until("\"event\":\"identified\"")?;
+    let t0 = Instant::now();
+    alice.send(&format!("sendfile bob {}", src.display()))?;
+    loop {
+        let l = bob.out.next_line()?;
+        if l.contains("\"event\":\"transfer\"") && l.contains("\"dir\":\"recv\"") {
+            if l.contains("\"state\":\"done\"") {
+                break;
+            }
+            if l.contains("\"state\":\"failed\"") {
+                return Err(format!("transfer failed: {l}"));
+            }
+        }
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    let rss = peak_rss(alice.proc.0.id()).max(peak_rss(bob.proc.0.id()));
+    let got = std::fs::metadata(inbox.join(src.file_name().unwrap_or_default()))
+        .map(|m| m.len() as usize)
+        .map_err(|e| format!("received file: {e}"))?;
+    if got != bytes {
+        return Err(format!("received {got} bytes of {bytes}"));
+    }
+    let _ = std::fs::remove_dir_all(&inbox);
+    Ok((dt, rss))
 }
 
 /// socat disk to disk: a listener writing a file, a sender reading one.
@@ -1086,7 +1181,7 @@ fn file_socat(src: &Path, dir: &Path) -> Res<f64> {
     Ok(dt)
 }
 
-fn file_rows(set: &Settings) -> Row {
+fn file_rows(set: &Settings) -> Vec<Row> {
     let dir = Path::new(MANIFEST_DIR).join("target/bench-files");
     let src = dir.join("source.bin");
     let prepare = || -> Res<()> {
@@ -1110,30 +1205,44 @@ fn file_rows(set: &Settings) -> Row {
         f.flush().map_err(|e| e.to_string())
     };
     let ready = prepare();
-    let rate = |secs: Res<f64>| -> Res<Fig> {
-        secs.map(|s| Fig {
-            v: set.file_bytes as f64 / s,
-            unit: Unit::BytesPerSec,
-        })
+    let runs = set.runs.min(3);
+    let peak = std::cell::Cell::new(0u64);
+    let [ours, reference] = match ready {
+        Err(e) => [Err(e.clone()), Err(e)],
+        Ok(()) => med_turns(
+            runs,
+            Unit::BytesPerSec,
+            [
+                &mut || {
+                    file_sockmod(&src, &dir, set.file_bytes).map(|(s, rss)| {
+                        peak.set(peak.get().max(rss));
+                        set.file_bytes as f64 / s
+                    })
+                },
+                &mut || file_socat(&src, &dir).map(|s| set.file_bytes as f64 / s),
+            ],
+        ),
     };
-    let ours = ready
-        .clone()
-        .and_then(|_| rate(file_sockmod(&src, set.file_bytes)));
-    let reference = ready.and_then(|_| {
-        let runs = set.runs.min(3);
-        med(runs, Unit::BytesPerSec, || {
-            file_socat(&src, &dir).map(|s| set.file_bytes as f64 / s)
-        })
+    let rss = ours.as_ref().map_err(Clone::clone).map(|_| Fig {
+        v: peak.get() as f64,
+        unit: Unit::Mebibytes,
     });
-    row(
-        &format!("file: {} filer → filer", size_name(set.file_bytes)),
-        ours,
-        Some(("socat disk→disk", reference)),
-        Some((
-            "≤ 1.1× socat's time, ≤ 32 MiB RSS each side",
-            &|o, r| r.is_some_and(|r| o >= r / 1.1),
-        )),
-    )
+    vec![
+        row(
+            &format!("file: {} filer → filer", size_name(set.file_bytes)),
+            ours,
+            Some(("socat disk→disk", reference)),
+            Some(("≤ 1.1× socat's time", &|o, r| {
+                r.is_some_and(|r| o >= r / 1.1)
+            })),
+        ),
+        row(
+            "file: peak RSS, larger side",
+            rss,
+            None,
+            Some(("≤ 32 MiB each side", &at_most(32.0 * 1048576.0))),
+        ),
+    ]
 }
 
 // --- codec micro-benchmarks -------------------------------------------------
@@ -1396,7 +1505,7 @@ fn main() {
 
     if set.wants("file") {
         eprintln!("· file …");
-        rows.push(file_rows(&set));
+        rows.extend(file_rows(&set));
         done("file");
     }
 
