@@ -1090,6 +1090,43 @@ impl FilerProc {
     }
 }
 
+/// Kills our child processes `pids` if the run is still going after `after`, so a
+/// stuck run fails (their output ends) instead of hanging the bench.
+struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn new(pids: Vec<u32>, after: Duration) -> Watchdog {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        std::thread::spawn(move || {
+            let until = Instant::now() + after;
+            while Instant::now() < until {
+                if d.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !d.load(Ordering::Relaxed) {
+                for pid in pids {
+                    // SAFETY: kill(2) on our own child, still unreaped (its Proc
+                    // outlives this watchdog), so the id cannot have been reused.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    }
+                }
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Peak RSS of a live process.
 fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -1109,6 +1146,11 @@ fn file_sockmod(src: &Path, dir: &Path, bytes: usize) -> Res<(f64, u64)> {
     let _ = std::fs::remove_dir_all(&inbox);
     let mut bob = FilerProc::start("bob", &inbox)?;
     let mut alice = FilerProc::start("alice", &dir.join("inbox-alice"))?;
+    // Declared after the filers: dropped (stopped) before they are reaped.
+    let _watchdog = Watchdog::new(
+        vec![bob.proc.0.id(), alice.proc.0.id()],
+        Duration::from_secs(120),
+    );
     alice.send(&format!("connect 127.0.0.1:{}", bob.port))?;
     alice.out.until("\"event\":\"identified\"")?;
     let t0 = Instant::now();
