@@ -263,7 +263,8 @@ impl OutQueue {
 
 /// A live connection owned by the loop.
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    /// The socket; `None` while a dial's host name is being looked up.
+    pub(crate) stream: Option<TcpStream>,
     pub(crate) info: ConnInfo,
     pub(crate) decoder: Decoder,
     pub(crate) out: OutQueue,
@@ -275,6 +276,9 @@ pub(crate) struct Conn {
     pub(crate) deadline: Option<Instant>,
     /// Call `on_drained` once the queue is at or below this many bytes.
     pub(crate) drain_mark: Option<usize>,
+    /// A dial's other addresses (a name with several), last to try first: when a
+    /// connect fails, the next one is tried before the dial is reported failed.
+    pub(crate) fallbacks: Vec<SocketAddr>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod handler;
 mod limits;
 mod node;
 mod remote;
+mod resolver;
 
 pub use access::{Access, Cidr};
 pub use conn::{ConnId, ConnInfo, Dir, State};

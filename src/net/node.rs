@@ -5,6 +5,7 @@ use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, IdMap, OutQueue, State};
 use super::error::describe;
 use super::handler::Handler;
 use super::remote::Remote;
+use super::resolver::{Resolver, lookup};
 use crate::protocol::{
     DEFAULT_MAX_BODY, Decoder, EncodeError, Header, Message, encode_header_into, encode_into,
 };
@@ -14,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
@@ -144,6 +145,8 @@ struct Core {
     housekeeping_stale: bool,
     stopping: Option<Instant>,
     read_buf: Vec<u8>,
+    /// Host-name lookups of dials in progress.
+    resolver: Resolver,
 }
 
 /// What handler callbacks use to act on the node.
@@ -175,21 +178,6 @@ pub struct Node<H: Handler> {
     scratch: Vec<Message>,
 }
 
-fn resolve(addr: &str) -> io::Result<SocketAddr> {
-    if let Ok(a) = addr.parse() {
-        return Ok(a);
-    }
-    let with_port = if addr.contains(':') {
-        addr.to_string()
-    } else {
-        format!("{addr}:0")
-    };
-    with_port
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found"))
-}
-
 /// Errors `accept` reports for one pending connection (reset or unreachable
 /// before it was taken, see accept(2)); anything else (no descriptors, no
 /// memory) pauses accepting instead.
@@ -218,7 +206,7 @@ pub fn parse_bind(addr: &str) -> io::Result<SocketAddr> {
     if let Ok(port) = addr.parse::<u16>() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
-    resolve(addr)
+    lookup(addr)
 }
 
 impl<H: Handler> Node<H> {
@@ -248,6 +236,7 @@ impl<H: Handler> Node<H> {
                 housekeeping_stale: true,
                 stopping: None,
                 read_buf: vec![0; READ_BUF],
+                resolver: Resolver::new(waker.clone()),
             },
             handler,
             rx,
@@ -359,6 +348,7 @@ impl<H: Handler> Node<H> {
                 self.dispatch_pending();
             }
             self.accept_all();
+            self.finish_lookups();
             self.drain_commands();
             self.continue_reads();
             self.fire_timers();
@@ -425,13 +415,16 @@ impl<H: Handler> Node<H> {
         let Some(conn) = self.core.conns.get_mut(&id) else {
             return;
         };
-        let err = match conn.stream.take_error() {
+        let Some(stream) = conn.stream.as_ref() else {
+            return;
+        };
+        let err = match stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
             Ok(None) => None,
         };
         let result = match err {
             Some(e) => Err(e),
-            None => match conn.stream.peer_addr() {
+            None => match stream.peer_addr() {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => Err(e),
@@ -439,7 +432,7 @@ impl<H: Handler> Node<H> {
         };
         match result {
             Ok(()) => {
-                let _ = conn.stream.set_nodelay(true);
+                let _ = stream.set_nodelay(true);
                 conn.info.state = State::Open;
                 let now = Instant::now();
                 conn.info.since = now;
@@ -454,7 +447,7 @@ impl<H: Handler> Node<H> {
                 // Data may already be waiting.
                 self.read_conn(id);
             }
-            Err(e) => self.core.fail_connect(id, describe(&e)),
+            Err(e) => self.core.connect_failed(id, describe(&e)),
         }
     }
 
@@ -471,7 +464,10 @@ impl<H: Handler> Node<H> {
                 self.core.more_read.push_back(id);
                 break;
             }
-            let n = match conn.stream.read(&mut buf) {
+            let Some(stream) = conn.stream.as_mut() else {
+                break;
+            };
+            let n = match stream.read(&mut buf) {
                 Ok(0) => {
                     outcome = Some("peer closed".to_string());
                     break;
@@ -633,6 +629,40 @@ impl<H: Handler> Node<H> {
         }
     }
 
+    /// Dials whose host-name lookup finished: connect, or report the failure. A dial
+    /// that timed out or was closed meanwhile is gone, and its answer is dropped.
+    fn finish_lookups(&mut self) {
+        for (id, answer) in self.core.resolver.take() {
+            let waiting = self
+                .core
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.stream.is_none() && c.info.state == State::Connecting);
+            if !waiting {
+                continue;
+            }
+            match answer {
+                Ok(mut addrs) => {
+                    // Tried from the end: the system's first choice goes first.
+                    addrs.reverse();
+                    let Some(first) = addrs.pop() else {
+                        self.core
+                            .fail_connect(id, "cannot resolve: no address found".into());
+                        continue;
+                    };
+                    if let Some(c) = self.core.conns.get_mut(&id) {
+                        c.fallbacks = addrs;
+                    }
+                    self.core.start_connect(id, first);
+                }
+                Err(e) => self
+                    .core
+                    .fail_connect(id, format!("cannot resolve: {}", describe(&e))),
+            }
+        }
+        self.dispatch_pending();
+    }
+
     fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.core.dirty);
         for &id in &dirty {
@@ -753,7 +783,7 @@ impl Core {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let id = self.new_conn(stream, addr, Dir::In, State::Open, None);
+        let id = self.new_conn(Some(stream), addr, Dir::In, State::Open, None);
         if let Some(id) = id {
             self.open += 1;
             self.pending.push_back(Pending::Connected(ConnId(id)));
@@ -762,7 +792,7 @@ impl Core {
 
     fn new_conn(
         &mut self,
-        mut stream: TcpStream,
+        mut stream: Option<TcpStream>,
         addr: SocketAddr,
         dir: Dir,
         state: State,
@@ -770,11 +800,13 @@ impl Core {
     ) -> Option<u64> {
         let id = self.next_id;
         self.next_id += 1;
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(id as usize),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Some(s) = stream.as_mut()
+            && let Err(e) = self.poll.registry().register(
+                s,
+                Token(id as usize),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        {
             self.pending.push_back(Pending::Notice(format!(
                 "cannot register connection from {addr}: {}",
                 describe(&e)
@@ -806,14 +838,60 @@ impl Core {
                 dirty: false,
                 deadline: None,
                 drain_mark: None,
+                fallbacks: Vec::new(),
             },
         );
         Some(id)
     }
 
+    /// Opens the socket of dial `id` to `sa` and registers it; the connect then
+    /// completes (or fails) when the socket turns writable.
+    fn start_connect(&mut self, id: u64, sa: SocketAddr) {
+        // A socket that cannot even be made (no descriptors left) is not a
+        // resolution failure: say which step failed.
+        let mut stream = match TcpStream::connect(sa) {
+            Ok(s) => s,
+            Err(e) => return self.connect_failed(id, describe(&e)),
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.fail_connect(id, format!("cannot register socket: {}", describe(&e)));
+        }
+        match self.conns.get_mut(&id) {
+            Some(c) => {
+                c.info.addr = sa;
+                c.stream = Some(stream);
+            }
+            None => {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+        }
+    }
+
+    /// A connect attempt of dial `id` failed: try its next address if it has one,
+    /// else report the dial failed with `reason`.
+    fn connect_failed(&mut self, id: u64, reason: String) {
+        let next = self.conns.get_mut(&id).and_then(|c| {
+            let next = c.fallbacks.pop()?;
+            if let Some(mut old) = c.stream.take() {
+                let _ = self.poll.registry().deregister(&mut old);
+            }
+            Some(next)
+        });
+        match next {
+            Some(sa) => self.start_connect(id, sa),
+            None => self.fail_connect(id, reason),
+        }
+    }
+
     fn fail_connect(&mut self, id: u64, reason: String) {
         if let Some(mut c) = self.conns.remove(&id) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
+            if let Some(s) = c.stream.as_mut() {
+                let _ = self.poll.registry().deregister(s);
+            }
             self.pending
                 .push_back(Pending::ConnectFailed(c.info, reason));
         }
@@ -824,7 +902,9 @@ impl Core {
         let Some(mut c) = self.conns.remove(&id) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(s) = c.stream.as_mut() {
+            let _ = self.poll.registry().deregister(s);
+        }
         if c.info.state == State::Connecting {
             self.pending
                 .push_back(Pending::ConnectFailed(c.info, reason));
@@ -845,11 +925,11 @@ impl Core {
         if c.info.state == State::Connecting {
             return;
         }
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
         let before = c.out.len;
-        match c
-            .out
-            .write_to(&mut c.stream, WRITE_BUDGET, &mut c.info.bytes_out)
-        {
+        match c.out.write_to(stream, WRITE_BUDGET, &mut c.info.bytes_out) {
             Ok(Flush::Done) => {
                 if let Some(reason) = c.close_reason.take() {
                     self.drop_conn(id, reason);
@@ -1005,62 +1085,37 @@ impl Context<'_> {
         self.core.drop_conn(conn.0, reason.into());
     }
 
-    /// Dials `addr` (`HOST:PORT`) without blocking the loop on the connect.
-    /// The outcome arrives as `on_connected` or `on_connect_failed`; frames sent to
-    /// the id meanwhile wait in its queue.
+    /// Dials `addr` (`HOST:PORT`) without blocking the loop: a host name is looked
+    /// up on a helper thread, and the connect itself is non-blocking. The outcome
+    /// arrives as `on_connected` or `on_connect_failed` (within the connect timeout);
+    /// frames sent to the id meanwhile wait in its queue.
     pub fn dial(&mut self, addr: &str) -> ConnId {
+        let core = &mut *self.core;
+        let literal = addr.parse::<SocketAddr>().ok();
         let placeholder = SocketAddr::from(([0, 0, 0, 0], 0));
-        // A socket that cannot even be made (no descriptors left) is not a
-        // resolution failure: say which step failed.
-        let result = resolve(addr)
-            .map_err(|e| format!("cannot resolve: {}", describe(&e)))
-            .and_then(|sa| {
-                TcpStream::connect(sa)
-                    .map(|s| (s, sa))
-                    .map_err(|e| describe(&e))
-            });
-        match result {
-            Ok((stream, sa)) => {
-                let target = Some(addr.to_string());
-                match self
-                    .core
-                    .new_conn(stream, sa, Dir::Out, State::Connecting, target)
-                {
-                    Some(id) => {
-                        if let Some(c) = self.core.conns.get_mut(&id) {
-                            c.deadline = Some(Instant::now() + self.core.config.connect_timeout);
-                        }
-                        self.core.housekeeping_stale = true;
-                        ConnId(id)
-                    }
-                    None => ConnId(self.core.next_id - 1),
+        let Some(id) = core.new_conn(
+            None,
+            literal.unwrap_or(placeholder),
+            Dir::Out,
+            State::Connecting,
+            Some(addr.to_string()),
+        ) else {
+            // Unreachable without a socket to register; keep ids consistent anyway.
+            return ConnId(core.next_id - 1);
+        };
+        if let Some(c) = core.conns.get_mut(&id) {
+            c.deadline = Some(Instant::now() + core.config.connect_timeout);
+        }
+        core.housekeeping_stale = true;
+        match literal {
+            Some(sa) => core.start_connect(id, sa),
+            None => {
+                if let Err(e) = core.resolver.start(id, addr) {
+                    core.fail_connect(id, format!("cannot resolve: {}", describe(&e)));
                 }
             }
-            Err(e) => {
-                let id = self.core.next_id;
-                self.core.next_id += 1;
-                let now = Instant::now();
-                let info = ConnInfo {
-                    id: ConnId(id),
-                    dir: Dir::Out,
-                    addr: placeholder,
-                    state: State::Connecting,
-                    since: now,
-                    last_seen: now,
-                    last_sent: now,
-                    msgs_in: 0,
-                    bytes_in: 0,
-                    msgs_out: 0,
-                    bytes_out: 0,
-                    target: Some(addr.to_string()),
-                };
-                let reason = e;
-                self.core
-                    .pending
-                    .push_back(Pending::ConnectFailed(info, reason));
-                ConnId(id)
-            }
         }
+        ConnId(id)
     }
 
     /// Calls `on_timer(token)` after `after`.
@@ -1151,5 +1206,67 @@ impl Context<'_> {
     /// The node's limits.
     pub fn config(&self) -> &Config {
         &self.core.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records dial outcomes and stops at the first one.
+    #[derive(Default)]
+    struct Outcome {
+        connected: Option<SocketAddr>,
+        failed: Option<String>,
+    }
+
+    impl Handler for Outcome {
+        type Command = ();
+        fn on_connected(&mut self, ctx: &mut Context<'_>, conn: &ConnInfo) {
+            self.connected = Some(conn.addr);
+            ctx.stop();
+        }
+        fn on_connect_failed(&mut self, ctx: &mut Context<'_>, _: &ConnInfo, reason: &str) {
+            self.failed = Some(reason.to_string());
+            ctx.stop();
+        }
+    }
+
+    fn refused() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[test]
+    fn a_refused_address_falls_back_to_the_next_one() {
+        let good = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let mut node = Node::new(Config::default(), Outcome::default()).unwrap();
+        let bad = refused();
+        let id = node.context().dial(&bad.to_string());
+        // As if the name had resolved to [bad, good].
+        node.core.conns.get_mut(&id.0).unwrap().fallbacks = vec![good_addr];
+        let h = node.run().unwrap();
+        assert_eq!(h.connected, Some(good_addr), "failed: {:?}", h.failed);
+    }
+
+    #[test]
+    fn the_last_address_failing_fails_the_dial() {
+        let mut node = Node::new(Config::default(), Outcome::default()).unwrap();
+        node.context().dial(&refused().to_string());
+        let h = node.run().unwrap();
+        assert_eq!(h.failed.as_deref(), Some("connection refused"));
+    }
+
+    #[test]
+    fn a_name_is_looked_up_off_the_loop_and_connected() {
+        let good = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = good.local_addr().unwrap().port();
+        let mut node = Node::new(Config::default(), Outcome::default()).unwrap();
+        let id = node.context().dial(&format!("localhost:{port}"));
+        // Nothing is known until the lookup answers: the dial waits, socketless.
+        assert!(node.core.conns.get(&id.0).unwrap().stream.is_none());
+        let h = node.run().unwrap();
+        assert_eq!(h.connected.map(|a| a.port()), Some(port), "{:?}", h.failed);
     }
 }
