@@ -156,6 +156,10 @@ impl Front {
     }
 }
 
+fn node<H: Handler>(config: Config, handler: H) -> Result<Node<H>, String> {
+    Node::new(config, handler).map_err(|e| format!("cannot start: {}", describe(&e)))
+}
+
 fn listen<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<(), String> {
     node.listen(bind)
         .map(|_| ())
@@ -228,8 +232,7 @@ pub fn run(cli: Cli) -> i32 {
         Mode::Serve(a) => (|| {
             let mut front = Front::new("serve")?;
             let s = front.session("serve", &a.common)?;
-            let mut node = Node::new(listen_config(&a.common, &a.access), Serve { s })
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let mut node = node(listen_config(&a.common, &a.access), Serve { s })?;
             listen(&mut node, &a.bind)?;
             Ok(front.run(node))
         })(),
@@ -237,16 +240,14 @@ pub fn run(cli: Cli) -> i32 {
             let mut front = Front::new("connect")?;
             let s = front.session("connect", &a.common)?;
             let h = Connect::new(s, a.addrs.clone(), a.stay);
-            let node = Node::new(config(&a.common), h)
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let node = node(config(&a.common), h)?;
             Ok(front.run(node))
         })(),
         Mode::Ipserver(a) => (|| {
             let mut front = Front::new("ipserver")?;
             let s = front.session("ipserver", &a.common)?;
             let h = Ipserver::new(s, a.interval, a.alive);
-            let mut node = Node::new(listen_config(&a.common, &a.access), h)
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let mut node = node(listen_config(&a.common, &a.access), h)?;
             listen(&mut node, &a.bind)?;
             Ok(front.run(node))
         })(),
@@ -264,8 +265,7 @@ pub fn run(cli: Cli) -> i32 {
                     chunk_size: chunk_size(),
                 },
             };
-            let mut node = Node::new(listen_config(&a.common, &a.access), Filer::new(s, cfg, 0))
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let mut node = node(listen_config(&a.common, &a.access), Filer::new(s, cfg, 0))?;
             let port = listen_next_free(&mut node, &a.bind)?;
             node.handler().set_port(port);
             Ok(front.run(node))

@@ -6,7 +6,7 @@
 mod help;
 mod target;
 
-pub use help::{COMMANDS, CommandSpec, help_text};
+pub use help::{COMMANDS, CommandSpec, available, help_text};
 pub use target::{Item, Target};
 
 /// Long text the user typed (a path), clipped to a few hundred characters for

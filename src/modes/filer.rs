@@ -1,11 +1,12 @@
 //! `sockmod filer --id NAME`: a LAN peer found through an ipserver.
 
-use super::session::{Input, Session, format_table};
+use super::session::{Input, Session};
 use crate::command::{Command, Item, Target};
 use crate::filer::roster::{self, Entry, check_id};
 use crate::filer::transfer::{self, Env, TransferConfig, Transfers};
 use crate::net::{ConnId, ConnInfo, Context, Dir, Handler};
 use crate::protocol::{Header, Message};
+use crate::render::format_table;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -185,12 +186,7 @@ impl Filer {
 
     /// The open (or opening) connection to the peer named `name`, if any.
     fn conn_named(&self, ctx: &Context<'_>, name: &str) -> Option<ConnId> {
-        self.s
-            .names
-            .iter()
-            .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
-            .map(|(id, _)| *id)
-            .min()
+        self.s.conns_named(ctx, name).first().copied()
     }
 
     /// Dials a peer's listener and queues our identity frame first, so it goes
@@ -257,10 +253,9 @@ impl Filer {
         for (name, e) in &self.roster {
             let conns: Vec<String> = self
                 .s
-                .names
+                .conns_named(ctx, name)
                 .iter()
-                .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
-                .map(|(id, _)| id.to_string())
+                .map(ConnId::to_string)
                 .collect();
             rows.push([
                 name.clone(),
@@ -280,14 +275,7 @@ impl Filer {
             .roster
             .iter()
             .map(|(name, e)| {
-                let mut conns: Vec<u64> = self
-                    .s
-                    .names
-                    .iter()
-                    .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
-                    .map(|(id, _)| id.0)
-                    .collect();
-                conns.sort_unstable();
+                let conns: Vec<u64> = self.s.conns_named(ctx, name).iter().map(|c| c.0).collect();
                 serde_json::json!({
                     "id": name,
                     "ip": e.ip.to_string(),
@@ -440,15 +428,9 @@ impl Handler for Filer {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        match input {
-            Input::Line(l) => {
-                if let Some(cmd) = self.s.parse_line(&l) {
-                    let r = self.run(ctx, cmd);
-                    self.s.report(r);
-                }
-            }
-            Input::Eof => {}
-            Input::Signal => ctx.stop(),
+        if let Some(cmd) = self.s.server_input(ctx, input) {
+            let r = self.run(ctx, cmd);
+            self.s.report(r);
         }
     }
 

@@ -3,11 +3,12 @@
 //! The roster frame is encoded once when the roster changes and shared by every
 //! recipient (`Context::send_frame`), so a round costs one queue append per peer.
 
-use super::session::{Input, Session, format_table, short_duration};
+use super::session::{Input, Session};
 use crate::command::Command;
 use crate::filer::roster::{self, Entry, check_id};
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::{Header, Message, encode};
+use crate::render::{format_table, short_duration};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -359,25 +360,19 @@ impl Handler for Ipserver {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        match input {
-            Input::Line(l) => {
-                let Some(cmd) = self.s.parse_line(&l) else {
-                    return;
-                };
-                if cmd == Command::Peers {
-                    let t = if self.s.out.is_json() {
-                        self.peers_json()
-                    } else {
-                        self.peers_table()
-                    };
-                    self.s.out.print(&t);
-                } else {
-                    let r = self.s.run_common(ctx, cmd);
-                    self.s.report(r);
-                }
-            }
-            Input::Eof => {}
-            Input::Signal => ctx.stop(),
+        let Some(cmd) = self.s.server_input(ctx, input) else {
+            return;
+        };
+        if cmd == Command::Peers {
+            let t = if self.s.out.is_json() {
+                self.peers_json()
+            } else {
+                self.peers_table()
+            };
+            self.s.out.print(&t);
+        } else {
+            let r = self.s.run_common(ctx, cmd);
+            self.s.report(r);
         }
     }
 

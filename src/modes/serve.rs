@@ -36,16 +36,9 @@ impl Handler for Serve {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        match input {
-            Input::Line(l) => {
-                if let Some(cmd) = self.s.parse_line(&l) {
-                    let r = self.s.run_common(ctx, cmd);
-                    self.s.report(r);
-                }
-            }
-            // A server keeps running after end of input.
-            Input::Eof => {}
-            Input::Signal => ctx.stop(),
+        if let Some(cmd) = self.s.server_input(ctx, input) {
+            let r = self.s.run_common(ctx, cmd);
+            self.s.report(r);
         }
     }
 

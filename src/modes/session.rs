@@ -3,10 +3,10 @@
 
 use crate::command::{BodySource, Command, Item, Outgoing, Target, help_text};
 use crate::net::{ConnId, ConnInfo, Context, SendError, State};
-use crate::render::{Renderer, human_size};
+use crate::render::{Renderer, format_table, human_size, short_duration};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Input from the REPL, piped stdin, or a signal.
 #[derive(Debug)]
@@ -88,6 +88,18 @@ impl Session {
         self.names.get(&id).map(String::as_str)
     }
 
+    /// The live connections to the peer named `name`, in id order.
+    pub fn conns_named(&self, ctx: &Context<'_>, name: &str) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self
+            .names
+            .iter()
+            .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Renders a message event (nothing for `TP:Check` frames, which are probes
     /// and identities, never messages).
     pub fn show_message(
@@ -156,11 +168,9 @@ impl Session {
                             .map(|i| i.id)
                             .ok_or_else(|| format!("no connection to {}", crate::command::quoted(a)))?,
                         Item::Name(n) => self
-                            .names
-                            .iter()
-                            .filter(|(id, name)| *name == n && ctx.info(**id).is_some())
-                            .map(|(id, _)| *id)
-                            .min()
+                            .conns_named(ctx, n)
+                            .first()
+                            .copied()
                             .ok_or_else(|| match self.mode {
                                 "filer" => format!("no connection to a peer named {} (try `dial NAME`)", crate::command::quoted(n)),
                                 _ => format!("bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)", crate::command::quoted(n)),
@@ -369,48 +379,6 @@ impl Session {
     }
 }
 
-/// Lays out rows in aligned columns.
-pub fn format_table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut s = String::new();
-    for (n, r) in rows.iter().enumerate() {
-        if n > 0 {
-            s.push('\n');
-        }
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(c);
-            if i + 1 < N {
-                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
-            }
-        }
-        s.push_str(line.trim_end());
-    }
-    s
-}
-
-/// `850ms`, `3s`, `2m5s`, `1h2m`.
-pub fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        format!("{}ms", d.as_millis())
-    } else if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{}s", s / 60, s % 60)
-    } else {
-        format!("{}h{}m", s / 3600, s % 3600 / 60)
-    }
-}
-
 impl Session {
     /// Parses a line, reporting a bad one; `None` when there is nothing to run.
     pub fn parse_line(&mut self, line: &str) -> Option<Command> {
@@ -424,31 +392,24 @@ impl Session {
         }
     }
 
-    /// Runs `f`, reporting its error.
+    /// Reports the error of a command that failed.
     pub fn report(&mut self, r: Result<(), String>) {
         if let Err(e) = r {
             self.error(&e);
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns() {
-        let t = format_table(&[
-            ["id".to_string(), "x".into()],
-            ["#10".to_string(), "yy".into()],
-        ]);
-        assert_eq!(t, "id   x\n#10  yy");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(short_duration(Duration::from_millis(5)), "5ms");
-        assert_eq!(short_duration(Duration::from_secs(125)), "2m5s");
-        assert_eq!(short_duration(Duration::from_secs(3720)), "1h2m");
+    /// Takes one input of a server mode (`serve`, `ipserver`, `filer`): a line is
+    /// parsed (a bad one reported) and returned to run; a signal stops the node;
+    /// end of input changes nothing, since servers keep running after it.
+    pub fn server_input(&mut self, ctx: &mut Context<'_>, input: Input) -> Option<Command> {
+        match input {
+            Input::Line(l) => self.parse_line(&l),
+            Input::Eof => None,
+            Input::Signal => {
+                ctx.stop();
+                None
+            }
+        }
     }
 }

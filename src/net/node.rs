@@ -813,25 +813,11 @@ impl Core {
             )));
             return None;
         }
-        let now = Instant::now();
         self.conns.insert(
             id,
             Conn {
                 stream,
-                info: ConnInfo {
-                    id: ConnId(id),
-                    dir,
-                    addr,
-                    state,
-                    since: now,
-                    last_seen: now,
-                    last_sent: now,
-                    msgs_in: 0,
-                    bytes_in: 0,
-                    msgs_out: 0,
-                    bytes_out: 0,
-                    target,
-                },
+                info: ConnInfo::new(ConnId(id), dir, addr, state, target),
                 decoder: Decoder::new(self.config.max_body),
                 out: OutQueue::default(),
                 close_reason: None,
