@@ -62,6 +62,7 @@ impl ExitStatus for Connect {
 
 /// The front end: a prompt on a terminal, or piped stdin.
 pub struct Front {
+    mode: &'static str,
     repl: Option<Repl>,
     /// Completion targets shared with the prompt.
     pub targets: Arc<Mutex<Vec<String>>>,
@@ -76,7 +77,11 @@ impl Front {
         } else {
             None
         };
-        Ok(Front { repl, targets })
+        Ok(Front {
+            mode,
+            repl,
+            targets,
+        })
     }
 
     /// True when reading piped input.
@@ -85,18 +90,15 @@ impl Front {
     }
 
     /// A session whose renderer writes to the right place.
-    pub fn session(&mut self, mode: &'static str, c: &Common) -> Result<Session, String> {
+    pub fn session(&mut self, c: &Common) -> Result<Session, String> {
         let sink = match &mut self.repl {
             Some(r) => r.sink()?,
             None => Box::new(StdioSink::new()),
         };
         let style = if c.json { Style::Json } else { Style::Human };
         let out = Renderer::new(style, c.body_format, c.quiet, sink);
-        let mut s = Session::new(mode, out, self.piped());
-        if !self.piped() {
-            s.completion = Some(self.targets.clone());
-        }
-        Ok(s)
+        let completion = self.repl.as_ref().map(|_| self.targets.clone());
+        Ok(Session::new(self.mode, out, completion))
     }
 
     /// Runs `node` with this front end until it stops; returns the exit status.
@@ -231,21 +233,21 @@ pub fn run(cli: Cli) -> i32 {
     let result: Result<i32, String> = match cli.mode {
         Mode::Serve(a) => (|| {
             let mut front = Front::new("serve")?;
-            let s = front.session("serve", &a.common)?;
+            let s = front.session(&a.common)?;
             let mut node = node(listen_config(&a.common, &a.access), Serve { s })?;
             listen(&mut node, &a.bind)?;
             Ok(front.run(node))
         })(),
         Mode::Connect(a) => (|| {
             let mut front = Front::new("connect")?;
-            let s = front.session("connect", &a.common)?;
+            let s = front.session(&a.common)?;
             let h = Connect::new(s, a.addrs.clone(), a.stay);
             let node = node(config(&a.common), h)?;
             Ok(front.run(node))
         })(),
         Mode::Ipserver(a) => (|| {
             let mut front = Front::new("ipserver")?;
-            let s = front.session("ipserver", &a.common)?;
+            let s = front.session(&a.common)?;
             let h = Ipserver::new(s, a.interval, a.alive);
             let mut node = node(listen_config(&a.common, &a.access), h)?;
             listen(&mut node, &a.bind)?;
@@ -253,7 +255,7 @@ pub fn run(cli: Cli) -> i32 {
         })(),
         Mode::Filer(a) => (|| {
             let mut front = Front::new("filer")?;
-            let s = front.session("filer", &a.common)?;
+            let s = front.session(&a.common)?;
             let cfg = FilerConfig {
                 id: a.id.clone(),
                 ipserver: a.ipserver.clone(),
@@ -265,7 +267,7 @@ pub fn run(cli: Cli) -> i32 {
                     chunk_size: chunk_size(),
                 },
             };
-            let mut node = node(listen_config(&a.common, &a.access), Filer::new(s, cfg, 0))?;
+            let mut node = node(listen_config(&a.common, &a.access), Filer::new(s, cfg))?;
             let port = listen_next_free(&mut node, &a.bind)?;
             node.handler().set_port(port);
             Ok(front.run(node))

@@ -93,6 +93,27 @@ pub enum Command {
     Cancel(u64),
 }
 
+impl Command {
+    /// The command's canonical name (as in [`COMMANDS`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Help(_) => "help",
+            Command::List => "list",
+            Command::Connect(_) => "connect",
+            Command::Send(..) => "send",
+            Command::Broadcast(_) => "broadcast",
+            Command::Multicast(..) => "multicast",
+            Command::Close(_) => "close",
+            Command::Quit => "quit",
+            Command::Peers => "peers",
+            Command::Dial(_) => "dial",
+            Command::SendFile(..) => "sendfile",
+            Command::Transfers => "transfers",
+            Command::Cancel(_) => "cancel",
+        }
+    }
+}
+
 /// Parses one line. `Ok(None)` for a blank line or a comment (`# …`).
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
     let trimmed = line.trim();

@@ -40,11 +40,11 @@ pub struct Ipserver {
     /// When the next round is due (rounds keep a fixed cadence, no drift).
     next_round: Instant,
     /// Roster rounds sent so far.
-    pub rounds: u64,
+    rounds: u64,
     /// How long the last round took to build and queue the frame for everyone.
-    pub last_round: Duration,
+    last_round: Duration,
     /// How long the last round took until its frames were written to the sockets.
-    pub last_round_flushed: Duration,
+    last_round_flushed: Duration,
     round_started: Option<Instant>,
     /// The last notice given per connection, so a peer repeating a bad report
     /// every interval is mentioned once, not every time.
@@ -279,7 +279,7 @@ impl Ipserver {
         t
     }
 
-    fn peers_json(&self) -> String {
+    fn peers_json(&self) -> serde_json::Value {
         let now = Instant::now();
         let peers: Vec<serde_json::Value> = self
             .reports
@@ -302,7 +302,6 @@ impl Ipserver {
             "last_round_us": self.last_round.as_micros() as u64,
             "last_round_write_us": self.last_round_flushed.as_micros() as u64,
         })
-        .to_string()
     }
 }
 
@@ -364,12 +363,13 @@ impl Handler for Ipserver {
             return;
         };
         if cmd == Command::Peers {
-            let t = if self.s.out.is_json() {
-                self.peers_json()
+            if self.s.out.is_json() {
+                let v = self.peers_json();
+                self.s.out.print_json(&v);
             } else {
-                self.peers_table()
-            };
-            self.s.out.print(&t);
+                let t = self.peers_table();
+                self.s.out.print(&t);
+            }
         } else {
             let r = self.s.run_common(ctx, cmd);
             self.s.report(r);

@@ -1,7 +1,7 @@
 //! What every mode shares: the renderer, target resolution, and the commands of
 //! SPEC §3 that work the same in all of them.
 
-use crate::command::{BodySource, Command, Item, Outgoing, Target, help_text};
+use crate::command::{BodySource, Command, Item, Outgoing, Target, help_text, quoted};
 use crate::net::{ConnId, ConnInfo, Context, SendError, State};
 use crate::render::{Renderer, format_table, human_size, short_duration};
 use std::collections::{HashMap, HashSet};
@@ -29,33 +29,39 @@ pub struct Session {
     pub mode: &'static str,
     /// Where events go.
     pub out: Renderer,
-    /// Reading commands from a pipe rather than a person.
-    pub piped: bool,
     /// A command failed (piped mode then exits 1).
     pub failed: bool,
     /// Exit status once stopped.
     pub exit_code: i32,
     /// Peer names by connection (filer).
     pub names: HashMap<ConnId, String>,
-    /// Shared with the REPL's completer.
-    pub completion: Option<CompletionTargets>,
+    /// Shared with the REPL's completer; `None` when reading piped input.
+    completion: Option<CompletionTargets>,
+    /// Names offered for completion besides the connections (the filer's roster).
+    pub completion_extra: Vec<String>,
     /// Connections that are not peers (the filer's ipserver link): left out of `*`.
     pub hidden: HashSet<ConnId>,
 }
 
 impl Session {
-    /// A session for `mode`.
-    pub fn new(mode: &'static str, out: Renderer, piped: bool) -> Self {
+    /// A session for `mode`: at a prompt when `completion` is given (the list
+    /// the prompt completes from), else reading piped input.
+    pub fn new(mode: &'static str, out: Renderer, completion: Option<CompletionTargets>) -> Self {
         Session {
             mode,
             out,
-            piped,
             failed: false,
             exit_code: 0,
             names: HashMap::new(),
-            completion: None,
+            completion,
+            completion_extra: Vec::new(),
             hidden: HashSet::new(),
         }
+    }
+
+    /// True when commands come from a pipe rather than a person at a prompt.
+    pub fn piped(&self) -> bool {
+        self.completion.is_none()
     }
 
     /// Reports a failed command: one line on stderr; piped mode will exit 1.
@@ -66,17 +72,22 @@ impl Session {
 
     /// Stops the node; exit 1 if a piped command failed.
     pub fn quit(&mut self, ctx: &mut Context<'_>) {
-        if self.piped && self.failed {
+        if self.piped() && self.failed {
             self.exit_code = 1;
         }
         ctx.stop();
     }
 
-    /// Updates the completion list from the live connections.
+    /// Updates the completion list: the live connections, the peer names, and
+    /// [`Session::completion_extra`].
     pub fn refresh_completion(&mut self, ctx: &Context<'_>) {
         if let Some(c) = &self.completion {
             let mut v: Vec<String> = ctx.ids().iter().map(|i| i.to_string()).collect();
-            v.extend(self.names.values().cloned());
+            for n in self.names.values().chain(&self.completion_extra) {
+                if !v.contains(n) {
+                    v.push(n.clone());
+                }
+            }
             if let Ok(mut g) = c.lock() {
                 *g = v;
             }
@@ -156,26 +167,7 @@ impl Session {
             Target::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for it in items {
-                    let id = match it {
-                        Item::Id(n) => ctx
-                            .info(ConnId(*n))
-                            .map(|i| i.id)
-                            .ok_or_else(|| format!("no connection #{n}"))?,
-                        Item::Addr(a) => ctx
-                            .conns()
-                            .iter()
-                            .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
-                            .map(|i| i.id)
-                            .ok_or_else(|| format!("no connection to {}", crate::command::quoted(a)))?,
-                        Item::Name(n) => self
-                            .conns_named(ctx, n)
-                            .first()
-                            .copied()
-                            .ok_or_else(|| match self.mode {
-                                "filer" => format!("no connection to a peer named {} (try `dial NAME`)", crate::command::quoted(n)),
-                                _ => format!("bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)", crate::command::quoted(n)),
-                            })?,
-                    };
+                    let id = self.resolve_item(ctx, it)?;
                     if !out.contains(&id) {
                         out.push(id);
                     }
@@ -183,6 +175,34 @@ impl Session {
                 Ok(out)
             }
         }
+    }
+
+    /// The connection one element of a target list names.
+    fn resolve_item(&self, ctx: &Context<'_>, it: &Item) -> Result<ConnId, String> {
+        let found = match it {
+            Item::Id(n) => ctx.info(ConnId(*n)).map(|i| i.id),
+            Item::Addr(a) => ctx
+                .conns()
+                .iter()
+                .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
+                .map(|i| i.id),
+            Item::Name(n) => self.conns_named(ctx, n).first().copied(),
+        };
+        found.ok_or_else(|| match it {
+            Item::Id(n) => format!("no connection #{n}"),
+            Item::Addr(a) => format!("no connection to {}", quoted(a)),
+            Item::Name(n) => match self.mode {
+                "filer" => format!(
+                    "no connection to a peer named {} (try `dial NAME`)",
+                    quoted(n)
+                ),
+                "ipserver" => format!("no connection from a peer named {}", quoted(n)),
+                _ => format!(
+                    "bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)",
+                    quoted(n)
+                ),
+            },
+        })
     }
 
     /// Reads a message's body.
@@ -295,14 +315,11 @@ impl Session {
             }
             Command::Quit => self.quit(ctx),
             other => {
-                let name = match other {
-                    Command::Peers => "peers",
-                    Command::Dial(_) => "dial",
-                    Command::SendFile(..) => "sendfile",
-                    Command::Transfers => "transfers",
-                    _ => "cancel",
-                };
-                return Err(format!("{name} is not available in {} mode", self.mode));
+                return Err(format!(
+                    "{} is not available in {} mode",
+                    other.name(),
+                    self.mode
+                ));
             }
         }
         Ok(())
@@ -333,12 +350,12 @@ impl Session {
                 v
             })
             .collect();
-        let line = serde_json::json!({"event": "list", "conns": conns}).to_string();
-        self.out.print(&line);
+        self.out
+            .print_json(&serde_json::json!({"event": "list", "conns": conns}));
     }
 
     /// The `list` table.
-    pub fn list_table(&self, ctx: &Context<'_>) -> String {
+    fn list_table(&self, ctx: &Context<'_>) -> String {
         let conns = ctx.conns();
         if conns.is_empty() {
             return "no connections".to_string();

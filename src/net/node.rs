@@ -783,36 +783,41 @@ impl Core {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let id = self.new_conn(Some(stream), addr, Dir::In, State::Open, None);
-        if let Some(id) = id {
-            self.open += 1;
-            self.pending.push_back(Pending::Connected(ConnId(id)));
-        }
-    }
-
-    fn new_conn(
-        &mut self,
-        mut stream: Option<TcpStream>,
-        addr: SocketAddr,
-        dir: Dir,
-        state: State,
-        target: Option<String>,
-    ) -> Option<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        if let Some(s) = stream.as_mut()
-            && let Err(e) = self.poll.registry().register(
-                s,
-                Token(id as usize),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-        {
+        let mut stream = stream;
+        let id = self.new_id();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.pending.push_back(Pending::Notice(format!(
                 "cannot register connection from {addr}: {}",
                 describe(&e)
             )));
-            return None;
+            return;
         }
+        self.insert_conn(id, Some(stream), addr, Dir::In, State::Open, None);
+        self.open += 1;
+        self.pending.push_back(Pending::Connected(ConnId(id)));
+    }
+
+    /// The next connection id (never reused in a run).
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Adds connection `id`; its stream, if any, is already registered.
+    fn insert_conn(
+        &mut self,
+        id: u64,
+        stream: Option<TcpStream>,
+        addr: SocketAddr,
+        dir: Dir,
+        state: State,
+        target: Option<String>,
+    ) {
         self.conns.insert(
             id,
             Conn {
@@ -827,7 +832,6 @@ impl Core {
                 fallbacks: Vec::new(),
             },
         );
-        Some(id)
     }
 
     /// Opens the socket of dial `id` to `sa` and registers it; the connect then
@@ -1066,11 +1070,6 @@ impl Context<'_> {
         }
     }
 
-    /// Closes `conn` at once, dropping anything queued.
-    pub fn abort(&mut self, conn: ConnId, reason: impl Into<String>) {
-        self.core.drop_conn(conn.0, reason.into());
-    }
-
     /// Dials `addr` (`HOST:PORT`) without blocking the loop: a host name is looked
     /// up on a helper thread, and the connect itself is non-blocking. The outcome
     /// arrives as `on_connected` or `on_connect_failed` (within the connect timeout);
@@ -1078,17 +1077,12 @@ impl Context<'_> {
     pub fn dial(&mut self, addr: &str) -> ConnId {
         let core = &mut *self.core;
         let literal = addr.parse::<SocketAddr>().ok();
+        // Until a name is looked up, the address shown is the unspecified one.
         let placeholder = SocketAddr::from(([0, 0, 0, 0], 0));
-        let Some(id) = core.new_conn(
-            None,
-            literal.unwrap_or(placeholder),
-            Dir::Out,
-            State::Connecting,
-            Some(addr.to_string()),
-        ) else {
-            // Unreachable without a socket to register; keep ids consistent anyway.
-            return ConnId(core.next_id - 1);
-        };
+        let id = core.new_id();
+        let (dir, state) = (Dir::Out, State::Connecting);
+        let shown = literal.unwrap_or(placeholder);
+        core.insert_conn(id, None, shown, dir, state, Some(addr.to_string()));
         if let Some(c) = core.conns.get_mut(&id) {
             c.deadline = Some(Instant::now() + core.config.connect_timeout);
         }

@@ -77,16 +77,21 @@ impl Renderer {
     }
 
     /// Prints command output (tables, help) on stdout; with `--json`, where stdout
-    /// holds only JSON lines, text that is not JSON goes to stderr.
+    /// holds only JSON lines, on stderr.
     pub fn print(&mut self, text: &str) {
-        let to_stdout = !self.is_json() || text.starts_with('{');
         for l in text.lines() {
-            if to_stdout {
-                self.sink.event(l.as_bytes());
-            } else {
+            if self.is_json() {
                 self.sink.notice(l);
+            } else {
+                self.sink.event(l.as_bytes());
             }
         }
+    }
+
+    /// Prints command output for scripts (`list`, `peers`, `transfers` with
+    /// `--json`) as one JSON line on stdout.
+    pub fn print_json(&mut self, v: &serde_json::Value) {
+        self.sink.event(v.to_string().as_bytes());
     }
 
     /// A finished JSON object from [`Renderer::json`] goes out as one line.

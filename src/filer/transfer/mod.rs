@@ -168,16 +168,6 @@ impl Transfers {
         }
     }
 
-    /// The settings.
-    pub fn config(&self) -> &TransferConfig {
-        &self.cfg
-    }
-
-    /// A transfer's record.
-    pub fn record(&self, id: u64) -> Option<&Record> {
-        self.records.get(&id)
-    }
-
     fn new_record(
         &mut self,
         ctx: &Context<'_>,
@@ -320,8 +310,8 @@ impl Transfers {
                 .values()
                 .map(|r| r.json(peer_name(r, env.names), now))
                 .collect();
-            let line = serde_json::json!({"event": "transfers", "transfers": all}).to_string();
-            env.out.print(&line);
+            env.out
+                .print_json(&serde_json::json!({"event": "transfers", "transfers": all}));
             return;
         }
         if self.records.is_empty() {
@@ -831,11 +821,8 @@ impl Transfers {
         }
     }
 
-    /// The filer's timer fired with `token`; returns true when it was ours.
-    pub fn on_timer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, token: u64) -> bool {
-        if token != TIMER {
-            return false;
-        }
+    /// The progress timer ([`TIMER`]) fired.
+    pub fn on_timer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>) {
         let conns: Vec<ConnId> = self.sends.keys().copied().collect();
         for conn in conns {
             self.check_written(ctx, env, conn);
@@ -862,7 +849,6 @@ impl Transfers {
         } else {
             self.ticking = false;
         }
-        true
     }
 
     /// Redraws the progress block (terminal only).

@@ -105,16 +105,6 @@ impl Incoming {
         })
     }
 
-    /// The index the next chunk must have.
-    pub fn next_index(&self) -> u64 {
-        self.next_index
-    }
-
-    /// The temporary file being written.
-    pub fn part(&self) -> &Path {
-        &self.part
-    }
-
     fn fail(&mut self, reason: String, ended: bool) -> Step {
         self.discard();
         Step::Failed { reason, ended }
