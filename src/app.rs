@@ -2,8 +2,9 @@
 //! thread (REPL or piped stdin) and signal handling, and returns the exit status.
 
 use crate::cli::{AccessArgs, Cli, Common, Mode, YesNo};
+use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
-use crate::modes::{Connect, Filer, FilerConfig, Input, Ipserver, Serve, Session};
+use crate::modes::{Connect, Filer, FilerConfig, Ipserver, Serve, Session};
 use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
 use crate::render::{Renderer, StdioSink, Style};
 use crate::repl::{Repl, TermGuard, spawn_stdin_reader};

@@ -99,8 +99,10 @@ pub struct ServeArgs {
     /// Address to listen on: HOST:PORT or PORT (port 0: any free port).
     #[arg(long, short, default_value = "0.0.0.0:63335", value_name = "ADDR")]
     pub bind: String,
+    /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }
@@ -114,6 +116,7 @@ pub struct ConnectArgs {
     /// At end of piped input, keep running until every connection closes.
     #[arg(long)]
     pub stay: bool,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }
@@ -130,8 +133,10 @@ pub struct IpserverArgs {
     /// A peer stays in the roster this long after its last report.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub alive: Duration,
+    /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }
@@ -160,8 +165,10 @@ pub struct FilerArgs {
     /// Accept incoming files.
     #[arg(long, value_enum, default_value_t = YesNo::Yes, value_name = "yes|no")]
     pub accept_files: YesNo,
+    /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }

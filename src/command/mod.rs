@@ -40,6 +40,23 @@ pub fn quoted(s: &str) -> String {
 
 use crate::protocol::Header;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What the front end (the REPL, or the reader of piped stdin) and the signal
+/// handler hand to the loop.
+#[derive(Debug)]
+pub enum Input {
+    /// A command line.
+    Line(String),
+    /// End of input (Ctrl-D in the REPL runs `quit` instead).
+    Eof,
+    /// SIGINT or SIGTERM: shut down cleanly, exit 0.
+    Signal,
+}
+
+/// Connection ids and peer names offered by tab completion; written by the loop,
+/// read by the REPL.
+pub type CompletionTargets = Arc<Mutex<Vec<String>>>;
 
 /// Where a message body comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,6 +1,7 @@
 //! `sockmod connect ADDR...`: a client with many connections.
 
-use super::session::{Input, Session};
+use super::session::Session;
+use crate::command::Input;
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::Message;
 use std::collections::{HashSet, VecDeque};

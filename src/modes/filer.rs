@@ -1,6 +1,7 @@
 //! `sockmod filer --id NAME`: a LAN peer found through an ipserver.
 
-use super::session::{Input, Session};
+use super::session::Session;
+use crate::command::Input;
 use crate::command::{Command, Item, Target};
 use crate::filer::roster::{self, Entry, check_id};
 use crate::filer::transfer::{self, Env, TransferConfig, Transfers};

@@ -3,8 +3,9 @@
 //! The roster frame is encoded once when the roster changes and shared by every
 //! recipient (`Context::send_frame`), so a round costs one queue append per peer.
 
-use super::session::{Input, Session};
+use super::session::Session;
 use crate::command::Command;
+use crate::command::Input;
 use crate::filer::roster::{self, Entry, check_id};
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::{Header, Message, encode};

@@ -1,6 +1,7 @@
 //! `sockmod serve`: keep many clients, print what they send, talk back.
 
-use super::session::{Input, Session};
+use super::session::Session;
+use crate::command::Input;
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::Message;
 

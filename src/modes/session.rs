@@ -1,27 +1,13 @@
 //! What every mode shares: the renderer, target resolution, and the commands of
 //! SPEC §3 that work the same in all of them.
 
-use crate::command::{BodySource, Command, Item, Outgoing, Target, help_text, quoted};
+use crate::command::{
+    BodySource, Command, CompletionTargets, Input, Item, Outgoing, Target, help_text, quoted,
+};
 use crate::net::{ConnId, ConnInfo, Context, SendError, State};
 use crate::render::{Renderer, format_table, human_size, short_duration};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// Input from the REPL, piped stdin, or a signal.
-#[derive(Debug)]
-pub enum Input {
-    /// A command line.
-    Line(String),
-    /// End of input (Ctrl-D in the REPL runs `quit` instead).
-    Eof,
-    /// SIGINT or SIGTERM: shut down cleanly, exit 0.
-    Signal,
-}
-
-/// Connection ids and peer names offered by tab completion; written by the loop,
-/// read by the REPL.
-pub type CompletionTargets = Arc<Mutex<Vec<String>>>;
 
 /// State and behaviour common to all modes.
 pub struct Session {

@@ -1,7 +1,7 @@
 //! Tab completion of commands, targets and paths.
 
+use crate::command::CompletionTargets;
 use crate::command::{COMMANDS, available};
-use crate::modes::CompletionTargets;
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;

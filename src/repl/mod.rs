@@ -6,7 +6,7 @@ mod complete;
 
 pub use complete::{SockHelper, candidates};
 
-use crate::modes::{CompletionTargets, Input};
+use crate::command::{CompletionTargets, Input};
 use crate::net::Remote;
 use crate::render::{Sink, StatusBlock};
 use rustyline::error::ReadlineError;

@@ -15,20 +15,20 @@
 //!   and is told to the other side with a `TP:cancel` frame ([`wire`]).
 
 pub mod naming;
+pub mod record;
 pub mod recv;
 pub mod send;
-pub mod table;
 pub mod wire;
 
 use crate::net::{ConnId, ConnInfo, Context, State};
 use crate::protocol::Message;
 use crate::render::{Renderer, format_table, human_size};
+use record::{Phase, Record};
 use recv::{Incoming, Step};
 use send::{Outgoing, check_source, wire_name};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use table::{Phase, Record};
 use wire::{Chunk, Control, Frame, Role};
 
 /// The chunk size: bytes of file per frame.
