@@ -109,9 +109,8 @@ impl Front {
     {
         let remote = node.remote();
         let signal_remote = remote.clone();
-        if let Err(e) = ctrlc::set_handler(move || {
-            let _ = signal_remote.send(Input::Signal);
-        }) {
+        // SIGINT and SIGTERM: the handler's `on_interrupt` stops the node cleanly.
+        if let Err(e) = ctrlc::set_handler(move || signal_remote.interrupt()) {
             eprintln!("warning: cannot handle signals: {e}");
         }
         match self.repl {

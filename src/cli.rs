@@ -111,7 +111,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// Servers to connect to (HOST:PORT).
-    #[arg(required = true, value_name = "ADDR")]
+    #[arg(required = true, value_name = "ADDR", value_parser = parse_host_port)]
     pub addrs: Vec<String>,
     /// At end of piped input, keep running until every connection closes.
     #[arg(long)]
@@ -182,15 +182,34 @@ pub enum YesNo {
     No,
 }
 
+/// Checks a dial target: `HOST:PORT`.
+pub fn parse_host_port(s: &str) -> Result<String, String> {
+    if crate::net::has_port(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not HOST:PORT"))
+    }
+}
+
 /// Checks a filer peer name.
 pub fn parse_id(s: &str) -> Result<String, String> {
     crate::filer::roster::check_id(s).map(|_| s.to_string())
 }
 
-/// Parses a duration like `500ms`, `2s`, `1m`.
+/// Parses a duration like `500ms`, `2s`, `1m`: at least a millisecond (a zero
+/// interval would make a timer fire on every turn of the loop) and at most
+/// 100 years (further than the clock can count from now).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}); try 500ms, 2s, 1m"))
+    const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 500ms, 2s, 1m"))?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?} is too short; give at least 1ms"));
+    }
+    if d > MAX {
+        return Err(format!("{s:?} is too long; give at most 100 years"));
+    }
+    Ok(d)
 }
 
 /// Parses a size: plain bytes, or with a unit (`KB`/`MB`/`GB` decimal, `KiB`/`MiB`/`GiB` binary,
@@ -230,6 +249,18 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0s").unwrap_err().contains("too short"));
+        assert!(
+            parse_duration("500000000000y")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

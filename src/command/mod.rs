@@ -42,16 +42,17 @@ use crate::protocol::Header;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// What the front end (the REPL, or the reader of piped stdin) and the signal
-/// handler hand to the loop.
+/// What the front end (the REPL, or the reader of piped stdin) hands to the
+/// loop. (Signals take another way: [`crate::net::Remote::interrupt`].)
 #[derive(Debug)]
 pub enum Input {
     /// A command line.
     Line(String),
+    /// A line that could not be taken (too long), with the reason: a failed
+    /// command.
+    Bad(String),
     /// End of input (Ctrl-D in the REPL runs `quit` instead).
     Eof,
-    /// SIGINT or SIGTERM: shut down cleanly, exit 0.
-    Signal,
 }
 
 /// Connection ids and peer names offered by tab completion; written by the loop,

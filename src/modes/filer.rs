@@ -422,7 +422,7 @@ impl Handler for Filer {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        if let Some(cmd) = self.s.server_input(ctx, input) {
+        if let Some(cmd) = self.s.take_input(input) {
             let r = self.run(ctx, cmd);
             self.s.report(r);
         }

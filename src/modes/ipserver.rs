@@ -63,7 +63,8 @@ impl Ipserver {
             shown: HashMap::new(),
             frame: None,
             live: Vec::new(),
-            next_round: Instant::now() + interval,
+            // Set when the node starts.
+            next_round: Instant::now(),
             rounds: 0,
             last_round: Duration::ZERO,
             last_round_flushed: Duration::ZERO,
@@ -360,7 +361,7 @@ impl Handler for Ipserver {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        let Some(cmd) = self.s.server_input(ctx, input) else {
+        let Some(cmd) = self.s.take_input(input) else {
             return;
         };
         if cmd == Command::Peers {

@@ -37,7 +37,7 @@ impl Handler for Serve {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        if let Some(cmd) = self.s.server_input(ctx, input) {
+        if let Some(cmd) = self.s.take_input(input) {
             let r = self.s.run_common(ctx, cmd);
             self.s.report(r);
         }

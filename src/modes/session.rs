@@ -133,8 +133,11 @@ impl Session {
     pub fn on_connect_failed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str) {
         let target = info.target.clone().unwrap_or_else(|| info.addr.to_string());
         self.out.connect_failed(info, &target, reason);
-        self.out
-            .notice(&format!("error: cannot connect to {target}: {reason}"));
+        // A dial cut short by our own shutdown is not an error.
+        if !ctx.is_stopping() {
+            self.out
+                .notice(&format!("error: cannot connect to {target}: {reason}"));
+        }
         self.refresh_completion(ctx);
     }
 
@@ -402,17 +405,17 @@ impl Session {
         }
     }
 
-    /// Takes one input of a server mode (`serve`, `ipserver`, `filer`): a line is
-    /// parsed (a bad one reported) and returned to run; a signal stops the node;
-    /// end of input changes nothing, since servers keep running after it.
-    pub fn server_input(&mut self, ctx: &mut Context<'_>, input: Input) -> Option<Command> {
+    /// The command an input asks to run: a line is parsed (a bad one reported,
+    /// as is a line that could not be read); end of input gives none (servers
+    /// keep running after it; `connect` looks at it first).
+    pub fn take_input(&mut self, input: Input) -> Option<Command> {
         match input {
             Input::Line(l) => self.parse_line(&l),
-            Input::Eof => None,
-            Input::Signal => {
-                ctx.stop();
+            Input::Bad(reason) => {
+                self.error(&reason);
                 None
             }
+            Input::Eof => None,
         }
     }
 }

@@ -42,6 +42,12 @@ pub trait Handler {
     /// A command arrived from another thread.
     fn on_command(&mut self, _ctx: &mut Context<'_>, _cmd: Self::Command) {}
 
+    /// [`Remote::interrupt`](super::Remote::interrupt) was called (SIGINT or
+    /// SIGTERM): stops the node cleanly unless overridden.
+    fn on_interrupt(&mut self, ctx: &mut Context<'_>) {
+        ctx.stop();
+    }
+
     /// The outbound queue fell to the mark given to [`Context::notify_drained`].
     fn on_drained(&mut self, _ctx: &mut Context<'_>, _conn: ConnId) {}
 
