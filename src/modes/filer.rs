@@ -376,7 +376,10 @@ impl Handler for Filer {
         self.xfer
             .on_connect_failed(&mut env(&mut self.s), info.id, reason);
         self.s.names.remove(&info.id);
-        self.s.on_connect_failed(ctx, info, reason);
+        // Our identity frame, queued first on every dial, is not the user's message.
+        let mut info = info.clone();
+        info.msgs_out = info.msgs_out.saturating_sub(1);
+        self.s.on_connect_failed(ctx, &info, reason);
     }
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {

@@ -129,9 +129,16 @@ impl Session {
         self.refresh_completion(ctx);
     }
 
-    /// Renders a failed dial (event on stdout, error on stderr).
+    /// Renders a failed dial (event on stdout, error on stderr), saying how many
+    /// messages sent to it while it was being dialled were dropped.
     pub fn on_connect_failed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str) {
         let target = info.target.clone().unwrap_or_else(|| info.addr.to_string());
+        let reason = match info.msgs_out {
+            0 => reason.to_string(),
+            1 => format!("{reason}; the message sent to it was dropped"),
+            n => format!("{reason}; the {n} messages sent to it were dropped"),
+        };
+        let reason = reason.as_str();
         self.out.connect_failed(info, &target, reason);
         // A dial cut short by our own shutdown is not an error.
         if !ctx.is_stopping() {

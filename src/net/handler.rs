@@ -57,6 +57,7 @@ pub trait Handler {
         eprintln!("{notice}");
     }
 
-    /// The loop is about to block in poll: a good moment to flush output.
+    /// The loop is about to block in poll, or to return from
+    /// [`Node::run`](super::Node::run): a good moment to flush output.
     fn on_idle(&mut self, _ctx: &mut Context<'_>) {}
 }

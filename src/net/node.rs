@@ -378,6 +378,10 @@ impl<H: Handler> Node<H> {
             self.core.drop_conn(id, "shutting down".to_string());
         }
         self.dispatch_pending();
+        let mut ctx = Context {
+            core: &mut self.core,
+        };
+        self.handler.on_idle(&mut ctx);
         Ok(self.handler)
     }
 
