@@ -35,75 +35,75 @@ complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "help" -d 'Print thi
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT (port 0: any free port)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
-text\t'Always as text (invalid UTF-8 replaced)'
-hex\t'Hex'
-base64\t'Base64'
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
+text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
+hex\t'Hex of the whole body (JSON: `body_hex`)'
+base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
-text\t'Always as text (invalid UTF-8 replaced)'
-hex\t'Hex'
-base64\t'Base64'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
+text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
+hex\t'Hex of the whole body (JSON: `body_hex`)'
+base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l stay -d 'At end of piped input, keep running until every connection closes'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l stay -d 'At end of piped input, keep running until every connection closes (without it: exit once everything sent is flushed)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l interval -d 'How often the roster is multicast' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT (port 0: any free port)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l interval -d 'How often the roster is multicast to the peers' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l alive -d 'A peer stays in the roster this long after its last report' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
-text\t'Always as text (invalid UTF-8 replaced)'
-hex\t'Hex'
-base64\t'Base64'
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
+text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
+hex\t'Hex of the whole body (JSON: `body_hex`)'
+base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l id -d 'This peer\'s name (no `,` `;` `:` or control characters)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s b -l bind -d 'Address to listen on; if taken, the next ports up are tried (port 0: any)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l ipserver -d 'The ipserver to report to' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l report-interval -d 'How often to report to the ipserver' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l id -d 'This peer\'s name: at most 255 bytes, no `,` `;` `:` or control characters, no leading or trailing spaces' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s b -l bind -d 'Address to listen on; if its port is taken, the next ones up are tried (up to 100; port 0: any free port)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l ipserver -d 'The ipserver to report to (HOST:PORT, or HOST for port 5000); retried while it is unreachable' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l report-interval -d 'How often to report to the ipserver (also how often to retry it, within 100ms to 5s, while it is unreachable)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l inbox -d 'Where received files are written (created if missing)' -r -F
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files' -r -f -a "yes\t'Yes'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this (e.g. 4GiB); without it, only files larger than the free space are refused' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files, or refuse them all (the sender is told why)' -r -f -a "yes\t'Yes'
 no\t'No'"
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`)'
-text\t'Always as text (invalid UTF-8 replaced)'
-hex\t'Hex'
-base64\t'Base64'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
+text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
+hex\t'Hex of the whole body (JSON: `body_hex`)'
+base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-queue -d 'Largest outbound queue per connection before it is dropped as a slow consumer' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns -d 'Most connections at once; more are accepted and closed at once' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l heartbeat -d 'Send a TP:Check probe on connections idle this long (e.g. 5s)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l idle-timeout -d 'Close connections silent this long (e.g. 30s, 1m)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c sockmod -n "__fish_sockmod_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c sockmod -n "__fish_sockmod_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "serve" -d 'Listen, keep many clients, print what they send, send back'
 complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "connect" -d 'Connect to one or more servers and talk to them'
 complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "ipserver" -d 'Discovery server of the filer network: collect reports, multicast the roster'

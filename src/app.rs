@@ -2,8 +2,9 @@
 //! thread (REPL or piped stdin) and signal handling, and returns the exit status.
 
 use crate::cli::{AccessArgs, Cli, Common, Mode, YesNo};
+use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
-use crate::modes::{Connect, Filer, FilerConfig, Input, Ipserver, Serve, Session};
+use crate::modes::{Connect, Filer, FilerConfig, Ipserver, Serve, Session};
 use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
 use crate::render::{Renderer, StdioSink, Style};
 use crate::repl::{Repl, TermGuard, spawn_stdin_reader};
@@ -62,6 +63,7 @@ impl ExitStatus for Connect {
 
 /// The front end: a prompt on a terminal, or piped stdin.
 pub struct Front {
+    mode: &'static str,
     repl: Option<Repl>,
     /// Completion targets shared with the prompt.
     pub targets: Arc<Mutex<Vec<String>>>,
@@ -76,7 +78,11 @@ impl Front {
         } else {
             None
         };
-        Ok(Front { repl, targets })
+        Ok(Front {
+            mode,
+            repl,
+            targets,
+        })
     }
 
     /// True when reading piped input.
@@ -85,18 +91,15 @@ impl Front {
     }
 
     /// A session whose renderer writes to the right place.
-    pub fn session(&mut self, mode: &'static str, c: &Common) -> Result<Session, String> {
+    pub fn session(&mut self, c: &Common) -> Result<Session, String> {
         let sink = match &mut self.repl {
             Some(r) => r.sink()?,
             None => Box::new(StdioSink::new()),
         };
         let style = if c.json { Style::Json } else { Style::Human };
         let out = Renderer::new(style, c.body_format, c.quiet, sink);
-        let mut s = Session::new(mode, out, self.piped());
-        if !self.piped() {
-            s.completion = Some(self.targets.clone());
-        }
-        Ok(s)
+        let completion = self.repl.as_ref().map(|_| self.targets.clone());
+        Ok(Session::new(self.mode, out, completion))
     }
 
     /// Runs `node` with this front end until it stops; returns the exit status.
@@ -106,9 +109,8 @@ impl Front {
     {
         let remote = node.remote();
         let signal_remote = remote.clone();
-        if let Err(e) = ctrlc::set_handler(move || {
-            let _ = signal_remote.send(Input::Signal);
-        }) {
+        // SIGINT and SIGTERM: the handler's `on_interrupt` stops the node cleanly.
+        if let Err(e) = ctrlc::set_handler(move || signal_remote.interrupt()) {
             eprintln!("warning: cannot handle signals: {e}");
         }
         match self.repl {
@@ -154,6 +156,10 @@ impl Front {
             }
         }
     }
+}
+
+fn node<H: Handler>(config: Config, handler: H) -> Result<Node<H>, String> {
+    Node::new(config, handler).map_err(|e| format!("cannot start: {}", describe(&e)))
 }
 
 fn listen<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<(), String> {
@@ -227,32 +233,29 @@ pub fn run(cli: Cli) -> i32 {
     let result: Result<i32, String> = match cli.mode {
         Mode::Serve(a) => (|| {
             let mut front = Front::new("serve")?;
-            let s = front.session("serve", &a.common)?;
-            let mut node = Node::new(listen_config(&a.common, &a.access), Serve { s })
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let s = front.session(&a.common)?;
+            let mut node = node(listen_config(&a.common, &a.access), Serve { s })?;
             listen(&mut node, &a.bind)?;
             Ok(front.run(node))
         })(),
         Mode::Connect(a) => (|| {
             let mut front = Front::new("connect")?;
-            let s = front.session("connect", &a.common)?;
+            let s = front.session(&a.common)?;
             let h = Connect::new(s, a.addrs.clone(), a.stay);
-            let node = Node::new(config(&a.common), h)
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let node = node(config(&a.common), h)?;
             Ok(front.run(node))
         })(),
         Mode::Ipserver(a) => (|| {
             let mut front = Front::new("ipserver")?;
-            let s = front.session("ipserver", &a.common)?;
+            let s = front.session(&a.common)?;
             let h = Ipserver::new(s, a.interval, a.alive);
-            let mut node = Node::new(listen_config(&a.common, &a.access), h)
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let mut node = node(listen_config(&a.common, &a.access), h)?;
             listen(&mut node, &a.bind)?;
             Ok(front.run(node))
         })(),
         Mode::Filer(a) => (|| {
             let mut front = Front::new("filer")?;
-            let s = front.session("filer", &a.common)?;
+            let s = front.session(&a.common)?;
             let cfg = FilerConfig {
                 id: a.id.clone(),
                 ipserver: a.ipserver.clone(),
@@ -264,8 +267,7 @@ pub fn run(cli: Cli) -> i32 {
                     chunk_size: chunk_size(),
                 },
             };
-            let mut node = Node::new(listen_config(&a.common, &a.access), Filer::new(s, cfg, 0))
-                .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+            let mut node = node(listen_config(&a.common, &a.access), Filer::new(s, cfg))?;
             let port = listen_next_free(&mut node, &a.bind)?;
             node.handler().set_port(port);
             Ok(front.run(node))

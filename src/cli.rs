@@ -30,14 +30,39 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Mode {
     /// Listen, keep many clients, print what they send, send back.
+    ///
+    /// Prints `listening on IP:PORT` once bound, then an event for every
+    /// connection and message. Commands (type `help`, or pipe them in): send,
+    /// broadcast, multicast, close, list, connect, quit. With piped input it keeps
+    /// running after the end of it, until `quit`, SIGINT or SIGTERM.
     Serve(ServeArgs),
     /// Connect to one or more servers and talk to them.
+    ///
+    /// Dials every ADDR at start. Piped commands wait until those dials have
+    /// finished, so `printf 'send * hi\n' | sockmod connect HOST:PORT` never races
+    /// the connection; at the end of piped input it exits once everything sent is
+    /// flushed (see --stay). Exit status 1 when every dial failed or a piped
+    /// command failed.
     Connect(ConnectArgs),
     /// Discovery server of the filer network: collect reports, multicast the roster.
+    ///
+    /// Filers report `ID:NAME;Port:PORT`; every --interval the roster
+    /// (`ID,IP,PORT;…`) goes to each peer that reported within --alive. `peers`
+    /// lists who reported, from where and when.
     Ipserver(IpserverArgs),
     /// LAN peer: report to an ipserver, talk to peers, send and receive files.
+    ///
+    /// Reports to --ipserver (retrying while it is away), learns who else is
+    /// online, and talks to them directly: `peers`, `dial NAME`, `send NAME TEXT`,
+    /// `sendfile NAME PATH...`, `transfers`, `cancel N`. Received files go to
+    /// --inbox, verified, never overwriting a file.
     Filer(FilerArgs),
     /// Print a shell completion script.
+    ///
+    /// For example: `sockmod completions bash >
+    /// ~/.local/share/bash-completion/completions/sockmod`, `sockmod completions zsh >
+    /// ~/.zfunc/_sockmod`, `sockmod completions fish >
+    /// ~/.config/fish/completions/sockmod.fish`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -56,19 +81,24 @@ pub struct Common {
     /// Do not show message events (`list` still counts them).
     #[arg(long, short)]
     pub quiet: bool,
-    /// Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096).
+    /// Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring
+    /// more closes that connection.
     #[arg(long, value_parser = parse_size, default_value = "64MiB", value_name = "SIZE")]
     pub max_body: usize,
-    /// Largest outbound queue per connection before it is dropped as a slow consumer.
+    /// Largest outbound queue per connection: a peer that does not read while its
+    /// queue is over this is dropped as a slow consumer. Also the largest file
+    /// `send -f` reads.
     #[arg(long, value_parser = parse_size, default_value = "64MiB", value_name = "SIZE")]
     pub max_queue: usize,
-    /// Most connections at once; more are accepted and closed at once.
+    /// Most connections at once; more are accepted and closed at once, with a notice.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_conns: usize,
-    /// Send a TP:Check probe on connections idle this long (e.g. 5s).
+    /// Send a TP:Check probe on a connection after sending it nothing for this
+    /// long (e.g. 5s), so quiet links stay up; off unless given.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub heartbeat: Option<Duration>,
-    /// Close connections silent this long (e.g. 30s, 1m).
+    /// Close a connection that sent nothing (not even a probe) for this long
+    /// (e.g. 30s, 1m); off unless given.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
 }
@@ -99,8 +129,10 @@ pub struct ServeArgs {
     /// Address to listen on: HOST:PORT or PORT (port 0: any free port).
     #[arg(long, short, default_value = "0.0.0.0:63335", value_name = "ADDR")]
     pub bind: String,
+    /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }
@@ -109,11 +141,13 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// Servers to connect to (HOST:PORT).
-    #[arg(required = true, value_name = "ADDR")]
+    #[arg(required = true, value_name = "ADDR", value_parser = parse_host_port)]
     pub addrs: Vec<String>,
-    /// At end of piped input, keep running until every connection closes.
+    /// At end of piped input, keep running until every connection closes
+    /// (without it: exit once everything sent is flushed).
     #[arg(long)]
     pub stay: bool,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }
@@ -121,17 +155,19 @@ pub struct ConnectArgs {
 /// `sockmod ipserver`.
 #[derive(Debug, Args)]
 pub struct IpserverArgs {
-    /// Address to listen on: HOST:PORT or PORT.
+    /// Address to listen on: HOST:PORT or PORT (port 0: any free port).
     #[arg(long, short, default_value = "0.0.0.0:5000", value_name = "ADDR")]
     pub bind: String,
-    /// How often the roster is multicast.
+    /// How often the roster is multicast to the peers.
     #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
     pub interval: Duration,
     /// A peer stays in the roster this long after its last report.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub alive: Duration,
+    /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }
@@ -139,29 +175,42 @@ pub struct IpserverArgs {
 /// `sockmod filer`.
 #[derive(Debug, Args)]
 pub struct FilerArgs {
-    /// This peer's name (no `,` `;` `:` or control characters).
+    /// This peer's name: at most 255 bytes, no `,` `;` `:` or control characters,
+    /// no leading or trailing spaces.
     #[arg(long, value_name = "NAME", value_parser = parse_id)]
     pub id: String,
-    /// Address to listen on; if taken, the next ports up are tried (port 0: any).
+    /// Address to listen on; if its port is taken, the next ones up are tried (up
+    /// to 100; port 0: any free port).
     #[arg(long, short, default_value = "0.0.0.0:63330", value_name = "ADDR")]
     pub bind: String,
-    /// The ipserver to report to.
+    /// The ipserver to report to (HOST:PORT, or HOST for port 5000); retried while
+    /// it is unreachable.
     #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
     pub ipserver: String,
-    /// How often to report to the ipserver.
+    /// How often to report to the ipserver (also how often to retry it, within
+    /// 100ms to 5s, while it is unreachable).
     #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
     pub report_interval: Duration,
     /// Where received files are written (created if missing).
     #[arg(long, default_value = "./inbox", value_name = "DIR")]
     pub inbox: PathBuf,
-    /// Refuse incoming files larger than this.
+    /// Refuse incoming files larger than this (e.g. 4GiB); without it, only files
+    /// larger than the free space are refused.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_file_size: Option<usize>,
-    /// Accept incoming files.
-    #[arg(long, value_enum, default_value_t = YesNo::Yes, value_name = "yes|no")]
+    /// Accept incoming files, or refuse them all (the sender is told why).
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = YesNo::Yes,
+        value_name = "yes|no",
+        hide_possible_values = true
+    )]
     pub accept_files: YesNo,
+    /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// The options every mode shares.
     #[command(flatten)]
     pub common: Common,
 }
@@ -175,15 +224,34 @@ pub enum YesNo {
     No,
 }
 
+/// Checks a dial target: `HOST:PORT`.
+pub fn parse_host_port(s: &str) -> Result<String, String> {
+    if crate::net::has_port(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not HOST:PORT"))
+    }
+}
+
 /// Checks a filer peer name.
 pub fn parse_id(s: &str) -> Result<String, String> {
     crate::filer::roster::check_id(s).map(|_| s.to_string())
 }
 
-/// Parses a duration like `500ms`, `2s`, `1m`.
+/// Parses a duration like `500ms`, `2s`, `1m`: at least a millisecond (a zero
+/// interval would make a timer fire on every turn of the loop) and at most
+/// 100 years (further than the clock can count from now).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}); try 500ms, 2s, 1m"))
+    const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 500ms, 2s, 1m"))?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?} is too short; give at least 1ms"));
+    }
+    if d > MAX {
+        return Err(format!("{s:?} is too long; give at most 100 years"));
+    }
+    Ok(d)
 }
 
 /// Parses a size: plain bytes, or with a unit (`KB`/`MB`/`GB` decimal, `KiB`/`MiB`/`GiB` binary,
@@ -223,6 +291,18 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0s").unwrap_err().contains("too short"));
+        assert!(
+            parse_duration("500000000000y")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

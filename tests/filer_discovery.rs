@@ -17,16 +17,7 @@ const INTERVAL_ARG: &str = "300ms";
 const SLACK: Duration = Duration::from_millis(900);
 
 fn ipserver_at(bind: &str, extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut args = vec![
-        "ipserver",
-        "--bind",
-        bind,
-        "--json",
-        "--interval",
-        INTERVAL_ARG,
-    ];
-    args.extend_from_slice(extra);
-    spawn_listening(&args)
+    spawn_ipserver(bind, INTERVAL_ARG, extra)
 }
 
 fn ipserver(extra: &[&str]) -> (Proc, SocketAddr) {
@@ -35,25 +26,7 @@ fn ipserver(extra: &[&str]) -> (Proc, SocketAddr) {
 
 /// A JSON filer named `id` reporting to `ips`; returns it with its listening port.
 fn filer(id: &str, ips: SocketAddr, extra: &[&str]) -> (Proc, u16) {
-    let ips = ips.to_string();
-    let inbox = tmp_path(&format!("inbox-{id}"));
-    let inbox = inbox.to_string_lossy().into_owned();
-    let mut args = vec![
-        "filer",
-        "--id",
-        id,
-        "--bind",
-        "127.0.0.1:0",
-        "--ipserver",
-        &ips,
-        "--report-interval",
-        INTERVAL_ARG,
-        "--inbox",
-        &inbox,
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let (p, a) = spawn_listening(&args);
+    let (p, a) = spawn_filer(id, ips, INTERVAL_ARG, extra);
     (p, a.port())
 }
 
@@ -98,14 +71,6 @@ fn report(c: &mut Client, id: &str, port: u16) {
         &Header::new().with("ID", id).with("Port", port.to_string()),
         b"",
     );
-}
-
-/// A frame built by hand from header text, like the Qt peer writes it.
-fn raw_frame(header: &str, body: &[u8]) -> Vec<u8> {
-    let mut f = (header.len() as u16).to_le_bytes().to_vec();
-    f.extend_from_slice(header.as_bytes());
-    f.extend_from_slice(body);
-    f
 }
 
 /// The entries of a roster frame, as text `ID,IP,PORT`.
@@ -157,10 +122,7 @@ fn three_filers_find_each_other_and_see_one_leave() {
             }
         }
         assert_eq!(
-            p.out.count(|l| l
-                .json
-                .as_ref()
-                .is_some_and(|v| v["event"] == "peer_online" && v["id"] == names[i])),
+            p.count_events("peer_online", &[("id", json!(names[i]))]),
             0,
             "a filer must not list itself\n{}",
             p.context()
@@ -200,10 +162,7 @@ fn three_filers_find_each_other_and_see_one_leave() {
     assert_eq!(cat.expect_exit(TIMEOUT), 0, "{}", cat.context());
     // Its own shutdown is not an ipserver outage.
     assert_eq!(
-        cat.out.count(|l| l
-            .json
-            .as_ref()
-            .is_some_and(|v| v["event"] == "ipserver" && v["state"] == "lost")),
+        cat.count_events("ipserver", &[("state", json!("lost"))]),
         0,
         "{}",
         cat.context()
@@ -221,15 +180,7 @@ fn three_filers_find_each_other_and_see_one_leave() {
     }
     // Nobody else flapped.
     for (p, _) in &filers {
-        assert_eq!(
-            p.out.count(|l| l
-                .json
-                .as_ref()
-                .is_some_and(|v| v["event"] == "peer_offline")),
-            1,
-            "{}",
-            p.context()
-        );
+        assert_eq!(p.count_events("peer_offline", &[]), 1, "{}", p.context());
     }
 }
 
@@ -341,13 +292,7 @@ fn malformed_reports_are_ignored_with_a_notice_and_evict_nothing() {
         peer_ids(&v),
         vec![("flaky".into(), 40002), ("good".into(), 40000)]
     );
-    assert_eq!(
-        ips.out.count(|l| l
-            .json
-            .as_ref()
-            .is_some_and(|v| v["event"] == "peer_offline")),
-        0
-    );
+    assert_eq!(ips.count_events("peer_offline", &[]), 0);
 }
 
 #[test]
@@ -383,10 +328,7 @@ fn a_taken_name_stays_with_its_first_holder_without_flapping() {
     drop(first);
     expect_online(&ann, "dup", 40011, TIMEOUT);
     assert_eq!(
-        ann.out.count(|l| l
-            .json
-            .as_ref()
-            .is_some_and(|v| v["event"] == "peer_online" && v["id"] == "dup")),
+        ann.count_events("peer_online", &[("id", json!("dup"))]),
         2,
         "{}",
         ann.context()
@@ -445,13 +387,7 @@ fn a_garbled_roster_is_ignored_and_an_outage_is_noticed_once() {
     let good = format!("x,127.0.0.1,40000;y,127.0.0.1,40001;ann,127.0.0.1,{ann_port}");
     link.send_raw(&roster(good.as_bytes()));
     expect_online(&ann, "y", 40001, TIMEOUT);
-    assert_eq!(
-        ann.out.count(|l| l
-            .json
-            .as_ref()
-            .is_some_and(|v| v["event"] == "peer_offline")),
-        0
-    );
+    assert_eq!(ann.count_events("peer_offline", &[]), 0);
 
     // The ipserver goes away (connection and listener): one notice, silent retries.
     drop(link);
@@ -582,10 +518,7 @@ fn dial_and_send_carry_the_senders_name_both_ways() {
     assert_eq!(m["header"]["info"], "hi ann");
     assert_eq!(m["peer"], c["peer"]);
     assert_eq!(
-        bob.out.count(|l| l
-            .json
-            .as_ref()
-            .is_some_and(|v| v["event"] == "connected" && v["dir"] == "out")),
+        bob.count_events("connected", &[("dir", json!("out"))]),
         0,
         "bob answered on ann's connection, no second dial"
     );
@@ -709,21 +642,11 @@ fn human_session_shows_peers_and_names() {
         INTERVAL_ARG,
     ]);
     let human = |id: &str| {
-        let inbox = tmp_path("inbox").to_string_lossy().into_owned();
-        let (p, a) = spawn_listening(&[
-            "filer",
-            "--id",
-            id,
-            "--bind",
-            "127.0.0.1:0",
-            "--ipserver",
-            &ips_addr.to_string(),
-            "--report-interval",
-            INTERVAL_ARG,
-            "--inbox",
-            &inbox,
-        ]);
-        (p, a.port())
+        let inbox = tmp_path("inbox");
+        let ips = ips_addr.to_string();
+        let p = Proc::spawn_cmd(filer_command(id, &ips, INTERVAL_ARG, &inbox, &[]));
+        let port = p.listening_addr().port();
+        (p, port)
     };
     let (mut ann, ann_port) = human("ann");
     let (bob, bob_port) = human("bob");
@@ -757,17 +680,11 @@ fn human_session_shows_peers_and_names() {
 fn roster_load(n: usize, interval_ms: u64) -> (u64, Duration, u64, u64) {
     let interval = Duration::from_millis(interval_ms);
     let interval_arg = format!("{interval_ms}ms");
-    let (mut ips, ips_addr) = spawn_listening(&[
-        "ipserver",
-        "--bind",
+    let (mut ips, ips_addr) = spawn_ipserver(
         "127.0.0.1:0",
-        "--json",
-        "--quiet",
-        "--interval",
         &interval_arg,
-        "--alive",
-        "120s",
-    ]);
+        &["--quiet", "--alive", "120s"],
+    );
     let mut clients: Vec<Client> = (0..n)
         .map(|i| {
             let mut c = Client::connect(ips_addr);
@@ -776,11 +693,8 @@ fn roster_load(n: usize, interval_ms: u64) -> (u64, Duration, u64, u64) {
         })
         .collect();
     assert_eq!(
-        ips.out.wait_count(
-            |l| l.json.as_ref().is_some_and(|v| v["event"] == "peer_online"),
-            n,
-            TIMEOUT * 3
-        ),
+        ips.out
+            .wait_count(|l| is_event_line(l, "peer_online", &[]), n, TIMEOUT * 3),
         n
     );
     // Rounds from here on carry all n entries.

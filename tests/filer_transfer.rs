@@ -33,17 +33,12 @@ impl Drop for Peer {
     }
 }
 
+/// A filer with an unreachable ipserver and its inbox in a fresh directory.
 fn filer_cmd(id: &str, extra: &[&str]) -> (Command, PathBuf, PathBuf) {
     let dir = tmp_path(&format!("filer-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let inbox = dir.join("inbox");
-    let ipserver = refused_addr().to_string();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["filer", "--id", id, "--bind", "127.0.0.1:0", "--ipserver"])
-        .arg(&ipserver)
-        .args(["--report-interval", "5s", "--inbox"])
-        .arg(&inbox)
-        .args(extra);
+    let cmd = filer_command(id, &refused_addr().to_string(), "5s", &inbox, extra);
     (cmd, dir, inbox)
 }
 
@@ -74,6 +69,30 @@ fn link(from: &mut Peer, from_id: &str, to: &Peer, to_id: &str) {
     to.p.expect_event("identified", &[("name", Value::from(from_id))]);
 }
 
+/// `sendfile TO PATHS...` typed at `from`.
+fn sendfile(from: &mut Peer, to: &str, paths: &[&Path]) {
+    let mut line = format!("sendfile {to}");
+    for p in paths {
+        line.push_str(&format!(" '{}'", p.display()));
+    }
+    from.p.send_line(&line);
+}
+
+/// The `reason` of a failed transfer event.
+fn reason(v: &Value) -> &str {
+    v["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no reason in {v}"))
+}
+
+/// Filers alice and bob, alice connected to bob, each knowing the other's name.
+fn alice_and_bob() -> (Peer, Peer) {
+    let mut alice = filer("alice", &[]);
+    let bob = filer("bob", &[]);
+    link(&mut alice, "alice", &bob, "bob");
+    (alice, bob)
+}
+
 fn is_transfer(v: &Value, dir: &str, state: &str) -> bool {
     v["event"] == "transfer" && v["dir"] == dir && v["state"] == state
 }
@@ -89,18 +108,6 @@ fn expect_transfer(p: &Proc, dir: &str, state: &str, name: &str, timeout: Durati
 
 fn digest(path: &Path) -> blake3::Hash {
     blake3::hash(&std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
-}
-
-/// Every entry of `dir` (hidden ones too), sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
 }
 
 fn write_file(path: &Path, bytes: &[u8]) {
@@ -153,24 +160,14 @@ fn expect_tp(c: &mut Client, tp: &str) -> Message {
     panic!("no TP:{tp} frame within {TIMEOUT:?}");
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
-}
-
 fn assert_no_visible_files(inbox: &Path) {
-    let e = entries(inbox);
+    let e = dir_entries(inbox);
     assert!(e.is_empty(), "inbox should be empty, has {e:?}");
 }
 
 #[test]
 fn files_of_every_shape_arrive_byte_identical() {
-    let mut alice = filer("alice", &[]);
-    let bob = filer("bob", &[]);
-    link(&mut alice, "alice", &bob, "bob");
+    let (mut alice, bob) = alice_and_bob();
 
     let src = alice.dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -181,13 +178,14 @@ fn files_of_every_shape_arrive_byte_identical() {
         ("multi.bin", random_bytes(3 * CHUNK_SIZE + 12_345, 2)),
         ("naïve résumé 日本語.txt", random_bytes(1000, 3)),
     ];
-    let mut line = "sendfile bob".to_string();
+    let mut paths = Vec::new();
     for (name, bytes) in &files {
         let p = src.join(name);
         write_file(&p, bytes);
-        line.push_str(&format!(" '{}'", p.display()));
+        paths.push(p);
     }
-    alice.p.send_line(&line);
+    let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    sendfile(&mut alice, "bob", &paths);
 
     for (name, bytes) in &files {
         let v = expect_transfer(&bob.p, "recv", "done", name, TIMEOUT);
@@ -200,8 +198,12 @@ fn files_of_every_shape_arrive_byte_identical() {
     }
     let mut want: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
     want.sort();
-    assert_eq!(entries(&bob.inbox), want, "only the files, no part files");
-    assert_eq!(entries(&bob.dir), ["inbox"]);
+    assert_eq!(
+        dir_entries(&bob.inbox),
+        want,
+        "only the files, no part files"
+    );
+    assert_eq!(dir_entries(&bob.dir), ["inbox"]);
 
     // `transfers` lists them with outcomes.
     alice.p.send_line("transfers");
@@ -228,11 +230,7 @@ fn files_go_to_several_peers_in_parallel_and_queue_per_peer() {
     let b = alice.dir.join("b.bin");
     write_file(&a, &random_bytes(2 << 20, 4));
     write_file(&b, &random_bytes(100_000, 5));
-    alice.p.send_line(&format!(
-        "sendfile bob,carol {} {}",
-        a.display(),
-        b.display()
-    ));
+    sendfile(&mut alice, "bob,carol", &[&a, &b]);
     for peer in [&bob, &carol] {
         // One connection sends its files in order.
         let first = expect_transfer(&peer.p, "recv", "done", "a.bin", TIMEOUT);
@@ -295,10 +293,14 @@ fn hostile_names_never_leave_the_inbox() {
         bob.p
             .expect_json("a done transfer", |v| is_transfer(v, "recv", "done"));
     }
-    assert_eq!(entries(&bob.dir), ["inbox"], "nothing next to the inbox");
+    assert_eq!(
+        dir_entries(&bob.dir),
+        ["inbox"],
+        "nothing next to the inbox"
+    );
     assert!(!Path::new(&abs).exists());
     assert!(!std::env::temp_dir().join(format!("escape-{pid}")).exists());
-    let stored = entries(&bob.inbox);
+    let stored = dir_entries(&bob.inbox);
     assert_eq!(stored.len(), names.len(), "{stored:?}");
     let mut got = BTreeSet::new();
     for s in &stored {
@@ -380,10 +382,7 @@ fn wrong_digest_fails_and_leaves_nothing() {
     c.send(&chunk("evil.bin", 3, 0, None), b"ab");
     c.send(&chunk("evil.bin", 3, -1, Some(&bad)), b"c");
     let v = expect_transfer(&bob.p, "recv", "failed", "evil.bin", TIMEOUT);
-    assert!(
-        v["reason"].as_str().unwrap().contains("digest mismatch"),
-        "{v}"
-    );
+    assert!(reason(&v).contains("digest mismatch"), "{v}");
     bob.p.expect_err_line("the failure on stderr", |l| {
         l.contains("transfer 1") && l.contains("digest mismatch")
     });
@@ -402,13 +401,7 @@ fn sender_closing_mid_file_fails_and_leaves_nothing() {
     expect_transfer(&bob.p, "recv", "started", "cut.bin", TIMEOUT);
     drop(c);
     let v = expect_transfer(&bob.p, "recv", "failed", "cut.bin", TIMEOUT);
-    assert!(
-        v["reason"]
-            .as_str()
-            .unwrap()
-            .contains("connection closed mid-file"),
-        "{v}"
-    );
+    assert!(reason(&v).contains("connection closed mid-file"), "{v}");
     assert_eq!(v["bytes"], 400, "{v}");
     assert_no_visible_files(&bob.inbox);
 }
@@ -417,7 +410,6 @@ fn sender_closing_mid_file_fails_and_leaves_nothing() {
 fn bad_chunk_sequences_fail_that_file_only() {
     let bob = filer("bob", &[]);
     let mut c = Client::connect(bob.addr);
-    let reason = |v: &Value| v["reason"].as_str().unwrap_or("").to_string();
 
     // Out of order: chunk 2 after chunk 0; the rest of that file is dropped.
     c.send(&chunk("order.bin", 30, 0, None), &[1; 10]);
@@ -469,22 +461,18 @@ fn bad_chunk_sequences_fail_that_file_only() {
     bob.p.expect_json("chat", |v| {
         v["event"] == "message" && v["header"]["info"] == "still here"
     });
-    assert_eq!(entries(&bob.inbox), ["good.bin", "second.bin"]);
+    assert_eq!(dir_entries(&bob.inbox), ["good.bin", "second.bin"]);
 }
 
 #[test]
 fn sender_killed_mid_file_fails_and_leaves_nothing() {
-    let mut alice = filer("alice", &[]);
-    let bob = filer("bob", &[]);
-    link(&mut alice, "alice", &bob, "bob");
+    let (mut alice, bob) = alice_and_bob();
     let big = alice.dir.join("big.bin");
     big_file(&big, 64 << 20, 7);
     // With bob stopped, alice can only fill the socket buffers: she is stuck
     // mid-file when she is killed.
     bob.p.signal(libc::SIGSTOP);
-    alice
-        .p
-        .send_line(&format!("sendfile bob {}", big.display()));
+    sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     // Her first progress report means chunks are in the socket for bob.
     alice.p.expect_json("alice's first progress", |v| {
@@ -493,28 +481,18 @@ fn sender_killed_mid_file_fails_and_leaves_nothing() {
     alice.p.kill();
     bob.p.signal(libc::SIGCONT);
     let v = expect_transfer(&bob.p, "recv", "failed", "big.bin", TIMEOUT);
-    assert!(
-        v["reason"]
-            .as_str()
-            .unwrap()
-            .contains("connection closed mid-file"),
-        "{v}"
-    );
+    assert!(reason(&v).contains("connection closed mid-file"), "{v}");
     assert!(v["bytes"].as_u64().unwrap() < 64 << 20, "{v}");
     assert_no_visible_files(&bob.inbox);
 }
 
 #[test]
 fn source_shrinking_mid_file_fails_on_both_sides() {
-    let mut alice = filer("alice", &[]);
-    let bob = filer("bob", &[]);
-    link(&mut alice, "alice", &bob, "bob");
+    let (mut alice, bob) = alice_and_bob();
     let big = alice.dir.join("shrink.bin");
     big_file(&big, 64 << 20, 8);
     bob.p.signal(libc::SIGSTOP);
-    alice
-        .p
-        .send_line(&format!("sendfile bob {}", big.display()));
+    sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&alice.p, "send", "started", "shrink.bin", TIMEOUT);
     std::fs::File::options()
         .write(true)
@@ -524,26 +502,22 @@ fn source_shrinking_mid_file_fails_on_both_sides() {
         .unwrap();
     bob.p.signal(libc::SIGCONT);
     let v = expect_transfer(&alice.p, "send", "failed", "shrink.bin", TIMEOUT);
-    assert!(v["reason"].as_str().unwrap().contains("shrank"), "{v}");
+    assert!(reason(&v).contains("shrank"), "{v}");
     let v = expect_transfer(&bob.p, "recv", "failed", "shrink.bin", TIMEOUT);
-    assert!(v["reason"].as_str().unwrap().contains("sender: "), "{v}");
-    assert!(v["reason"].as_str().unwrap().contains("shrank"), "{v}");
+    assert!(reason(&v).contains("sender: "), "{v}");
+    assert!(reason(&v).contains("shrank"), "{v}");
     assert_no_visible_files(&bob.inbox);
 }
 
 #[test]
 fn cancel_stops_a_transfer_on_both_sides() {
-    let mut alice = filer("alice", &[]);
-    let mut bob = filer("bob", &[]);
-    link(&mut alice, "alice", &bob, "bob");
+    let (mut alice, mut bob) = alice_and_bob();
     let big = alice.dir.join("big.bin");
     big_file(&big, 64 << 20, 9);
 
     // The sender cancels while stuck mid-file.
     bob.p.signal(libc::SIGSTOP);
-    alice
-        .p
-        .send_line(&format!("sendfile bob {}", big.display()));
+    sendfile(&mut alice, "bob", &[&big]);
     let v = expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     alice.p.send_line(&format!("cancel {}", v["transfer"]));
     let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
@@ -568,15 +542,13 @@ fn cancel_stops_a_transfer_on_both_sides() {
     c.send(&chunk("slow.bin", 30, -1, None), &[3; 10]);
     c.send(&chunk("next.bin", 2, -1, None), b"ok");
     expect_transfer(&bob.p, "recv", "done", "next.bin", TIMEOUT);
-    assert_eq!(entries(&bob.inbox), ["next.bin"]);
+    assert_eq!(dir_entries(&bob.inbox), ["next.bin"]);
 
     // The receiver cancels a sockmod sender: the sender reports it. Alice is
     // stopped mid-file (bob was stopped while she began), so bob's cancel
     // reaches her before the file can end.
     bob.p.signal(libc::SIGSTOP);
-    alice
-        .p
-        .send_line(&format!("sendfile bob {}", big.display()));
+    sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     alice.p.expect_json("alice's first progress", |v| {
         is_transfer(v, "send", "progress") && v["bytes"].as_u64() > Some(0)
@@ -593,7 +565,7 @@ fn cancel_stops_a_transfer_on_both_sides() {
     let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
     assert_eq!(v["reason"], "receiver: cancelled", "{v}");
     assert!(v["bytes"].as_u64().unwrap() < 64 << 20, "{v}");
-    assert_eq!(entries(&bob.inbox), ["next.bin"]);
+    assert_eq!(dir_entries(&bob.inbox), ["next.bin"]);
 
     // Cancelling what has ended is an error, not a crash.
     bob.p.send_line("cancel 1");
@@ -606,12 +578,10 @@ fn cancel_stops_a_transfer_on_both_sides() {
     // Both sides go on: a small file still gets through.
     let small = alice.dir.join("small.txt");
     write_file(&small, b"after the cancels");
-    alice
-        .p
-        .send_line(&format!("sendfile bob {}", small.display()));
+    sendfile(&mut alice, "bob", &[&small]);
     expect_transfer(&alice.p, "send", "done", "small.txt", TIMEOUT);
     expect_transfer(&bob.p, "recv", "done", "small.txt", TIMEOUT);
-    assert_eq!(entries(&bob.inbox), ["next.bin", "small.txt"]);
+    assert_eq!(dir_entries(&bob.inbox), ["next.bin", "small.txt"]);
 }
 
 #[test]
@@ -623,16 +593,11 @@ fn refusals_name_the_reason_on_both_sides() {
     write_file(&big, &random_bytes(1 << 20, 10));
     let ok = alice.dir.join("ok.bin");
     write_file(&ok, &random_bytes(50_000, 11));
-    alice
-        .p
-        .send_line(&format!("sendfile bob {} {}", big.display(), ok.display()));
+    sendfile(&mut alice, "bob", &[&big, &ok]);
     let v = expect_transfer(&bob.p, "recv", "failed", "big.bin", TIMEOUT);
-    assert!(
-        v["reason"].as_str().unwrap().contains("--max-file-size"),
-        "{v}"
-    );
+    assert!(reason(&v).contains("--max-file-size"), "{v}");
     let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
-    let r = v["reason"].as_str().unwrap();
+    let r = reason(&v);
     assert!(
         r.starts_with("receiver: refused") && r.contains("--max-file-size"),
         "{v}"
@@ -640,16 +605,13 @@ fn refusals_name_the_reason_on_both_sides() {
     // The next file on the same connection still arrives.
     expect_transfer(&bob.p, "recv", "done", "ok.bin", TIMEOUT);
     expect_transfer(&alice.p, "send", "done", "ok.bin", TIMEOUT);
-    assert_eq!(entries(&bob.inbox), ["ok.bin"]);
+    assert_eq!(dir_entries(&bob.inbox), ["ok.bin"]);
 
     let carol = filer("carol", &["--accept-files", "no"]);
     let mut c = Client::connect(carol.addr);
     c.send(&chunk("x.txt", 1, -1, None), b"x");
     let v = expect_transfer(&carol.p, "recv", "failed", "x.txt", TIMEOUT);
-    assert!(
-        v["reason"].as_str().unwrap().contains("--accept-files no"),
-        "{v}"
-    );
+    assert!(reason(&v).contains("--accept-files no"), "{v}");
     let m = expect_tp(&mut c, "cancel");
     assert!(
         m.header
@@ -657,7 +619,7 @@ fn refusals_name_the_reason_on_both_sides() {
             .unwrap()
             .contains("does not accept files")
     );
-    assert!(!carol.inbox.exists() || entries(&carol.inbox).is_empty());
+    assert!(!carol.inbox.exists() || dir_entries(&carol.inbox).is_empty());
 }
 
 #[test]
@@ -687,40 +649,22 @@ fn disk_write_errors_fail_the_transfer_on_both_sides() {
     write_file(&big, &random_bytes(4 << 20, 12));
     let small = alice.dir.join("small.bin");
     write_file(&small, &random_bytes(1000, 13));
-    alice.p.send_line(&format!(
-        "sendfile bob {} {}",
-        big.display(),
-        small.display()
-    ));
+    sendfile(&mut alice, "bob", &[&big, &small]);
     let v = expect_transfer(&bob.p, "recv", "failed", "big.bin", TIMEOUT);
-    assert!(
-        v["reason"].as_str().unwrap().contains("cannot write"),
-        "{v}"
-    );
+    assert!(reason(&v).contains("cannot write"), "{v}");
     let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
-    assert!(
-        v["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("receiver: cannot write"),
-        "{v}"
-    );
+    assert!(reason(&v).starts_with("receiver: cannot write"), "{v}");
     expect_transfer(&bob.p, "recv", "done", "small.bin", TIMEOUT);
-    assert_eq!(entries(&bob.inbox), ["small.bin"]);
+    assert_eq!(dir_entries(&bob.inbox), ["small.bin"]);
 }
 
 #[test]
 fn unreadable_sources_are_refused_before_sending() {
-    let mut alice = filer("alice", &[]);
-    let bob = filer("bob", &[]);
-    link(&mut alice, "alice", &bob, "bob");
+    let (mut alice, bob) = alice_and_bob();
     let ok = alice.dir.join("ok.txt");
     write_file(&ok, b"ok");
-    alice.p.send_line(&format!(
-        "sendfile bob {} {}",
-        ok.display(),
-        alice.dir.display()
-    ));
+    let dir = alice.dir.clone();
+    sendfile(&mut alice, "bob", &[&ok, &dir]);
     alice.p.expect_err_line("a directory is refused", |l| {
         l.contains("it is a directory")
     });
@@ -733,16 +677,14 @@ fn unreadable_sources_are_refused_before_sending() {
         .p
         .expect_err_line("an unknown peer is refused", |l| l.contains("nobody-here"));
     // Nothing was sent: the next good file is the first transfer.
-    alice.p.send_line(&format!("sendfile bob {}", ok.display()));
+    sendfile(&mut alice, "bob", &[&ok]);
     let v = expect_transfer(&bob.p, "recv", "done", "ok.txt", TIMEOUT);
     assert_eq!(v["transfer"], 1);
 }
 
 #[test]
 fn big_file_keeps_memory_bounded_and_chat_flows_during_it() {
-    let mut alice = filer("alice", &[]);
-    let bob = filer("bob", &[]);
-    link(&mut alice, "alice", &bob, "bob");
+    let (mut alice, bob) = alice_and_bob();
     let big = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}-256mib", std::process::id()))
         .join("big.bin");
@@ -750,9 +692,7 @@ fn big_file_keeps_memory_bounded_and_chat_flows_during_it() {
     let size = 256 << 20;
     big_file(&big, size, 14);
     let t0 = Instant::now();
-    alice
-        .p
-        .send_line(&format!("sendfile bob {}", big.display()));
+    sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     alice.p.send_line("send bob during the transfer");
     let done = expect_transfer(&bob.p, "recv", "done", "big.bin", LONG);
@@ -784,7 +724,7 @@ fn big_file_keeps_memory_bounded_and_chat_flows_during_it() {
     assert!(progress <= limit, "{progress} progress events in {took:?}");
 
     for (who, pid) in [("alice", alice.p.pid()), ("bob", bob.p.pid())] {
-        let kib = vm_hwm_kib(pid);
+        let kib = status_kib(pid, "VmHWM");
         eprintln!("{who} peak RSS: {} MiB", kib / 1024);
         assert!(kib < 64 * 1024, "{who} peak RSS {kib} KiB");
     }

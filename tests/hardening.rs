@@ -29,22 +29,6 @@ fn figure(name: &str, value: impl std::fmt::Display) {
     eprintln!("figure: {name} = {value}");
 }
 
-/// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    s.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
-/// Open descriptors of a process.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read fd dir")
-        .count()
-}
-
 /// CPU time (user + system) of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
@@ -67,11 +51,7 @@ fn raise_own_limit() {
 }
 
 fn is_event(l: &Line, event: &str) -> bool {
-    l.json.as_ref().is_some_and(|v| v["event"] == event)
-}
-
-fn count_events(p: &Proc, event: &str) -> usize {
-    p.out.count(|l| is_event(l, event))
+    is_event_line(l, event, &[])
 }
 
 /// Waits until `f()` has not changed for `quiet`; returns the settled value.
@@ -133,9 +113,7 @@ fn frame(h: &Header, body: &[u8]) -> Vec<u8> {
 
 /// A frame's length prefix and header text, with any `CL` (no body).
 fn raw_header(text: &str) -> Vec<u8> {
-    let mut v = (text.len() as u16).to_le_bytes().to_vec();
-    v.extend_from_slice(text.as_bytes());
-    v
+    raw_frame(text, b"")
 }
 
 /// A good client checks in: returns (time until the server showed its message,
@@ -355,7 +333,7 @@ fn oversized_cl_is_refused_before_any_body_is_buffered() {
         "peak RSS grew {} KiB on a refused body",
         hwm1 - hwm0
     );
-    assert_eq!(count_events(&srv, "message"), 0);
+    assert_eq!(srv.count_events("message", &[]), 0);
 
     // Control: a body under the limit IS buffered, and the same measure sees it.
     let (srv2, addr2) = serve(&["--max-body", "64MiB", "--body-format", "none"]);
@@ -424,7 +402,7 @@ fn connect_close_cycles_leave_no_stray_descriptors() {
         "cycles: server descriptors before / sampled peak / after",
         format!("{fds0} / {peak} / {}", fd_count(pid)),
     );
-    assert_eq!(count_events(&srv, "connected"), 3000);
+    assert_eq!(srv.count_events("connected", &[]), 3000);
 }
 
 /// `sockmod serve` with the open-files limit at `n` (soft and hard, so the
@@ -477,7 +455,7 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning() {
         l.starts_with("cannot accept on") && l.contains("too many open files")
     });
     let accepted = settle(TIMEOUT, Duration::from_millis(500), || {
-        count_events(&srv, "connected")
+        srv.count_events("connected", &[])
     });
     let fds_full = fd_count(pid);
     figure(
@@ -551,7 +529,7 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning() {
         .out
         .wait_count(|l| is_event(l, "closed"), 150, Duration::from_secs(20));
     assert_eq!(closed, 150, "{}", srv.context());
-    assert_eq!(count_events(&srv, "connected"), 150);
+    assert_eq!(srv.count_events("connected", &[]), 150);
     srv.expect_err_line("the recovery notice", |l| {
         l.starts_with("accepting again on")
     });
@@ -596,12 +574,12 @@ fn max_conns_closes_exactly_the_extra_connections() {
     }
     figure("max-conns 50, 60 clients: closed at once", closed);
     assert_eq!(closed, 10);
-    assert_eq!(count_events(&srv, "connected"), 50);
+    assert_eq!(srv.count_events("connected", &[]), 50);
     // The 50 stay open, and the refused ones never counted as connections.
     for c in &mut open {
         assert!(stays_open(c, Duration::from_millis(5)));
     }
-    assert_eq!(count_events(&srv, "closed"), 0);
+    assert_eq!(srv.count_events("closed", &[]), 0);
     // 5 leave: exactly 5 of 6 newcomers get in.
     open.truncate(45);
     srv.out.wait_count(|l| is_event(l, "closed"), 5, TIMEOUT);
@@ -620,7 +598,7 @@ fn max_conns_closes_exactly_the_extra_connections() {
         }
     }
     assert_eq!(refused, 1);
-    assert_eq!(count_events(&srv, "connected"), 55);
+    assert_eq!(srv.count_events("connected", &[]), 55);
 }
 
 // ---------------------------------------------------------------------------
@@ -1225,51 +1203,35 @@ fn wait_roster(c: &mut Client, want: &[(String, u16)], timeout: Duration) -> Res
     Err(format!("last roster {last:?}, want {want:?}"))
 }
 
-fn spawn_filer(id: &str, ipserver: SocketAddr) -> (Proc, u16) {
-    let inbox = tmp_path(&format!("inbox-{id}"));
-    let ips = ipserver.to_string();
-    let (p, a) = spawn_listening(&[
-        "filer",
-        "--id",
-        id,
-        "--bind",
-        "127.0.0.1:0",
-        "--ipserver",
-        &ips,
-        "--report-interval",
-        "100ms",
-        "--inbox",
-        inbox.to_str().expect("utf-8 path"),
-        "--json",
-    ]);
+/// A filer reporting to `ipserver` every 100 ms; returns it with its port.
+fn filer(id: &str, ipserver: SocketAddr) -> (Proc, u16) {
+    let (p, a) = spawn_filer(id, ipserver, "100ms", &[]);
     (p, a.port())
 }
 
+/// An ipserver sending the roster every 100 ms, keeping silent peers for a minute.
+fn ipserver() -> (Proc, SocketAddr) {
+    spawn_ipserver("127.0.0.1:0", "100ms", &["--alive", "60s"])
+}
+
+/// A raw peer that reports as `watcher` (port 9), to read the roster with.
+fn watcher(ipserver: SocketAddr) -> Client {
+    let mut c = Client::connect(ipserver);
+    c.send(&Header::new().with("ID", "watcher").with("Port", "9"), b"");
+    c
+}
+
 fn ipserver_state_events(p: &Proc, state: &str) -> usize {
-    p.out.count(|l| {
-        l.json
-            .as_ref()
-            .is_some_and(|v| v["event"] == "ipserver" && v["state"] == state)
-    })
+    p.count_events("ipserver", &[("state", Value::from(state))])
 }
 
 #[test]
 fn fifty_filer_reconnects_to_the_ipserver_leave_no_stray_descriptors() {
-    let (mut ips, ips_addr) = spawn_listening(&[
-        "ipserver",
-        "--bind",
-        "127.0.0.1:0",
-        "--json",
-        "--interval",
-        "100ms",
-        "--alive",
-        "60s",
-    ]);
-    let (alice, alice_port) = spawn_filer("alice", ips_addr);
-    let (bob, bob_port) = spawn_filer("bob", ips_addr);
+    let (mut ips, ips_addr) = ipserver();
+    let (alice, alice_port) = filer("alice", ips_addr);
+    let (bob, bob_port) = filer("bob", ips_addr);
     // A raw peer that reports and watches the roster.
-    let mut watcher = Client::connect(ips_addr);
-    watcher.send(&Header::new().with("ID", "watcher").with("Port", "9"), b"");
+    let mut watcher = watcher(ips_addr);
     let want = vec![
         ("alice".to_string(), alice_port),
         ("bob".to_string(), bob_port),
@@ -1280,13 +1242,8 @@ fn fifty_filer_reconnects_to_the_ipserver_leave_no_stray_descriptors() {
     alice.expect_event("peer_online", &[("id", Value::from("bob"))]);
     let fds = |p: &Proc| fd_count(p.pid());
     let (ips0, alice0, bob0) = (fds(&ips), fds(&alice), fds(&bob));
-    let is_report = |who: &'static str| {
-        move |l: &Line| {
-            l.json
-                .as_ref()
-                .is_some_and(|v| v["event"] == "peer_online" && v["id"] == who)
-        }
-    };
+    let is_report =
+        |who: &'static str| move |l: &Line| is_event_line(l, "peer_online", &[("id", who.into())]);
 
     let t0 = Instant::now();
     for round in 1..=50usize {
@@ -1294,11 +1251,7 @@ fn fifty_filer_reconnects_to_the_ipserver_leave_no_stray_descriptors() {
         ips.send_line("close alice,bob");
         for (who, f) in [("alice", &alice), ("bob", &bob)] {
             let n = f.out.wait_count(
-                |l| {
-                    l.json
-                        .as_ref()
-                        .is_some_and(|v| v["event"] == "ipserver" && v["state"] == "connected")
-                },
+                |l| is_event_line(l, "ipserver", &[("state", "connected".into())]),
                 round + 1,
                 TIMEOUT,
             );
@@ -1380,9 +1333,9 @@ fn fifty_filer_reconnects_to_the_ipserver_leave_no_stray_descriptors() {
 #[test]
 fn filer_retrying_an_unreachable_ipserver_leaks_nothing_and_says_so_once() {
     let down = refused_addr();
-    let (filer, _) = spawn_filer("lonely", down);
-    let pid = filer.pid();
-    filer.expect_err_line("the unreachable notice", |l| {
+    let (lonely, _) = filer("lonely", down);
+    let pid = lonely.pid();
+    lonely.expect_err_line("the unreachable notice", |l| {
         l.starts_with("ipserver ") && l.contains("unreachable")
     });
     let fds0 = fd_count(pid);
@@ -1391,7 +1344,7 @@ fn filer_retrying_an_unreachable_ipserver_leaks_nothing_and_says_so_once() {
     std::thread::sleep(window);
     let fds1 = fd_count(pid);
     let used = cpu_ticks(pid) - c0;
-    let notices = filer.err.count(|l| l.text.contains("unreachable"));
+    let notices = lonely.err.count(|l| l.text.contains("unreachable"));
     figure(
         "filer: 2 s of retries every 100 ms to a dead ipserver: descriptors / CPU ticks / notices",
         format!("{fds0} -> {fds1} / {used} / {notices}"),
@@ -1401,55 +1354,20 @@ fn filer_retrying_an_unreachable_ipserver_leaks_nothing_and_says_so_once() {
     assert!(used < 20, "{used} ticks in 2 s");
 }
 
-/// Every entry of `dir` (hidden ones too), sorted.
-fn dir_entries(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
-    let (ips, ips_addr) = spawn_listening(&[
-        "ipserver",
-        "--bind",
-        "127.0.0.1:0",
-        "--json",
-        "--interval",
-        "100ms",
-        "--alive",
-        "60s",
-    ]);
-    let (mut alice, alice_port) = spawn_filer("alice", ips_addr);
+    let (ips, ips_addr) = ipserver();
+    let (mut alice, alice_port) = filer("alice", ips_addr);
     let bob_inbox = tmp_path("inbox-bob-killed");
-    let ips_s = ips_addr.to_string();
-    let (bob, bob_addr) = spawn_listening(&[
-        "filer",
-        "--id",
+    let bob = Proc::spawn_cmd(filer_command(
         "bob",
-        "--bind",
-        "127.0.0.1:0",
-        "--ipserver",
-        &ips_s,
-        "--report-interval",
+        &ips_addr.to_string(),
         "100ms",
-        "--inbox",
-        bob_inbox.to_str().expect("utf-8 path"),
-        "--json",
-    ]);
-    let bob_port = bob_addr.port();
-    let mut watcher = Client::connect(ips_addr);
-    watcher.send(&Header::new().with("ID", "watcher").with("Port", "9"), b"");
+        &bob_inbox,
+        &["--json"],
+    ));
+    let bob_port = bob.listening_addr().port();
+    let mut watcher = watcher(ips_addr);
     let all = vec![
         ("alice".to_string(), alice_port),
         ("bob".to_string(), bob_port),

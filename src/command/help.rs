@@ -24,7 +24,8 @@ pub const COMMANDS: &[CommandSpec] = &[
         aliases: &["?"],
         usage: "help [COMMAND]",
         summary: "list commands or explain one",
-        detail: "",
+        detail: "Without COMMAND, lists the commands of this mode.\n\
+Lines are split like a shell (quotes work); a line starting with `# ` is a comment.",
         modes: &[],
     },
     CommandSpec {
@@ -40,7 +41,8 @@ pub const COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         usage: "connect HOST:PORT",
         summary: "dial one more connection",
-        detail: "The dial does not block: its outcome appears as a `+` (connected) or `!` (failed) event.",
+        detail: "The dial does not block: its outcome appears as a `+` (connected) or `!` (failed) event.\n\
+It gets the next id at once, so what is sent to it meanwhile waits and goes out once it is up.",
         modes: &[],
     },
     CommandSpec {
@@ -48,8 +50,10 @@ pub const COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         usage: "send TARGET [-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]",
         summary: "send a message to connections",
-        detail: "TEXT becomes the header `info:TEXT`. -H adds header pairs, -b a text body, -f a body read from a file.\n\
-TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name.",
+        detail: "TEXT becomes the header `info:TEXT`. -H adds header pairs (CL is set automatically), -b a text\n\
+body, -f a body read whole from a file (at most --max-queue; filer: `sendfile` for big files).\n\
+TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name.\n\
+Example: send 1 -H TP=note -b 'hello there'",
         modes: &[],
     },
     CommandSpec {
@@ -89,7 +93,8 @@ TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name."
         aliases: &[],
         usage: "dial NAME",
         summary: "connect to a peer from the roster",
-        detail: "",
+        detail: "NAME as listed by `peers`. A peer already connected is not dialled twice.\n\
+`send NAME …` and `sendfile NAME …` dial by themselves when needed.",
         modes: &["filer"],
     },
     CommandSpec {
@@ -125,7 +130,8 @@ the transfer failed; the receiver removes its part file. A queued file is simply
         aliases: &["exit"],
         usage: "quit",
         summary: "close everything cleanly and exit",
-        detail: "Pending writes are flushed (for at most a few seconds). Ctrl-D does the same.",
+        detail: "Pending writes are flushed (for at most a few seconds). Ctrl-D, and Ctrl-C on an empty line,\n\
+do the same at the prompt; so do SIGINT and SIGTERM.",
         modes: &[],
     },
 ];
@@ -150,6 +156,10 @@ pub fn help_text(mode: &str, topic: Option<&str>) -> Result<String, String> {
             let mut s = format!("{}\n  {}", c.usage, c.summary);
             if !c.aliases.is_empty() {
                 s.push_str(&format!(" (also: {})", c.aliases.join(", ")));
+            }
+            if !available(c, mode) {
+                let modes = if c.modes.len() > 1 { "modes" } else { "mode" };
+                s.push_str(&format!(" (only in {} {modes})", c.modes.join(" and ")));
             }
             if !c.detail.is_empty() {
                 for l in c.detail.lines() {

@@ -6,7 +6,7 @@
 mod help;
 mod target;
 
-pub use help::{COMMANDS, CommandSpec, help_text};
+pub use help::{COMMANDS, CommandSpec, available, help_text};
 pub use target::{Item, Target};
 
 /// Long text the user typed (a path), clipped to a few hundred characters for
@@ -40,6 +40,24 @@ pub fn quoted(s: &str) -> String {
 
 use crate::protocol::Header;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What the front end (the REPL, or the reader of piped stdin) hands to the
+/// loop. (Signals take another way: [`crate::net::Remote::interrupt`].)
+#[derive(Debug)]
+pub enum Input {
+    /// A command line.
+    Line(String),
+    /// A line that could not be taken (too long), with the reason: a failed
+    /// command.
+    Bad(String),
+    /// End of input (Ctrl-D in the REPL runs `quit` instead).
+    Eof,
+}
+
+/// Connection ids and peer names offered by tab completion; written by the loop,
+/// read by the REPL.
+pub type CompletionTargets = Arc<Mutex<Vec<String>>>;
 
 /// Where a message body comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,6 +109,27 @@ pub enum Command {
     Transfers,
     /// `cancel N` (filer).
     Cancel(u64),
+}
+
+impl Command {
+    /// The command's canonical name (as in [`COMMANDS`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Help(_) => "help",
+            Command::List => "list",
+            Command::Connect(_) => "connect",
+            Command::Send(..) => "send",
+            Command::Broadcast(_) => "broadcast",
+            Command::Multicast(..) => "multicast",
+            Command::Close(_) => "close",
+            Command::Quit => "quit",
+            Command::Peers => "peers",
+            Command::Dial(_) => "dial",
+            Command::SendFile(..) => "sendfile",
+            Command::Transfers => "transfers",
+            Command::Cancel(_) => "cancel",
+        }
+    }
 }
 
 /// Parses one line. `Ok(None)` for a blank line or a comment (`# …`).

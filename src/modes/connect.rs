@@ -1,9 +1,13 @@
 //! `sockmod connect ADDR...`: a client with many connections.
 
-use super::session::{Input, Session};
+use super::session::Session;
+use crate::command::Input;
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::Message;
 use std::collections::{HashSet, VecDeque};
+
+/// Input lines held at most while the initial dials are in progress.
+const HOLD: usize = 1024;
 
 /// The `connect` handler.
 pub struct Connect {
@@ -16,7 +20,8 @@ pub struct Connect {
     /// Initial dials not yet finished.
     initial: HashSet<ConnId>,
     initial_ok: usize,
-    /// Input held until the initial dials finish.
+    /// Input held until the initial dials finish (at most [`HOLD`] lines; then
+    /// the loop stops taking input, so the reader waits).
     held: VecDeque<Input>,
     eof: bool,
 }
@@ -43,9 +48,13 @@ impl Connect {
             self.initial_ok += 1;
         }
         if self.initial.is_empty() {
+            ctx.pause_commands(false);
             if self.initial_ok == 0 {
-                self.s.out.notice("error: every connection failed");
-                self.s.exit_code = 1;
+                // Our own shutdown (a signal) fails pending dials too: not an error.
+                if !ctx.is_stopping() {
+                    self.s.out.notice("error: every connection failed");
+                    self.s.exit_code = 1;
+                }
                 ctx.stop();
                 return;
             }
@@ -56,13 +65,16 @@ impl Connect {
     }
 
     fn handle(&mut self, ctx: &mut Context<'_>, input: Input) {
-        if !self.initial.is_empty() && !matches!(input, Input::Signal) {
+        if !self.initial.is_empty() {
             self.held.push_back(input);
+            if self.held.len() >= HOLD {
+                ctx.pause_commands(true);
+            }
             return;
         }
         match input {
-            Input::Line(l) => {
-                if let Some(cmd) = self.s.parse_line(&l) {
+            Input::Line(_) | Input::Bad(_) => {
+                if let Some(cmd) = self.s.take_input(input) {
                     let r = self.s.run_common(ctx, cmd);
                     self.s.report(r);
                 }
@@ -71,7 +83,6 @@ impl Connect {
                 self.eof = true;
                 self.check_done(ctx);
             }
-            Input::Signal => ctx.stop(),
         }
     }
 

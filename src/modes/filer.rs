@@ -1,11 +1,13 @@
 //! `sockmod filer --id NAME`: a LAN peer found through an ipserver.
 
-use super::session::{Input, Session, format_table};
+use super::session::Session;
+use crate::command::Input;
 use crate::command::{Command, Item, Target};
 use crate::filer::roster::{self, Entry, check_id};
 use crate::filer::transfer::{self, Env, TransferConfig, Transfers};
-use crate::net::{ConnId, ConnInfo, Context, Dir, Handler};
+use crate::net::{ConnId, ConnInfo, Context, Dir, Handler, State};
 use crate::protocol::{Header, Message};
+use crate::render::format_table;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -42,7 +44,6 @@ pub struct Filer {
     port: u16,
     /// The link to the ipserver, while dialling or up.
     ipserver: Option<ConnId>,
-    ipserver_up: bool,
     /// Said once per outage, so retries do not flood.
     outage_noticed: bool,
     /// The address book from the last good roster (minus ourselves).
@@ -57,17 +58,16 @@ pub struct Filer {
 }
 
 impl Filer {
-    /// A filer listening on `port`. An ipserver given without a port gets the
-    /// ipserver's default, 5000.
-    pub fn new(s: Session, mut cfg: FilerConfig, port: u16) -> Self {
+    /// A filer; give it its listening port with [`Filer::set_port`] once bound.
+    /// An ipserver given without a port gets the ipserver's default, 5000.
+    pub fn new(s: Session, mut cfg: FilerConfig) -> Self {
         cfg.ipserver = with_default_port(&cfg.ipserver, 5000);
         Filer {
             xfer: Transfers::new(cfg.transfer.clone()),
             s,
             cfg,
-            port,
+            port: 0,
             ipserver: None,
-            ipserver_up: false,
             outage_noticed: false,
             roster: BTreeMap::new(),
             roster_noted: None,
@@ -87,9 +87,16 @@ impl Filer {
             .with("Port", self.port.to_string())
     }
 
+    /// True while the link to the ipserver is up.
+    fn ipserver_up(&self, ctx: &Context<'_>) -> bool {
+        self.ipserver
+            .and_then(|id| ctx.info(id))
+            .is_some_and(|i| i.state == State::Open)
+    }
+
     fn report(&mut self, ctx: &mut Context<'_>) {
         if let Some(id) = self.ipserver
-            && self.ipserver_up
+            && self.ipserver_up(ctx)
         {
             let h = Header::new()
                 .with("ID", self.cfg.id.clone())
@@ -104,9 +111,11 @@ impl Filer {
         self.ipserver = Some(id);
     }
 
-    fn ipserver_lost(&mut self, ctx: &mut Context<'_>, reason: &str) {
-        self.ipserver = None;
-        let was_up = std::mem::take(&mut self.ipserver_up);
+    /// The link to the ipserver closed (`was_up`) or could not be made.
+    fn ipserver_lost(&mut self, ctx: &mut Context<'_>, reason: &str, was_up: bool) {
+        if let Some(id) = self.ipserver.take() {
+            self.s.hidden.remove(&id);
+        }
         if ctx.is_stopping() {
             // Our own shutdown, not an outage.
             return;
@@ -131,7 +140,7 @@ impl Filer {
             .clamp(Duration::from_millis(100), Duration::from_secs(5))
     }
 
-    fn on_roster(&mut self, msg: &Message) {
+    fn on_roster(&mut self, ctx: &Context<'_>, msg: &Message) {
         let entries = match roster::parse(&msg.body) {
             Ok(e) => e,
             Err(e) => {
@@ -168,29 +177,13 @@ impl Filer {
             }
         }
         self.roster = next;
-        self.refresh_completion_with_roster();
-    }
-
-    fn refresh_completion_with_roster(&mut self) {
-        if let Some(c) = &self.s.completion
-            && let Ok(mut g) = c.lock()
-        {
-            for n in self.roster.keys() {
-                if !g.contains(n) {
-                    g.push(n.clone());
-                }
-            }
-        }
+        self.s.completion_extra = self.roster.keys().cloned().collect();
+        self.s.refresh_completion(ctx);
     }
 
     /// The open (or opening) connection to the peer named `name`, if any.
     fn conn_named(&self, ctx: &Context<'_>, name: &str) -> Option<ConnId> {
-        self.s
-            .names
-            .iter()
-            .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
-            .map(|(id, _)| *id)
-            .min()
+        self.s.conns_named(ctx, name).first().copied()
     }
 
     /// Dials a peer's listener and queues our identity frame first, so it goes
@@ -244,7 +237,7 @@ impl Filer {
 
     fn peers_table(&self, ctx: &Context<'_>) -> String {
         if self.roster.is_empty() {
-            return if self.ipserver_up {
+            return if self.ipserver_up(ctx) {
                 "no other peers online".into()
             } else {
                 format!(
@@ -257,10 +250,9 @@ impl Filer {
         for (name, e) in &self.roster {
             let conns: Vec<String> = self
                 .s
-                .names
+                .conns_named(ctx, name)
                 .iter()
-                .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
-                .map(|(id, _)| id.to_string())
+                .map(ConnId::to_string)
                 .collect();
             rows.push([
                 name.clone(),
@@ -275,19 +267,12 @@ impl Filer {
         format_table(&rows)
     }
 
-    fn peers_json(&self, ctx: &Context<'_>) -> String {
+    fn peers_json(&self, ctx: &Context<'_>) -> serde_json::Value {
         let peers: Vec<serde_json::Value> = self
             .roster
             .iter()
             .map(|(name, e)| {
-                let mut conns: Vec<u64> = self
-                    .s
-                    .names
-                    .iter()
-                    .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
-                    .map(|(id, _)| id.0)
-                    .collect();
-                conns.sort_unstable();
+                let conns: Vec<u64> = self.s.conns_named(ctx, name).iter().map(|c| c.0).collect();
                 serde_json::json!({
                     "id": name,
                     "ip": e.ip.to_string(),
@@ -298,21 +283,36 @@ impl Filer {
             .collect();
         serde_json::json!({
             "event": "peers",
-            "ipserver": if self.ipserver_up { "connected" } else { "lost" },
+            "ipserver": if self.ipserver_up(ctx) { "connected" } else { "lost" },
             "peers": peers,
         })
-        .to_string()
+    }
+
+    /// A peer's identity frame named connection `conn`.
+    fn on_identity(&mut self, ctx: &Context<'_>, conn: ConnId, name: &str) {
+        if let Err(e) = check_id(name) {
+            self.s
+                .out
+                .notice(&format!("ignored identity from {conn}: {e}"));
+            return;
+        }
+        if self.s.name(conn) != Some(name) {
+            self.s.names.insert(conn, name.to_string());
+            self.s.out.identified(conn.0, name);
+            self.s.refresh_completion(ctx);
+        }
     }
 
     fn run(&mut self, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
         match cmd {
             Command::Peers => {
-                let t = if self.s.out.is_json() {
-                    self.peers_json(ctx)
+                if self.s.out.is_json() {
+                    let v = self.peers_json(ctx);
+                    self.s.out.print_json(&v);
                 } else {
-                    self.peers_table(ctx)
-                };
-                self.s.out.print(&t);
+                    let t = self.peers_table(ctx);
+                    self.s.out.print(&t);
+                }
                 Ok(())
             }
             Command::Dial(name) => self.dial_name(ctx, &name).map(|_| ()),
@@ -355,7 +355,6 @@ impl Handler for Filer {
 
     fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
         if Some(info.id) == self.ipserver {
-            self.ipserver_up = true;
             self.outage_noticed = false;
             self.s.out.ipserver("connected", &self.cfg.ipserver, None);
             self.report(ctx);
@@ -371,20 +370,21 @@ impl Handler for Filer {
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
         if Some(info.id) == self.ipserver {
-            self.s.hidden.remove(&info.id);
-            self.ipserver_lost(ctx, reason);
+            self.ipserver_lost(ctx, reason, false);
             return;
         }
         self.xfer
             .on_connect_failed(&mut env(&mut self.s), info.id, reason);
         self.s.names.remove(&info.id);
-        self.s.on_connect_failed(ctx, info, reason);
+        // Our identity frame, queued first on every dial, is not the user's message.
+        let mut info = info.clone();
+        info.msgs_out = info.msgs_out.saturating_sub(1);
+        self.s.on_connect_failed(ctx, &info, reason);
     }
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
         if Some(info.id) == self.ipserver {
-            self.s.hidden.remove(&info.id);
-            self.ipserver_lost(ctx, reason);
+            self.ipserver_lost(ctx, reason, true);
             return;
         }
         self.xfer.on_closed(&mut env(&mut self.s), info, reason);
@@ -394,26 +394,13 @@ impl Handler for Filer {
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
         if Some(conn) == self.ipserver {
             if msg.header.contains("Broadcast") {
-                self.on_roster(&msg);
+                self.on_roster(ctx, &msg);
             }
             return;
         }
         if msg.header.is_check() {
             if let Some(name) = msg.header.get("ID") {
-                match check_id(name) {
-                    Ok(()) => {
-                        if self.s.names.get(&conn).map(String::as_str) != Some(name) {
-                            self.s.names.insert(conn, name.to_string());
-                            self.s.out.identified(conn.0, name);
-                            self.s.refresh_completion(ctx);
-                            self.refresh_completion_with_roster();
-                        }
-                    }
-                    Err(e) => self
-                        .s
-                        .out
-                        .notice(&format!("ignored identity from {conn}: {e}")),
-                }
+                self.on_identity(ctx, conn, name);
             }
             return;
         }
@@ -432,23 +419,15 @@ impl Handler for Filer {
             RETRY_TIMER if self.ipserver.is_none() && !ctx.is_stopping() => {
                 self.dial_ipserver(ctx);
             }
-            transfer::TIMER => {
-                self.xfer.on_timer(ctx, &mut env(&mut self.s), token);
-            }
+            transfer::TIMER => self.xfer.on_timer(ctx, &mut env(&mut self.s)),
             _ => {}
         }
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        match input {
-            Input::Line(l) => {
-                if let Some(cmd) = self.s.parse_line(&l) {
-                    let r = self.run(ctx, cmd);
-                    self.s.report(r);
-                }
-            }
-            Input::Eof => {}
-            Input::Signal => ctx.stop(),
+        if let Some(cmd) = self.s.take_input(input) {
+            let r = self.run(ctx, cmd);
+            self.s.report(r);
         }
     }
 

@@ -3,11 +3,13 @@
 //! The roster frame is encoded once when the roster changes and shared by every
 //! recipient (`Context::send_frame`), so a round costs one queue append per peer.
 
-use super::session::{Input, Session, format_table, short_duration};
+use super::session::Session;
 use crate::command::Command;
+use crate::command::Input;
 use crate::filer::roster::{self, Entry, check_id};
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::{Header, Message, encode};
+use crate::render::{format_table, short_duration};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,11 +41,11 @@ pub struct Ipserver {
     /// When the next round is due (rounds keep a fixed cadence, no drift).
     next_round: Instant,
     /// Roster rounds sent so far.
-    pub rounds: u64,
+    rounds: u64,
     /// How long the last round took to build and queue the frame for everyone.
-    pub last_round: Duration,
+    last_round: Duration,
     /// How long the last round took until its frames were written to the sockets.
-    pub last_round_flushed: Duration,
+    last_round_flushed: Duration,
     round_started: Option<Instant>,
     /// The last notice given per connection, so a peer repeating a bad report
     /// every interval is mentioned once, not every time.
@@ -61,7 +63,8 @@ impl Ipserver {
             shown: HashMap::new(),
             frame: None,
             live: Vec::new(),
-            next_round: Instant::now() + interval,
+            // Set when the node starts.
+            next_round: Instant::now(),
             rounds: 0,
             last_round: Duration::ZERO,
             last_round_flushed: Duration::ZERO,
@@ -278,7 +281,7 @@ impl Ipserver {
         t
     }
 
-    fn peers_json(&self) -> String {
+    fn peers_json(&self) -> serde_json::Value {
         let now = Instant::now();
         let peers: Vec<serde_json::Value> = self
             .reports
@@ -301,7 +304,6 @@ impl Ipserver {
             "last_round_us": self.last_round.as_micros() as u64,
             "last_round_write_us": self.last_round_flushed.as_micros() as u64,
         })
-        .to_string()
     }
 }
 
@@ -359,25 +361,20 @@ impl Handler for Ipserver {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        match input {
-            Input::Line(l) => {
-                let Some(cmd) = self.s.parse_line(&l) else {
-                    return;
-                };
-                if cmd == Command::Peers {
-                    let t = if self.s.out.is_json() {
-                        self.peers_json()
-                    } else {
-                        self.peers_table()
-                    };
-                    self.s.out.print(&t);
-                } else {
-                    let r = self.s.run_common(ctx, cmd);
-                    self.s.report(r);
-                }
+        let Some(cmd) = self.s.take_input(input) else {
+            return;
+        };
+        if cmd == Command::Peers {
+            if self.s.out.is_json() {
+                let v = self.peers_json();
+                self.s.out.print_json(&v);
+            } else {
+                let t = self.peers_table();
+                self.s.out.print(&t);
             }
-            Input::Eof => {}
-            Input::Signal => ctx.stop(),
+        } else {
+            let r = self.s.run_common(ctx, cmd);
+            self.s.report(r);
         }
     }
 

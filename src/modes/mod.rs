@@ -10,4 +10,4 @@ pub use connect::Connect;
 pub use filer::{Filer, FilerConfig};
 pub use ipserver::Ipserver;
 pub use serve::Serve;
-pub use session::{CompletionTargets, Input, Session};
+pub use session::Session;

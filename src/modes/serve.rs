@@ -1,6 +1,7 @@
 //! `sockmod serve`: keep many clients, print what they send, talk back.
 
-use super::session::{Input, Session};
+use super::session::Session;
+use crate::command::Input;
 use crate::net::{ConnId, ConnInfo, Context, Handler};
 use crate::protocol::Message;
 
@@ -36,16 +37,9 @@ impl Handler for Serve {
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        match input {
-            Input::Line(l) => {
-                if let Some(cmd) = self.s.parse_line(&l) {
-                    let r = self.s.run_common(ctx, cmd);
-                    self.s.report(r);
-                }
-            }
-            // A server keeps running after end of input.
-            Input::Eof => {}
-            Input::Signal => ctx.stop(),
+        if let Some(cmd) = self.s.take_input(input) {
+            let r = self.s.run_common(ctx, cmd);
+            self.s.report(r);
         }
     }
 

@@ -1,27 +1,13 @@
 //! What every mode shares: the renderer, target resolution, and the commands of
 //! SPEC §3 that work the same in all of them.
 
-use crate::command::{BodySource, Command, Item, Outgoing, Target, help_text};
+use crate::command::{
+    BodySource, Command, CompletionTargets, Input, Item, Outgoing, Target, help_text, quoted,
+};
 use crate::net::{ConnId, ConnInfo, Context, SendError, State};
-use crate::render::{Renderer, human_size};
+use crate::render::{Renderer, format_table, human_size, short_duration};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// Input from the REPL, piped stdin, or a signal.
-#[derive(Debug)]
-pub enum Input {
-    /// A command line.
-    Line(String),
-    /// End of input (Ctrl-D in the REPL runs `quit` instead).
-    Eof,
-    /// SIGINT or SIGTERM: shut down cleanly, exit 0.
-    Signal,
-}
-
-/// Connection ids and peer names offered by tab completion; written by the loop,
-/// read by the REPL.
-pub type CompletionTargets = Arc<Mutex<Vec<String>>>;
+use std::time::Instant;
 
 /// State and behaviour common to all modes.
 pub struct Session {
@@ -29,33 +15,39 @@ pub struct Session {
     pub mode: &'static str,
     /// Where events go.
     pub out: Renderer,
-    /// Reading commands from a pipe rather than a person.
-    pub piped: bool,
     /// A command failed (piped mode then exits 1).
     pub failed: bool,
     /// Exit status once stopped.
     pub exit_code: i32,
     /// Peer names by connection (filer).
     pub names: HashMap<ConnId, String>,
-    /// Shared with the REPL's completer.
-    pub completion: Option<CompletionTargets>,
+    /// Shared with the REPL's completer; `None` when reading piped input.
+    completion: Option<CompletionTargets>,
+    /// Names offered for completion besides the connections (the filer's roster).
+    pub completion_extra: Vec<String>,
     /// Connections that are not peers (the filer's ipserver link): left out of `*`.
     pub hidden: HashSet<ConnId>,
 }
 
 impl Session {
-    /// A session for `mode`.
-    pub fn new(mode: &'static str, out: Renderer, piped: bool) -> Self {
+    /// A session for `mode`: at a prompt when `completion` is given (the list
+    /// the prompt completes from), else reading piped input.
+    pub fn new(mode: &'static str, out: Renderer, completion: Option<CompletionTargets>) -> Self {
         Session {
             mode,
             out,
-            piped,
             failed: false,
             exit_code: 0,
             names: HashMap::new(),
-            completion: None,
+            completion,
+            completion_extra: Vec::new(),
             hidden: HashSet::new(),
         }
+    }
+
+    /// True when commands come from a pipe rather than a person at a prompt.
+    pub fn piped(&self) -> bool {
+        self.completion.is_none()
     }
 
     /// Reports a failed command: one line on stderr; piped mode will exit 1.
@@ -66,17 +58,22 @@ impl Session {
 
     /// Stops the node; exit 1 if a piped command failed.
     pub fn quit(&mut self, ctx: &mut Context<'_>) {
-        if self.piped && self.failed {
+        if self.piped() && self.failed {
             self.exit_code = 1;
         }
         ctx.stop();
     }
 
-    /// Updates the completion list from the live connections.
+    /// Updates the completion list: the live connections, the peer names, and
+    /// [`Session::completion_extra`].
     pub fn refresh_completion(&mut self, ctx: &Context<'_>) {
         if let Some(c) = &self.completion {
             let mut v: Vec<String> = ctx.ids().iter().map(|i| i.to_string()).collect();
-            v.extend(self.names.values().cloned());
+            for n in self.names.values().chain(&self.completion_extra) {
+                if !v.contains(n) {
+                    v.push(n.clone());
+                }
+            }
             if let Ok(mut g) = c.lock() {
                 *g = v;
             }
@@ -86,6 +83,18 @@ impl Session {
     /// The peer name of a connection, if known.
     pub fn name(&self, id: ConnId) -> Option<&str> {
         self.names.get(&id).map(String::as_str)
+    }
+
+    /// The live connections to the peer named `name`, in id order.
+    pub fn conns_named(&self, ctx: &Context<'_>, name: &str) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self
+            .names
+            .iter()
+            .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Renders a message event (nothing for `TP:Check` frames, which are probes
@@ -120,12 +129,22 @@ impl Session {
         self.refresh_completion(ctx);
     }
 
-    /// Renders a failed dial (event on stdout, error on stderr).
+    /// Renders a failed dial (event on stdout, error on stderr), saying how many
+    /// messages sent to it while it was being dialled were dropped.
     pub fn on_connect_failed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str) {
         let target = info.target.clone().unwrap_or_else(|| info.addr.to_string());
+        let reason = match info.msgs_out {
+            0 => reason.to_string(),
+            1 => format!("{reason}; the message sent to it was dropped"),
+            n => format!("{reason}; the {n} messages sent to it were dropped"),
+        };
+        let reason = reason.as_str();
         self.out.connect_failed(info, &target, reason);
-        self.out
-            .notice(&format!("error: cannot connect to {target}: {reason}"));
+        // A dial cut short by our own shutdown is not an error.
+        if !ctx.is_stopping() {
+            self.out
+                .notice(&format!("error: cannot connect to {target}: {reason}"));
+        }
         self.refresh_completion(ctx);
     }
 
@@ -144,28 +163,7 @@ impl Session {
             Target::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for it in items {
-                    let id = match it {
-                        Item::Id(n) => ctx
-                            .info(ConnId(*n))
-                            .map(|i| i.id)
-                            .ok_or_else(|| format!("no connection #{n}"))?,
-                        Item::Addr(a) => ctx
-                            .conns()
-                            .iter()
-                            .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
-                            .map(|i| i.id)
-                            .ok_or_else(|| format!("no connection to {}", crate::command::quoted(a)))?,
-                        Item::Name(n) => self
-                            .names
-                            .iter()
-                            .filter(|(id, name)| *name == n && ctx.info(**id).is_some())
-                            .map(|(id, _)| *id)
-                            .min()
-                            .ok_or_else(|| match self.mode {
-                                "filer" => format!("no connection to a peer named {} (try `dial NAME`)", crate::command::quoted(n)),
-                                _ => format!("bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)", crate::command::quoted(n)),
-                            })?,
-                    };
+                    let id = self.resolve_item(ctx, it)?;
                     if !out.contains(&id) {
                         out.push(id);
                     }
@@ -173,6 +171,34 @@ impl Session {
                 Ok(out)
             }
         }
+    }
+
+    /// The connection one element of a target list names.
+    fn resolve_item(&self, ctx: &Context<'_>, it: &Item) -> Result<ConnId, String> {
+        let found = match it {
+            Item::Id(n) => ctx.info(ConnId(*n)).map(|i| i.id),
+            Item::Addr(a) => ctx
+                .conns()
+                .iter()
+                .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
+                .map(|i| i.id),
+            Item::Name(n) => self.conns_named(ctx, n).first().copied(),
+        };
+        found.ok_or_else(|| match it {
+            Item::Id(n) => format!("no connection #{n}"),
+            Item::Addr(a) => format!("no connection to {}", quoted(a)),
+            Item::Name(n) => match self.mode {
+                "filer" => format!(
+                    "no connection to a peer named {} (try `dial NAME`)",
+                    quoted(n)
+                ),
+                "ipserver" => format!("no connection from a peer named {}", quoted(n)),
+                _ => format!(
+                    "bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)",
+                    quoted(n)
+                ),
+            },
+        })
     }
 
     /// Reads a message's body.
@@ -285,14 +311,11 @@ impl Session {
             }
             Command::Quit => self.quit(ctx),
             other => {
-                let name = match other {
-                    Command::Peers => "peers",
-                    Command::Dial(_) => "dial",
-                    Command::SendFile(..) => "sendfile",
-                    Command::Transfers => "transfers",
-                    _ => "cancel",
-                };
-                return Err(format!("{name} is not available in {} mode", self.mode));
+                return Err(format!(
+                    "{} is not available in {} mode",
+                    other.name(),
+                    self.mode
+                ));
             }
         }
         Ok(())
@@ -323,12 +346,12 @@ impl Session {
                 v
             })
             .collect();
-        let line = serde_json::json!({"event": "list", "conns": conns}).to_string();
-        self.out.print(&line);
+        self.out
+            .print_json(&serde_json::json!({"event": "list", "conns": conns}));
     }
 
     /// The `list` table.
-    pub fn list_table(&self, ctx: &Context<'_>) -> String {
+    fn list_table(&self, ctx: &Context<'_>) -> String {
         let conns = ctx.conns();
         if conns.is_empty() {
             return "no connections".to_string();
@@ -369,48 +392,6 @@ impl Session {
     }
 }
 
-/// Lays out rows in aligned columns.
-pub fn format_table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut s = String::new();
-    for (n, r) in rows.iter().enumerate() {
-        if n > 0 {
-            s.push('\n');
-        }
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(c);
-            if i + 1 < N {
-                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
-            }
-        }
-        s.push_str(line.trim_end());
-    }
-    s
-}
-
-/// `850ms`, `3s`, `2m5s`, `1h2m`.
-pub fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        format!("{}ms", d.as_millis())
-    } else if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{}s", s / 60, s % 60)
-    } else {
-        format!("{}h{}m", s / 3600, s % 3600 / 60)
-    }
-}
-
 impl Session {
     /// Parses a line, reporting a bad one; `None` when there is nothing to run.
     pub fn parse_line(&mut self, line: &str) -> Option<Command> {
@@ -424,31 +405,24 @@ impl Session {
         }
     }
 
-    /// Runs `f`, reporting its error.
+    /// Reports the error of a command that failed.
     pub fn report(&mut self, r: Result<(), String>) {
         if let Err(e) = r {
             self.error(&e);
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns() {
-        let t = format_table(&[
-            ["id".to_string(), "x".into()],
-            ["#10".to_string(), "yy".into()],
-        ]);
-        assert_eq!(t, "id   x\n#10  yy");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(short_duration(Duration::from_millis(5)), "5ms");
-        assert_eq!(short_duration(Duration::from_secs(125)), "2m5s");
-        assert_eq!(short_duration(Duration::from_secs(3720)), "1h2m");
+    /// The command an input asks to run: a line is parsed (a bad one reported,
+    /// as is a line that could not be read); end of input gives none (servers
+    /// keep running after it; `connect` looks at it first).
+    pub fn take_input(&mut self, input: Input) -> Option<Command> {
+        match input {
+            Input::Line(l) => self.parse_line(&l),
+            Input::Bad(reason) => {
+                self.error(&reason);
+                None
+            }
+            Input::Eof => None,
+        }
     }
 }

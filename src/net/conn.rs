@@ -118,6 +118,33 @@ pub struct ConnInfo {
     pub target: Option<String>,
 }
 
+impl ConnInfo {
+    /// A connection appearing now, with nothing sent or received yet.
+    pub fn new(
+        id: ConnId,
+        dir: Dir,
+        addr: SocketAddr,
+        state: State,
+        target: Option<String>,
+    ) -> Self {
+        let now = Instant::now();
+        ConnInfo {
+            id,
+            dir,
+            addr,
+            state,
+            since: now,
+            last_seen: now,
+            last_sent: now,
+            msgs_in: 0,
+            bytes_in: 0,
+            msgs_out: 0,
+            bytes_out: 0,
+            target,
+        }
+    }
+}
+
 /// A queued piece of output: owned, or shared between connections (broadcast).
 #[derive(Debug)]
 pub(crate) enum Chunk {

@@ -27,6 +27,10 @@ pub fn describe(e: &io::Error) -> String {
         Some(i) => &text[..i],
         None => &text,
     };
+    // getaddrinfo's errors: the reason is what follows the prefix.
+    let text = text
+        .strip_prefix("failed to lookup address information: ")
+        .unwrap_or(text);
     let mut c = text.chars();
     match c.next() {
         Some(f) => f.to_lowercase().chain(c).collect(),
@@ -48,5 +52,8 @@ mod tests {
             describe(&io::Error::from_raw_os_error(24)),
             "too many open files"
         );
+        let lookup =
+            io::Error::other("failed to lookup address information: Name or service not known");
+        assert_eq!(describe(&lookup), "name or service not known");
     }
 }

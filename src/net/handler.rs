@@ -42,6 +42,12 @@ pub trait Handler {
     /// A command arrived from another thread.
     fn on_command(&mut self, _ctx: &mut Context<'_>, _cmd: Self::Command) {}
 
+    /// [`Remote::interrupt`](super::Remote::interrupt) was called (SIGINT or
+    /// SIGTERM): stops the node cleanly unless overridden.
+    fn on_interrupt(&mut self, ctx: &mut Context<'_>) {
+        ctx.stop();
+    }
+
     /// The outbound queue fell to the mark given to [`Context::notify_drained`].
     fn on_drained(&mut self, _ctx: &mut Context<'_>, _conn: ConnId) {}
 
@@ -51,6 +57,7 @@ pub trait Handler {
         eprintln!("{notice}");
     }
 
-    /// The loop is about to block in poll: a good moment to flush output.
+    /// The loop is about to block in poll, or to return from
+    /// [`Node::run`](super::Node::run): a good moment to flush output.
     fn on_idle(&mut self, _ctx: &mut Context<'_>) {}
 }

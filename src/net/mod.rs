@@ -19,3 +19,4 @@ pub use handler::Handler;
 pub use limits::raise_nofile_limit;
 pub use node::{Config, Context, Node, SendError, SendResult, parse_bind};
 pub use remote::Remote;
+pub use resolver::has_port;

@@ -5,7 +5,7 @@ use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, IdMap, OutQueue, State};
 use super::error::describe;
 use super::handler::Handler;
 use super::remote::Remote;
-use super::resolver::{Resolver, lookup};
+use super::resolver::{Resolver, has_port, lookup};
 use crate::protocol::{
     DEFAULT_MAX_BODY, Decoder, EncodeError, Header, Message, encode_header_into, encode_into,
 };
@@ -17,6 +17,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -144,6 +145,10 @@ struct Core {
     /// otherwise the idle loop would scan every connection on every turn.
     housekeeping_stale: bool,
     stopping: Option<Instant>,
+    /// Commands wait in the channel ([`Context::pause_commands`]).
+    commands_paused: bool,
+    /// Wakes the loop from its own callbacks (see [`Context::pause_commands`]).
+    waker: Arc<Waker>,
     read_buf: Vec<u8>,
     /// Host-name lookups of dials in progress.
     resolver: Resolver,
@@ -215,6 +220,7 @@ impl<H: Handler> Node<H> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = sync_channel(1024);
+        let interrupted = Arc::new(AtomicBool::new(false));
         Ok(Node {
             core: Core {
                 poll,
@@ -235,12 +241,18 @@ impl<H: Handler> Node<H> {
                 next_housekeeping: None,
                 housekeeping_stale: true,
                 stopping: None,
+                commands_paused: false,
+                waker: waker.clone(),
                 read_buf: vec![0; READ_BUF],
                 resolver: Resolver::new(waker.clone()),
             },
             handler,
             rx,
-            remote: Remote { tx, waker },
+            remote: Remote {
+                tx,
+                waker,
+                interrupted,
+            },
             scratch: Vec::new(),
         })
     }
@@ -349,6 +361,13 @@ impl<H: Handler> Node<H> {
             }
             self.accept_all();
             self.finish_lookups();
+            if self.remote.interrupted.swap(false, Ordering::Acquire) {
+                let mut ctx = Context {
+                    core: &mut self.core,
+                };
+                self.handler.on_interrupt(&mut ctx);
+                self.dispatch_pending();
+            }
             self.drain_commands();
             self.continue_reads();
             self.fire_timers();
@@ -359,6 +378,10 @@ impl<H: Handler> Node<H> {
             self.core.drop_conn(id, "shutting down".to_string());
         }
         self.dispatch_pending();
+        let mut ctx = Context {
+            core: &mut self.core,
+        };
+        self.handler.on_idle(&mut ctx);
         Ok(self.handler)
     }
 
@@ -381,7 +404,7 @@ impl<H: Handler> Node<H> {
         consider(c.stopping.map(|s| s.min(now + Duration::from_millis(50))));
         if c.housekeeping_stale {
             c.housekeeping_stale = false;
-            c.next_housekeeping = c.housekeeping_interval().map(|d| now + d);
+            c.next_housekeeping = c.housekeeping_interval().and_then(|d| now.checked_add(d));
         }
         consider(c.next_housekeeping);
         next.map(|t| t.saturating_duration_since(now))
@@ -594,6 +617,9 @@ impl<H: Handler> Node<H> {
 
     fn drain_commands(&mut self) {
         for _ in 0..COMMAND_BUDGET {
+            if self.core.commands_paused {
+                return;
+            }
             match self.rx.try_recv() {
                 Ok(cmd) => {
                     let mut ctx = Context {
@@ -783,55 +809,46 @@ impl Core {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let id = self.new_conn(Some(stream), addr, Dir::In, State::Open, None);
-        if let Some(id) = id {
-            self.open += 1;
-            self.pending.push_back(Pending::Connected(ConnId(id)));
-        }
-    }
-
-    fn new_conn(
-        &mut self,
-        mut stream: Option<TcpStream>,
-        addr: SocketAddr,
-        dir: Dir,
-        state: State,
-        target: Option<String>,
-    ) -> Option<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        if let Some(s) = stream.as_mut()
-            && let Err(e) = self.poll.registry().register(
-                s,
-                Token(id as usize),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-        {
+        let mut stream = stream;
+        let id = self.new_id();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.pending.push_back(Pending::Notice(format!(
                 "cannot register connection from {addr}: {}",
                 describe(&e)
             )));
-            return None;
+            return;
         }
-        let now = Instant::now();
+        self.insert_conn(id, Some(stream), addr, Dir::In, State::Open, None);
+        self.open += 1;
+        self.pending.push_back(Pending::Connected(ConnId(id)));
+    }
+
+    /// The next connection id (never reused in a run).
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Adds connection `id`; its stream, if any, is already registered.
+    fn insert_conn(
+        &mut self,
+        id: u64,
+        stream: Option<TcpStream>,
+        addr: SocketAddr,
+        dir: Dir,
+        state: State,
+        target: Option<String>,
+    ) {
         self.conns.insert(
             id,
             Conn {
                 stream,
-                info: ConnInfo {
-                    id: ConnId(id),
-                    dir,
-                    addr,
-                    state,
-                    since: now,
-                    last_seen: now,
-                    last_sent: now,
-                    msgs_in: 0,
-                    bytes_in: 0,
-                    msgs_out: 0,
-                    bytes_out: 0,
-                    target,
-                },
+                info: ConnInfo::new(ConnId(id), dir, addr, state, target),
                 decoder: Decoder::new(self.config.max_body),
                 out: OutQueue::default(),
                 close_reason: None,
@@ -841,7 +858,6 @@ impl Core {
                 fallbacks: Vec::new(),
             },
         );
-        Some(id)
     }
 
     /// Opens the socket of dial `id` to `sa` and registers it; the connect then
@@ -1080,11 +1096,6 @@ impl Context<'_> {
         }
     }
 
-    /// Closes `conn` at once, dropping anything queued.
-    pub fn abort(&mut self, conn: ConnId, reason: impl Into<String>) {
-        self.core.drop_conn(conn.0, reason.into());
-    }
-
     /// Dials `addr` (`HOST:PORT`) without blocking the loop: a host name is looked
     /// up on a helper thread, and the connect itself is non-blocking. The outcome
     /// arrives as `on_connected` or `on_connect_failed` (within the connect timeout);
@@ -1092,23 +1103,21 @@ impl Context<'_> {
     pub fn dial(&mut self, addr: &str) -> ConnId {
         let core = &mut *self.core;
         let literal = addr.parse::<SocketAddr>().ok();
+        // Until a name is looked up, the address shown is the unspecified one.
         let placeholder = SocketAddr::from(([0, 0, 0, 0], 0));
-        let Some(id) = core.new_conn(
-            None,
-            literal.unwrap_or(placeholder),
-            Dir::Out,
-            State::Connecting,
-            Some(addr.to_string()),
-        ) else {
-            // Unreachable without a socket to register; keep ids consistent anyway.
-            return ConnId(core.next_id - 1);
-        };
+        let id = core.new_id();
+        let (dir, state) = (Dir::Out, State::Connecting);
+        let shown = literal.unwrap_or(placeholder);
+        core.insert_conn(id, None, shown, dir, state, Some(addr.to_string()));
         if let Some(c) = core.conns.get_mut(&id) {
-            c.deadline = Some(Instant::now() + core.config.connect_timeout);
+            c.deadline = Instant::now().checked_add(core.config.connect_timeout);
         }
         core.housekeeping_stale = true;
         match literal {
             Some(sa) => core.start_connect(id, sa),
+            None if !has_port(addr) => {
+                core.fail_connect(id, "no port given (want HOST:PORT)".into());
+            }
             None => {
                 if let Err(e) = core.resolver.start(id, addr) {
                     core.fail_connect(id, format!("cannot resolve: {}", describe(&e)));
@@ -1118,13 +1127,27 @@ impl Context<'_> {
         ConnId(id)
     }
 
-    /// Calls `on_timer(token)` after `after`.
+    /// Calls `on_timer(token)` after `after` (never, if that is beyond what the
+    /// clock can represent).
     pub fn set_timer(&mut self, after: Duration, token: u64) {
+        let Some(at) = Instant::now().checked_add(after) else {
+            return;
+        };
         self.core.timer_seq += 1;
         let seq = self.core.timer_seq;
-        self.core
-            .timers
-            .push(Reverse((Instant::now() + after, seq, token)));
+        self.core.timers.push(Reverse((at, seq, token)));
+    }
+
+    /// While paused, commands from other threads wait in their bounded channel
+    /// (so their producers wait too) instead of reaching `on_command`; a handler
+    /// that must hold commands back pauses rather than buffering without bound.
+    /// Interrupts still arrive.
+    pub fn pause_commands(&mut self, paused: bool) {
+        self.core.commands_paused = paused;
+        if !paused {
+            // Commands may be waiting: take them this turn.
+            let _ = self.core.waker.wake();
+        }
     }
 
     /// Calls `on_drained(conn)` once its queue holds at most `mark` bytes.

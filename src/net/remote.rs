@@ -2,6 +2,7 @@
 
 use mio::Waker;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 /// A handle other threads use to hand commands to the loop; cheap to clone.
@@ -11,6 +12,8 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 pub struct Remote<C> {
     pub(crate) tx: SyncSender<C>,
     pub(crate) waker: Arc<Waker>,
+    /// Set by [`Remote::interrupt`], taken by the loop.
+    pub(crate) interrupted: Arc<AtomicBool>,
 }
 
 impl<C> Clone for Remote<C> {
@@ -18,7 +21,18 @@ impl<C> Clone for Remote<C> {
         Remote {
             tx: self.tx.clone(),
             waker: self.waker.clone(),
+            interrupted: self.interrupted.clone(),
         }
+    }
+}
+
+impl<C> Remote<C> {
+    /// Asks the loop to call [`Handler::on_interrupt`](super::Handler::on_interrupt)
+    /// (a signal arrived). Never blocks: it bypasses the command channel, so an
+    /// interrupt is not stuck behind a full one.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::Release);
+        let _ = self.waker.wake();
     }
 }
 

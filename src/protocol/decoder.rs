@@ -112,10 +112,7 @@ pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), Prot
         if k.is_empty() {
             return Err(ProtocolError::EmptyKey);
         }
-        if k == "CL" {
-            cl = Some(v);
-            continue;
-        }
+        // `CL` may be percent-escaped; its value is checked as a number below.
         let k = unescape(k);
         if k == "CL" {
             cl = Some(v);
@@ -177,7 +174,8 @@ pub struct Decoder {
     /// Boxed: only a frame mid-body needs it, and every idle connection keeps a
     /// decoder, so the decoder itself stays a few words.
     partial: Option<Box<(Header, usize, Vec<u8>)>>,
-    failed: bool,
+    /// The protocol error that ended this stream: all later input gets it again.
+    failed: Option<ProtocolError>,
 }
 
 impl Default for Decoder {
@@ -197,13 +195,8 @@ impl Decoder {
             max_body,
             pending: Vec::new(),
             partial: None,
-            failed: false,
+            failed: None,
         }
-    }
-
-    /// The body limit in force.
-    pub fn max_body(&self) -> usize {
-        self.max_body
     }
 
     /// True when no partial frame is buffered.
@@ -235,8 +228,8 @@ impl Decoder {
         out: &mut Vec<Message>,
         limit: usize,
     ) -> Result<usize, ProtocolError> {
-        if self.failed {
-            return Err(ProtocolError::NoCl);
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
         }
         let total = input.len();
         let mut pushed = 0usize;
@@ -313,8 +306,8 @@ impl Decoder {
     }
 
     fn parse(&mut self, raw: &[u8]) -> Result<(Header, usize), ProtocolError> {
-        parse_header(raw, self.max_body).inspect_err(|_| {
-            self.failed = true;
+        parse_header(raw, self.max_body).inspect_err(|e| {
+            self.failed = Some(e.clone());
             self.pending = Vec::new();
         })
     }

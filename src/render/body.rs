@@ -6,14 +6,15 @@ use std::fmt::Write;
 /// `--body-format`: how bodies appear in events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum BodyFormat {
-    /// Text when printable UTF-8, otherwise a hex preview (JSON: `body_base64`).
+    /// Text when printable UTF-8, else a short hex preview (JSON: `body`, or
+    /// `body_base64` when not UTF-8).
     #[default]
     Auto,
-    /// Always as text (invalid UTF-8 replaced).
+    /// Always as text, invalid UTF-8 replaced (JSON: `body`).
     Text,
-    /// Hex.
+    /// Hex of the whole body (JSON: `body_hex`).
     Hex,
-    /// Base64.
+    /// Base64 of the whole body (JSON: `body_base64`).
     Base64,
     /// Length only.
     None,

@@ -64,17 +64,6 @@ impl JsonLine {
         self
     }
 
-    /// Adds a float field.
-    pub fn float(&mut self, k: &str, v: f64) -> &mut Self {
-        self.key(k);
-        if v.is_finite() {
-            let _ = write!(self.buf, "{v:.3}");
-        } else {
-            self.buf.extend_from_slice(b"null");
-        }
-        self
-    }
-
     /// Adds an object of string pairs.
     pub fn object<'a>(
         &mut self,

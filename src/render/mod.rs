@@ -3,12 +3,16 @@
 mod body;
 mod json;
 mod sink;
+mod text;
 mod transfer;
 
 pub use body::{BodyFormat, human_body, push_hex};
 pub use json::JsonLine;
 pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_width};
-pub use transfer::{TransferEvent, clip_columns, human_duration, human_rate};
+pub use text::{
+    clip_columns, eta, format_table, human_duration, human_rate, human_size, short_duration,
+};
+pub use transfer::TransferEvent;
 
 use crate::net::{ConnInfo, Dir};
 use crate::protocol::Message;
@@ -73,16 +77,21 @@ impl Renderer {
     }
 
     /// Prints command output (tables, help) on stdout; with `--json`, where stdout
-    /// holds only JSON lines, text that is not JSON goes to stderr.
+    /// holds only JSON lines, on stderr.
     pub fn print(&mut self, text: &str) {
-        let to_stdout = !self.is_json() || text.starts_with('{');
         for l in text.lines() {
-            if to_stdout {
-                self.sink.event(l.as_bytes());
-            } else {
+            if self.is_json() {
                 self.sink.notice(l);
+            } else {
+                self.sink.event(l.as_bytes());
             }
         }
+    }
+
+    /// Prints command output for scripts (`list`, `peers`, `transfers` with
+    /// `--json`) as one JSON line on stdout.
+    pub fn print_json(&mut self, v: &serde_json::Value) {
+        self.sink.event(v.to_string().as_bytes());
     }
 
     /// A finished JSON object from [`Renderer::json`] goes out as one line.
@@ -323,47 +332,19 @@ fn json_body(j: &mut JsonLine, body: &[u8], fmt: BodyFormat) {
     }
 }
 
-/// `3 B`, `1.5 KiB`, `10.0 MiB`.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::net::{ConnId, State};
     use crate::protocol::Header;
-    use std::time::Instant;
 
     fn info() -> ConnInfo {
-        let now = Instant::now();
-        ConnInfo {
-            id: ConnId(3),
-            dir: Dir::In,
-            addr: "127.0.0.1:51234".parse().unwrap(),
-            state: State::Open,
-            since: now,
-            last_seen: now,
-            last_sent: now,
-            msgs_in: 0,
-            bytes_in: 0,
-            msgs_out: 0,
-            bytes_out: 0,
-            target: None,
-        }
+        let addr = "127.0.0.1:51234".parse().unwrap();
+        ConnInfo::new(ConnId(3), Dir::In, addr, State::Open, None)
     }
 
-    fn render(style: Style, f: impl FnOnce(&mut Renderer)) -> Vec<String> {
+    /// The lines `f` renders in `style`.
+    pub(super) fn render(style: Style, f: impl FnOnce(&mut Renderer)) -> Vec<String> {
         let sink = MemorySink::default();
         let lines = sink.lines.clone();
         let mut r = Renderer::new(style, BodyFormat::Auto, false, Box::new(sink));
@@ -422,11 +403,5 @@ mod tests {
             let want = if v["peer"] == 1 { a } else { b };
             assert_eq!(v["addr"], want.to_string(), "{l}");
         }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_size(3), "3 B");
-        assert_eq!(human_size(10 << 20), "10.0 MiB");
     }
 }

@@ -1,7 +1,7 @@
 //! File transfer events (SPEC §4): JSON `transfer` objects, human lines, and
 //! the progress block shown on a terminal.
 
-use super::{Renderer, human_size, terminal_width};
+use super::{Renderer, clip_columns, human_duration, human_rate, human_size, terminal_width};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -41,54 +41,6 @@ impl TransferEvent<'_> {
             None => format!("#{} {}", self.peer, self.addr),
         }
     }
-}
-
-/// A rate in bytes per second as `12.3 MiB/s`.
-pub fn human_rate(bytes: u64, d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s <= 0.0 {
-        return "-".to_string();
-    }
-    format!("{}/s", human_size((bytes as f64 / s) as u64))
-}
-
-/// A duration for people: `850ms`, `4.2s`, `3m05s`, `1h02m`.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        format!("{}ms", d.as_millis())
-    } else if s < 60 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    }
-}
-
-/// Approximate terminal columns of `c` (wide East Asian characters count 2).
-fn columns(c: char) -> usize {
-    if (c as u32) >= 0x1100 { 2 } else { 1 }
-}
-
-/// `s` clipped to `width` columns, with `…` when cut.
-pub fn clip_columns(s: &str, width: usize) -> String {
-    let total: usize = s.chars().map(columns).sum();
-    if total <= width {
-        return s.to_string();
-    }
-    let mut out = String::new();
-    let mut used = 0;
-    for c in s.chars() {
-        let w = columns(c);
-        if used + w + 1 > width {
-            break;
-        }
-        used += w;
-        out.push(c);
-    }
-    out.push('…');
-    out
 }
 
 impl Renderer {
@@ -192,7 +144,8 @@ impl Renderer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{BodyFormat, MemorySink, Style};
+    use super::super::Style;
+    use super::super::tests::render;
     use super::*;
 
     fn ev<'a>(state: &'a str, reason: Option<&'a str>) -> TransferEvent<'a> {
@@ -210,14 +163,6 @@ mod tests {
             path: Some("inbox/a b.txt"),
             elapsed: Duration::from_millis(1500),
         }
-    }
-
-    fn render(style: Style, f: impl FnOnce(&mut Renderer)) -> Vec<String> {
-        let sink = MemorySink::default();
-        let lines = sink.lines.clone();
-        let mut r = Renderer::new(style, BodyFormat::Auto, false, Box::new(sink));
-        f(&mut r);
-        lines.lock().unwrap().clone()
     }
 
     #[test]
@@ -254,12 +199,5 @@ mod tests {
         assert_eq!(v["state"], "failed");
         assert_eq!(v["reason"], "x");
         assert!(l[1].starts_with("! error: transfer 3"));
-    }
-
-    #[test]
-    fn clipping() {
-        assert_eq!(clip_columns("abcdef", 4), "abc…");
-        assert_eq!(clip_columns("abc", 4), "abc");
-        assert_eq!(clip_columns("日本語", 4), "日…");
     }
 }

@@ -1,7 +1,7 @@
 //! Tab completion of commands, targets and paths.
 
-use crate::command::COMMANDS;
-use crate::modes::CompletionTargets;
+use crate::command::CompletionTargets;
+use crate::command::{COMMANDS, available};
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
@@ -38,7 +38,7 @@ pub fn candidates(line: &str, pos: usize, mode: &str, targets: &[String]) -> (us
     let list: Vec<String> = match words.as_slice() {
         [] => COMMANDS
             .iter()
-            .filter(|c| c.modes.is_empty() || c.modes.contains(&mode))
+            .filter(|c| available(c, mode))
             .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
             .filter(|n| n.starts_with(word))
             .map(str::to_string)

@@ -6,7 +6,7 @@ mod complete;
 
 pub use complete::{SockHelper, candidates};
 
-use crate::modes::{CompletionTargets, Input};
+use crate::command::{CompletionTargets, Input};
 use crate::net::Remote;
 use crate::render::{Sink, StatusBlock};
 use rustyline::error::ReadlineError;
@@ -197,6 +197,47 @@ impl Repl {
     }
 }
 
+/// The longest command line taken from piped input: a body of text that long
+/// belongs in a file (`-f PATH`), and an endless line (a binary file piped in by
+/// mistake) must not take all memory.
+const MAX_LINE: usize = 16 << 20;
+
+/// Reads one line into `buf` (without its `\n`), keeping at most `max` bytes of
+/// it; `Ok(None)` at the end of input, else `Some(true)` for a whole line and
+/// `Some(false)` for one cut short (the rest of it is read and dropped).
+fn read_line_capped(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let (mut any, mut whole) = (false, true);
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(any.then_some(whole));
+        }
+        any = true;
+        let (part, used, ended) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (&avail[..i], i + 1, true),
+            None => (avail, avail.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        if part.len() > room {
+            whole = false;
+        }
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        r.consume(used);
+        if ended {
+            return Ok(Some(whole));
+        }
+    }
+}
+
 /// Reads stdin line by line on a thread, sending each line and then `Eof`.
 pub fn spawn_stdin_reader(remote: Remote<Input>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -206,25 +247,32 @@ pub fn spawn_stdin_reader(remote: Remote<Input>) -> std::io::Result<std::thread:
             // Our own buffer, to see whether more whole lines are already in.
             let mut lock = std::io::BufReader::with_capacity(64 << 10, stdin.lock());
             let mut buf = Vec::new();
+            let mut n = 0u64;
             loop {
-                buf.clear();
-                match lock.read_until(b'\n', &mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf);
-                        let line = line.trim_end_matches(['\n', '\r']).to_string();
-                        // Another whole line already buffered: it is sent at once,
-                        // and its send wakes the loop for both.
-                        let more = lock.buffer().contains(&b'\n');
-                        if remote.send_batched(Input::Line(line), more).is_err() {
-                            return;
+                let input = match read_line_capped(&mut lock, &mut buf, MAX_LINE) {
+                    Ok(None) => break,
+                    Ok(Some(whole)) => {
+                        n += 1;
+                        if whole {
+                            let line = String::from_utf8_lossy(&buf);
+                            Input::Line(line.trim_end_matches('\r').to_string())
+                        } else {
+                            Input::Bad(format!(
+                                "input line {n} is longer than {} MiB; skipped",
+                                MAX_LINE >> 20
+                            ))
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         eprintln!("error: reading stdin: {e}");
                         break;
                     }
+                };
+                // Another whole line already buffered: it is sent at once, and its
+                // send wakes the loop for both.
+                let more = lock.buffer().contains(&b'\n');
+                if remote.send_batched(input, more).is_err() {
+                    return;
                 }
             }
             let _ = remote.send(Input::Eof);
@@ -256,5 +304,29 @@ impl TermGuard {
                 libc::tcsetattr(0, libc::TCSANOW, t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_and_the_rest_still_read() {
+        let text = format!("short\n{}\nnext\r\nlast", "x".repeat(100));
+        let mut r = std::io::BufReader::with_capacity(8, text.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Some(whole) = read_line_capped(&mut r, &mut buf, 10).unwrap() {
+            got.push((String::from_utf8(buf.clone()).unwrap(), whole));
+        }
+        let want = [
+            ("short", true),
+            ("xxxxxxxxxx", false),
+            ("next\r", true),
+            ("last", true),
+        ];
+        let want: Vec<(String, bool)> = want.iter().map(|(s, w)| (s.to_string(), *w)).collect();
+        assert_eq!(got, want);
     }
 }

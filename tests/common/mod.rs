@@ -98,26 +98,21 @@ impl Lines {
             .expect("spawn reader thread")
     }
 
-    /// Waits for the first unreturned line matching `pred`; marks it returned.
-    pub fn wait(&self, mut pred: impl FnMut(&Line) -> bool, timeout: Duration) -> Option<Line> {
+    /// Calls `step` on the stream now and after every change until it answers
+    /// `Some`, the stream has ended, or `timeout` passes; returns the answer.
+    fn watch<T>(
+        &self,
+        timeout: Duration,
+        mut step: impl FnMut(&mut StreamState) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
-        let mut scanned = 0;
         loop {
-            // Lines already scanned and rejected need no second look: the predicate
-            // is applied once per line per wait.
-            for i in scanned..st.lines.len() {
-                if !st.taken[i] && pred(&st.lines[i]) {
-                    st.taken[i] = true;
-                    return Some(st.lines[i].clone());
-                }
-            }
-            scanned = st.lines.len();
-            if st.eof {
-                return None;
+            if let Some(t) = step(&mut st) {
+                return Some(t);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if st.eof || now >= deadline {
                 return None;
             }
             st = self
@@ -127,6 +122,23 @@ impl Lines {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Waits for the first unreturned line matching `pred`; marks it returned.
+    pub fn wait(&self, mut pred: impl FnMut(&Line) -> bool, timeout: Duration) -> Option<Line> {
+        // Lines already scanned and rejected need no second look: the predicate
+        // is applied once per line per wait.
+        let mut scanned = 0;
+        self.watch(timeout, |st| {
+            for i in scanned..st.lines.len() {
+                if !st.taken[i] && pred(&st.lines[i]) {
+                    st.taken[i] = true;
+                    return Some(st.lines[i].clone());
+                }
+            }
+            scanned = st.lines.len();
+            None
+        })
     }
 
     /// Every line so far (returned or not).
@@ -151,49 +163,19 @@ impl Lines {
         n: usize,
         timeout: Duration,
     ) -> usize {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
         let mut scanned = 0;
         let mut found = 0;
-        loop {
-            for l in &st.lines[scanned..] {
-                if pred(l) {
-                    found += 1;
-                }
-            }
+        self.watch(timeout, |st| {
+            found += st.lines[scanned..].iter().filter(|l| pred(l)).count();
             scanned = st.lines.len();
-            let now = Instant::now();
-            if found >= n || st.eof || now >= deadline {
-                return found;
-            }
-            st = self
-                .inner
-                .1
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+            (found >= n).then_some(())
+        });
+        found
     }
 
     /// Waits until the stream is closed (the child exited or closed it).
     pub fn wait_eof(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            if st.eof {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .inner
-                .1
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.watch(timeout, |st| st.eof.then_some(())).is_some()
     }
 
     /// The last `n` lines, for failure messages (long lines clipped).
@@ -522,18 +504,7 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        Client {
-            stream,
-            // Large enough for any body a test sends.
-            dec: Decoder::new(1 << 30),
-            queue: VecDeque::new(),
-            closed: false,
-            buf: vec![0; 256 << 10],
-        }
+        Client::from_stream(stream)
     }
 
     /// This end's address (the `addr` the server reports for it).
@@ -725,6 +696,7 @@ impl Client {
             .expect("read timeout");
         Client {
             stream,
+            // Large enough for any body a test sends.
             dec: Decoder::new(1 << 30),
             queue: VecDeque::new(),
             closed: false,
@@ -753,4 +725,116 @@ pub fn accept_within(l: &TcpListener, timeout: Duration) -> Client {
             Err(e) => panic!("accept failed: {e}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Shared by the filer, discovery and hardening tests: filers and ipservers,
+// counting events, and what /proc and the inbox hold
+// ---------------------------------------------------------------------------
+
+/// `sockmod filer --id ID --bind 127.0.0.1:0 --ipserver IPSERVER
+/// --report-interval EVERY --inbox INBOX EXTRA...`, ready to spawn (or to adjust
+/// first, e.g. with `pre_exec`).
+pub fn filer_command(
+    id: &str,
+    ipserver: &str,
+    every: &str,
+    inbox: &std::path::Path,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["filer", "--id", id, "--bind", "127.0.0.1:0", "--ipserver"])
+        .arg(ipserver)
+        .args(["--report-interval", every, "--inbox"])
+        .arg(inbox)
+        .args(extra);
+    cmd
+}
+
+/// A `--json` filer named `id` reporting to `ipserver` every `every`, with its
+/// inbox in a fresh temporary path; returns it with its listening address.
+pub fn spawn_filer(
+    id: &str,
+    ipserver: SocketAddr,
+    every: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
+    let inbox = tmp_path(&format!("inbox-{id}"));
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn_cmd(filer_command(
+        id,
+        &ipserver.to_string(),
+        every,
+        &inbox,
+        &args,
+    ));
+    let a = p.listening_addr();
+    (p, a)
+}
+
+/// `sockmod ipserver --bind BIND --json --interval EVERY EXTRA...`, with its
+/// listening address.
+pub fn spawn_ipserver(bind: &str, every: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["ipserver", "--bind", bind, "--json", "--interval", every];
+    args.extend_from_slice(extra);
+    spawn_listening(&args)
+}
+
+/// True when `l` is a JSON event named `event` whose fields include every pair
+/// of `fields` (the test of [`Proc::expect_event`]).
+pub fn is_event_line(l: &Line, event: &str, fields: &[(&str, Value)]) -> bool {
+    l.json
+        .as_ref()
+        .is_some_and(|v| v["event"] == event && fields.iter().all(|(k, want)| &v[*k] == want))
+}
+
+impl Proc {
+    /// How many stdout events so far match `event` and `fields` (see
+    /// [`Proc::expect_event`]), returned by a wait or not.
+    pub fn count_events(&self, event: &str, fields: &[(&str, Value)]) -> usize {
+        self.out.count(|l| is_event_line(l, event, fields))
+    }
+}
+
+/// A frame built by hand from header text (any `CL` as written), like the Qt
+/// peer writes it.
+pub fn raw_frame(header: &str, body: &[u8]) -> Vec<u8> {
+    let mut f = (header.len() as u16).to_le_bytes().to_vec();
+    f.extend_from_slice(header.as_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// Every entry of `dir` (hidden ones too), sorted; empty if it does not exist.
+pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Open descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read fd dir")
+        .count()
 }

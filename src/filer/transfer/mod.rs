@@ -15,20 +15,20 @@
 //!   and is told to the other side with a `TP:cancel` frame ([`wire`]).
 
 pub mod naming;
+pub mod record;
 pub mod recv;
 pub mod send;
-pub mod table;
 pub mod wire;
 
 use crate::net::{ConnId, ConnInfo, Context, State};
 use crate::protocol::Message;
-use crate::render::{Renderer, human_size};
+use crate::render::{Renderer, format_table, human_size};
+use record::{Phase, Record};
 use recv::{Incoming, Step};
 use send::{Outgoing, check_source, wire_name};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use table::{Phase, Record, format_rows};
 use wire::{Chunk, Control, Frame, Role};
 
 /// The chunk size: bytes of file per frame.
@@ -166,16 +166,6 @@ impl Transfers {
             recvs: HashMap::new(),
             ticking: false,
         }
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &TransferConfig {
-        &self.cfg
-    }
-
-    /// A transfer's record.
-    pub fn record(&self, id: u64) -> Option<&Record> {
-        self.records.get(&id)
     }
 
     fn new_record(
@@ -320,8 +310,8 @@ impl Transfers {
                 .values()
                 .map(|r| r.json(peer_name(r, env.names), now))
                 .collect();
-            let line = serde_json::json!({"event": "transfers", "transfers": all}).to_string();
-            env.out.print(&line);
+            env.out
+                .print_json(&serde_json::json!({"event": "transfers", "transfers": all}));
             return;
         }
         if self.records.is_empty() {
@@ -341,7 +331,7 @@ impl Transfers {
         for r in self.records.values() {
             rows.push(r.row(peer_name(r, env.names), now));
         }
-        env.out.print(&format_rows(&rows));
+        env.out.print(&format_table(&rows));
     }
 
     /// `cancel N`: stops a transfer on both sides.
@@ -372,12 +362,8 @@ impl Transfers {
             }
             (_, true) => {
                 let q = self.sends.get_mut(&conn);
-                let active = q.and_then(|q| q.active.take_if(|a| a.id == id));
-                if let Some(a) = active
-                    && a.announced()
-                {
-                    let h = wire::cancel_header(&a.name, a.total, Role::Sender, "cancelled");
-                    let _ = ctx.send(conn, &h, &[]);
+                if let Some(a) = q.and_then(|q| q.active.take_if(|a| a.id == id)) {
+                    Self::stop_sending(ctx, conn, &a, "cancelled");
                 }
                 self.finish(env, id, Err("cancelled".into()));
                 self.pump(ctx, env, conn);
@@ -388,8 +374,7 @@ impl Transfers {
                     && inc.id == id
                 {
                     let (name, total) = (inc.name.clone(), inc.total);
-                    let h = wire::cancel_header(&name, total, Role::Receiver, "cancelled");
-                    let _ = ctx.send(conn, &h, &[]);
+                    Self::tell(ctx, conn, &name, total, Role::Receiver, "cancelled");
                     // Dropping the Incoming removes its part file.
                     self.recvs
                         .insert(conn, RecvState::Discarding { name, total });
@@ -443,11 +428,8 @@ impl Transfers {
             let id = a.id;
             match a.next_piece(chunk) {
                 Err(reason) => {
-                    if let Some(a) = q.active.take()
-                        && a.announced()
-                    {
-                        let h = wire::cancel_header(&a.name, a.total, Role::Sender, &reason);
-                        let _ = ctx.send(conn, &h, &[]);
+                    if let Some(a) = q.active.take() {
+                        Self::stop_sending(ctx, conn, &a, &reason);
                     }
                     self.finish(env, id, Err(reason));
                 }
@@ -521,9 +503,35 @@ impl Transfers {
     // Receiving
     // ----------------------------------------------------------------------
 
+    /// Tells the peer on `conn` that this side (in `role`) gave up on `name`.
     fn tell(ctx: &mut Context<'_>, conn: ConnId, name: &str, total: u64, role: Role, reason: &str) {
         let h = wire::cancel_header(name, total, role, reason);
         let _ = ctx.send(conn, &h, &[]);
+    }
+
+    /// Tells the receiver that the file `a` stops here, if it has heard of it.
+    fn stop_sending(ctx: &mut Context<'_>, conn: ConnId, a: &Outgoing, reason: &str) {
+        if a.announced() {
+            Self::tell(ctx, conn, &a.name, a.total, Role::Sender, reason);
+        }
+    }
+
+    /// Gives up receiving transfer `id` (its part file already removed): tells
+    /// the sender why, reports the failure, and returns the state that drops the
+    /// rest of the file when `rest_follows`.
+    fn give_up_recv(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        conn: ConnId,
+        id: u64,
+        reason: String,
+        rest_follows: bool,
+    ) -> Option<RecvState> {
+        let (name, total) = self.records.get(&id).map(|r| (r.name.clone(), r.total))?;
+        Self::tell(ctx, conn, &name, total, Role::Receiver, &reason);
+        self.finish(env, id, Err(reason));
+        rest_follows.then_some(RecvState::Discarding { name, total })
     }
 
     fn on_chunk(
@@ -561,14 +569,13 @@ impl Transfers {
                             wire::clean_text(c.name)
                         )
                     };
-                    Self::tell(ctx, conn, &inc.name, inc.total, Role::Receiver, &reason);
-                    let (id, name, total) = (inc.id, inc.name.clone(), inc.total);
-                    drop(inc);
-                    self.finish(env, id, Err(reason));
-                    if c.index.is_none() || c.index == Some(0) {
+                    inc.discard();
+                    let new_file = c.index.is_none() || c.index == Some(0);
+                    let next = self.give_up_recv(ctx, env, conn, inc.id, reason, !new_file);
+                    if new_file {
                         self.start_recv(ctx, env, conn, &c, body)
                     } else {
-                        Some(RecvState::Discarding { name, total })
+                        next
                     }
                 }
             }
@@ -619,14 +626,7 @@ impl Transfers {
                 let step = inc.accept(c.index, c.digest, body);
                 self.after_step(ctx, env, conn, Box::new(inc), step)
             }
-            Err(reason) => {
-                Self::tell(ctx, conn, c.name, c.total, Role::Receiver, &reason);
-                self.finish(env, id, Err(reason));
-                c.index.map(|_| RecvState::Discarding {
-                    name: c.name.to_string(),
-                    total: c.total,
-                })
-            }
+            Err(reason) => self.give_up_recv(ctx, env, conn, id, reason, c.index.is_some()),
         }
     }
 
@@ -648,12 +648,7 @@ impl Transfers {
                 None
             }
             Step::Failed { reason, ended } => {
-                Self::tell(ctx, conn, &inc.name, inc.total, Role::Receiver, &reason);
-                self.finish(env, inc.id, Err(reason));
-                (!ended).then(|| RecvState::Discarding {
-                    name: inc.name.clone(),
-                    total: inc.total,
-                })
+                self.give_up_recv(ctx, env, conn, inc.id, reason, !ended)
             }
         }
     }
@@ -707,34 +702,30 @@ impl Transfers {
             self.pump(ctx, env, conn);
             return;
         }
-        if let Some(pos) = q
-            .unconfirmed
-            .iter()
-            .position(|u| matches(&u.name, u.total, &c))
-            && let Some(u) = q.unconfirmed.remove(pos)
-        {
-            if q.is_idle() {
-                self.sends.remove(&conn);
-            }
-            self.finish(env, u.id, Err(format!("receiver: {reason}")));
+        if let Some(id) = self.take_unconfirmed(conn, &c) {
+            self.finish(env, id, Err(format!("receiver: {reason}")));
         }
     }
 
     fn on_received(&mut self, env: &mut Env<'_>, conn: ConnId, c: Control<'_>) {
-        let Some(q) = self.sends.get_mut(&conn) else {
-            return;
-        };
-        if let Some(pos) = q
+        if let Some(id) = self.take_unconfirmed(conn, &c) {
+            self.finish(env, id, Ok(None));
+        }
+    }
+
+    /// Removes the file sent in full on `conn` that control frame `c` is about;
+    /// returns its transfer number.
+    fn take_unconfirmed(&mut self, conn: ConnId, c: &Control<'_>) -> Option<u64> {
+        let q = self.sends.get_mut(&conn)?;
+        let pos = q
             .unconfirmed
             .iter()
-            .position(|u| matches(&u.name, u.total, &c))
-            && let Some(u) = q.unconfirmed.remove(pos)
-        {
-            if q.is_idle() {
-                self.sends.remove(&conn);
-            }
-            self.finish(env, u.id, Ok(None));
+            .position(|u| matches(&u.name, u.total, c))?;
+        let u = q.unconfirmed.remove(pos)?;
+        if q.is_idle() {
+            self.sends.remove(&conn);
         }
+        Some(u.id)
     }
 
     // ----------------------------------------------------------------------
@@ -757,13 +748,11 @@ impl Transfers {
             Ok(Frame::Cancel(c)) => self.on_cancel(ctx, env, conn, c),
             Ok(Frame::Received(c)) => self.on_received(env, conn, c),
             Err(reason) => {
-                if let Some(RecvState::Receiving(inc)) = self.recvs.remove(&conn) {
-                    Self::tell(ctx, conn, &inc.name, inc.total, Role::Receiver, &reason);
-                    let (id, name, total) = (inc.id, inc.name.clone(), inc.total);
-                    drop(inc);
-                    self.finish(env, id, Err(reason));
-                    self.recvs
-                        .insert(conn, RecvState::Discarding { name, total });
+                if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
+                    inc.discard();
+                    if let Some(s) = self.give_up_recv(ctx, env, conn, inc.id, reason, true) {
+                        self.recvs.insert(conn, s);
+                    }
                 } else {
                     env.out
                         .notice(&format!("ignored frame from {conn}: {reason}"));
@@ -832,11 +821,8 @@ impl Transfers {
         }
     }
 
-    /// The filer's timer fired with `token`; returns true when it was ours.
-    pub fn on_timer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, token: u64) -> bool {
-        if token != TIMER {
-            return false;
-        }
+    /// The progress timer ([`TIMER`]) fired.
+    pub fn on_timer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>) {
         let conns: Vec<ConnId> = self.sends.keys().copied().collect();
         for conn in conns {
             self.check_written(ctx, env, conn);
@@ -863,7 +849,6 @@ impl Transfers {
         } else {
             self.ticking = false;
         }
-        true
     }
 
     /// Redraws the progress block (terminal only).

@@ -105,16 +105,6 @@ impl Incoming {
         })
     }
 
-    /// The index the next chunk must have.
-    pub fn next_index(&self) -> u64 {
-        self.next_index
-    }
-
-    /// The temporary file being written.
-    pub fn part(&self) -> &Path {
-        &self.part
-    }
-
     fn fail(&mut self, reason: String, ended: bool) -> Step {
         self.discard();
         Step::Failed { reason, ended }
@@ -148,10 +138,10 @@ impl Incoming {
             return self.fail(reason, false);
         }
         let ended = index.is_none();
-        if self.received + body.len() as u64 > self.total {
+        let after = self.received.saturating_add(body.len() as u64);
+        if after > self.total {
             let reason = format!(
-                "more bytes than announced ({} bytes, L was {})",
-                self.received + body.len() as u64,
+                "more bytes than announced ({after} bytes, L was {})",
                 self.total
             );
             return self.fail(reason, ended);
@@ -164,7 +154,7 @@ impl Incoming {
             return self.fail(reason, ended);
         }
         self.hasher.update(body);
-        self.received += body.len() as u64;
+        self.received = after;
         self.next_index += 1;
         if !ended {
             return Step::More;

@@ -52,7 +52,7 @@ pub enum Role {
 pub struct Control<'a> {
     /// The file name as the sender sent it.
     pub name: &'a str,
-    /// Total length (0 when absent).
+    /// Total length, when given.
     pub total: Option<u64>,
     /// Cancel: who gave up. `None` for a received frame.
     pub role: Option<Role>,

@@ -2,8 +2,7 @@
 //! events carry, and the progress lines of the status block.
 
 use crate::net::ConnId;
-use crate::render::{TransferEvent, human_size};
-use crate::render::{human_duration, human_rate};
+use crate::render::{TransferEvent, eta, human_duration, human_rate, human_size};
 use std::time::{Duration, Instant};
 
 /// Where a transfer is in its life.
@@ -193,7 +192,7 @@ impl Record {
         };
         let eta = if self.rate > 0.0 {
             let left = self.total.saturating_sub(self.bytes) as f64 / self.rate;
-            format!("ETA {}", eta_text(left))
+            format!("ETA {}", eta(left))
         } else {
             "ETA -".to_string()
         };
@@ -265,48 +264,6 @@ impl Record {
     }
 }
 
-fn eta_text(secs: f64) -> String {
-    if !secs.is_finite() || secs > 359_999.0 {
-        return "-".to_string();
-    }
-    let s = secs.ceil() as u64;
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    }
-}
-
-/// Lays out rows in aligned columns (the last column is not padded).
-pub fn format_rows<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut s = String::new();
-    for (n, r) in rows.iter().enumerate() {
-        if n > 0 {
-            s.push('\n');
-        }
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(c);
-            if i + 1 < N {
-                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
-            }
-        }
-        s.push_str(line.trim_end());
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +297,5 @@ mod tests {
         r.phase = Phase::Failed;
         r.reason = Some("x".into());
         assert_eq!(r.row(None, now)[7], "failed: x");
-        assert_eq!(eta_text(65.2), "1m06s");
     }
 }
