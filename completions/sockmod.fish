@@ -86,8 +86,8 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l ipserver -d 'T
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l report-interval -d 'How often to report to the ipserver (also how often to retry it, within 100ms to 5s, while it is unreachable)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l inbox -d 'Where received files are written (created if missing)' -r -F
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this (e.g. 4GiB); without it, only files larger than the free space are refused' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files, or refuse them all (the sender is told why)' -r -f -a "yes\t'Yes'
-no\t'No'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files, or refuse them all (the sender is told why)' -r -f -a "yes\t'Accept incoming files into --inbox'
+no\t'Refuse every incoming file; the sender is told why'"
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'

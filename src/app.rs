@@ -1,7 +1,7 @@
 //! Wires a parsed command line to a mode: builds the handler, the node, the input
 //! thread (REPL or piped stdin) and signal handling, and returns the exit status.
 
-use crate::cli::{AccessArgs, Cli, Common, Mode, YesNo};
+use crate::cli::{AcceptFiles, AccessArgs, Cli, Common, Mode};
 use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
 use crate::modes::{Connect, Filer, FilerConfig, Ipserver, Serve, Session};
@@ -256,14 +256,18 @@ pub fn run(cli: Cli) -> i32 {
         Mode::Filer(a) => (|| {
             let mut front = Front::new("filer")?;
             let s = front.session(&a.common)?;
+            // Absolute, so every path reported names the file wherever the
+            // reader stands; the directory itself is made when a file arrives.
+            let inbox = std::path::absolute(&a.inbox)
+                .map_err(|e| format!("cannot use inbox {}: {}", a.inbox.display(), describe(&e)))?;
             let cfg = FilerConfig {
                 id: a.id.clone(),
                 ipserver: a.ipserver.clone(),
                 report_interval: a.report_interval,
                 transfer: TransferConfig {
-                    inbox: a.inbox.clone(),
+                    inbox,
                     max_file_size: a.max_file_size.map(|n| n as u64),
-                    accept: a.accept_files == YesNo::Yes,
+                    accept: a.accept_files == AcceptFiles::Yes,
                     chunk_size: chunk_size(),
                 },
             };

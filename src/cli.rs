@@ -199,14 +199,8 @@ pub struct FilerArgs {
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_file_size: Option<usize>,
     /// Accept incoming files, or refuse them all (the sender is told why).
-    #[arg(
-        long,
-        value_enum,
-        default_value_t = YesNo::Yes,
-        value_name = "yes|no",
-        hide_possible_values = true
-    )]
-    pub accept_files: YesNo,
+    #[arg(long, value_enum, default_value_t = AcceptFiles::Yes, value_name = "yes|no")]
+    pub accept_files: AcceptFiles,
     /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
@@ -215,12 +209,12 @@ pub struct FilerArgs {
     pub common: Common,
 }
 
-/// A yes/no switch.
+/// What a filer does with files sent to it (`--accept-files`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum YesNo {
-    /// Yes.
+pub enum AcceptFiles {
+    /// Accept incoming files into --inbox.
     Yes,
-    /// No.
+    /// Refuse every incoming file; the sender is told why.
     No,
 }
 

@@ -167,7 +167,7 @@ fn three_filers_find_each_other_and_see_one_leave() {
         "{}",
         cat.context()
     );
-    assert_eq!(cat.err.count(|l| l.text.contains("unreachable")), 0);
+    assert_eq!(cat.err.count(|l| l.text.contains("retrying")), 0);
     ips.expect_event("peer_offline", &[("id", json!("cat"))]);
     let closed = Instant::now();
     for (p, _) in &filers {
@@ -392,9 +392,11 @@ fn a_garbled_roster_is_ignored_and_an_outage_is_noticed_once() {
     // The ipserver goes away (connection and listener): one notice, silent retries.
     drop(link);
     drop(fake);
-    wait_ipserver_state(&ann, "lost");
+    let v = ann.expect_event("ipserver", &[("state", json!("lost"))]);
+    assert_eq!(v["was_connected"], true, "{v}");
     ann.expect_err_line("the outage notice", |l| {
-        l.contains("unreachable") && l.contains("retrying")
+        l.starts_with(&format!("ipserver {fake_addr} lost: "))
+            && l.ends_with("; retrying every 300ms")
     });
     // Several retry periods pass: the filer keeps working and stays quiet.
     for _ in 0..4 {
@@ -414,7 +416,7 @@ fn a_garbled_roster_is_ignored_and_an_outage_is_noticed_once() {
     assert_eq!(rep.header.get("ID"), Some("ann"));
     wait_ipserver_state(&ann, "connected");
     assert_eq!(
-        ann.err.count(|l| l.text.contains("unreachable")),
+        ann.err.count(|l| l.text.contains("retrying")),
         1,
         "one notice per outage\n{}",
         ann.context()
@@ -428,8 +430,14 @@ fn a_filer_waits_for_its_ipserver_and_finds_it_again_after_a_restart() {
     let (mut ann, ann_port) = filer("ann", ips_addr, &[]);
     let (bob, bob_port) = filer("bob", ips_addr, &[]);
     for p in [&ann, &bob] {
-        wait_ipserver_state(p, "lost");
-        p.expect_err_line("the outage notice", |l| l.contains("unreachable"));
+        let v = p.expect_event("ipserver", &[("state", json!("lost"))]);
+        assert_eq!(v["was_connected"], false, "{v}");
+        assert_eq!(v["retry_ms"], 300, "{v}");
+        p.expect_err_line("the outage notice", |l| {
+            l == format!(
+                "ipserver {ips_addr} unreachable: connection refused; retrying every 300ms"
+            )
+        });
     }
     // Peer work does not need the ipserver: ann reaches bob by address.
     ann.send_line(&format!("connect 127.0.0.1:{bob_port}"));
@@ -474,7 +482,7 @@ fn a_filer_waits_for_its_ipserver_and_finds_it_again_after_a_restart() {
     assert!(wait_until(TIMEOUT, || peer_ids(&peers(&mut ips)).len() == 3));
     for p in [&ann, &bob] {
         assert_eq!(
-            p.err.count(|l| l.text.contains("unreachable")),
+            p.err.count(|l| l.text.contains("retrying")),
             2,
             "one notice per outage (two outages)\n{}",
             p.context()
@@ -630,6 +638,49 @@ fn bad_ids_are_refused_at_start() {
         );
         assert!(p.out.texts().is_empty(), "{bad:?}: nothing on stdout");
     }
+}
+
+#[test]
+fn human_output_says_each_outage_in_one_line() {
+    let ips_addr = refused_addr();
+    let inbox = tmp_path("inbox");
+    let ann = Proc::spawn_cmd(filer_command(
+        "ann",
+        &ips_addr.to_string(),
+        INTERVAL_ARG,
+        &inbox,
+        &[],
+    ));
+    ann.listening_addr();
+    // Never reached: "unreachable", not "lost", and the retry in the same line.
+    ann.expect_line("the first outage", |l| {
+        l == format!("* ipserver {ips_addr} unreachable: connection refused; retrying every 300ms")
+    });
+    let (ips, _) = ipserver_at(&ips_addr.to_string(), &[]);
+    ann.expect_line("connected", |l| {
+        l == format!("* ipserver {ips_addr} connected")
+    });
+    // An up link drops: "lost", with the reason and the retry.
+    drop(ips);
+    let lost = ann.expect_line("the second outage", |l| {
+        l.starts_with(&format!("* ipserver {ips_addr} lost: "))
+    });
+    assert!(lost.ends_with("; retrying every 300ms"), "{lost}");
+    // Several retries later: still those two lines, and nothing about the
+    // ipserver on stderr.
+    std::thread::sleep(3 * INTERVAL);
+    assert_eq!(
+        ann.out.count(|l| l.text.contains("retrying")),
+        2,
+        "{}",
+        ann.context()
+    );
+    assert_eq!(
+        ann.err.count(|l| l.text.contains("ipserver")),
+        0,
+        "{}",
+        ann.context()
+    );
 }
 
 #[test]

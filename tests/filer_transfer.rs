@@ -567,13 +567,23 @@ fn cancel_stops_a_transfer_on_both_sides() {
     assert!(v["bytes"].as_u64().unwrap() < 64 << 20, "{v}");
     assert_eq!(dir_entries(&bob.inbox), ["next.bin"]);
 
-    // Cancelling what has ended is an error, not a crash.
+    // Cancelling what has ended, or what never was, is a one-line error.
     bob.p.send_line("cancel 1");
-    bob.p
-        .expect_err_line("cannot cancel", |l| l.contains("already ended"));
+    bob.p.expect_err_line("cannot cancel a failed one", |l| {
+        l == "error: cannot cancel transfer 1: it has already failed (sender: cancelled)"
+    });
+    bob.p.send_line("cancel 3");
+    bob.p.expect_err_line("cannot cancel a finished one", |l| {
+        l.starts_with("error: cannot cancel transfer 3: it has already finished (\"next.bin\" received from #")
+    });
     bob.p.send_line("cancel 999");
-    bob.p
-        .expect_err_line("no such transfer", |l| l.contains("no transfer 999"));
+    bob.p.expect_err_line("no such transfer", |l| {
+        l == "error: cannot cancel transfer 999: no such transfer (the last one is 4; see `transfers`)"
+    });
+    alice.p.send_line("cancel 0");
+    alice.p.expect_err_line("no such transfer", |l| {
+        l == "error: cannot cancel transfer 0: no such transfer (the last one is 2; see `transfers`)"
+    });
 
     // Both sides go on: a small file still gets through.
     let small = alice.dir.join("small.txt");
@@ -761,5 +771,237 @@ fn human_output_shows_started_done_and_failed_lines_only() {
     assert!(
         !bob.p.out.texts().iter().any(|l| l.contains("ETA")),
         "no progress lines when piped"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Quitting with transfers running, and what the user sees of transfers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn quit_waits_for_the_files_being_sent_then_exits() {
+    let (mut alice, bob) = alice_and_bob();
+    let big = alice.dir.join("big.bin");
+    big_file(&big, 16 << 20, 21);
+    let small = alice.dir.join("small.bin");
+    write_file(&small, &random_bytes(5000, 22));
+    // Bob is stopped, so both files are still on their way when quit comes.
+    bob.p.signal(libc::SIGSTOP);
+    sendfile(&mut alice, "bob", &[&big, &small]);
+    expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
+    alice.p.send_line("quit");
+    alice.p.expect_err_line("the waiting notice", |l| {
+        l == "waiting for 2 transfers to finish (quit again or Ctrl-C to stop now)"
+    });
+    // The end of piped input changes nothing.
+    alice.p.close_stdin();
+    bob.p.signal(libc::SIGCONT);
+    expect_transfer(&alice.p, "send", "done", "big.bin", LONG);
+    expect_transfer(&alice.p, "send", "done", "small.bin", TIMEOUT);
+    assert_eq!(alice.p.expect_exit(TIMEOUT), 0, "{}", alice.p.context());
+    for (name, src) in [("big.bin", &big), ("small.bin", &small)] {
+        let v = expect_transfer(&bob.p, "recv", "done", name, TIMEOUT);
+        let path = PathBuf::from(v["path"].as_str().unwrap());
+        assert_eq!(digest(&path), digest(src), "{name}");
+    }
+    assert_eq!(
+        bob.p
+            .count_events("transfer", &[("state", Value::from("failed"))]),
+        0,
+        "{}",
+        bob.p.context()
+    );
+}
+
+#[test]
+fn a_second_quit_stops_at_once_and_tells_the_receiver() {
+    let (mut alice, bob) = alice_and_bob();
+    let big = alice.dir.join("big.bin");
+    big_file(&big, 64 << 20, 23);
+    let small = alice.dir.join("small.bin");
+    write_file(&small, b"never sent");
+    bob.p.signal(libc::SIGSTOP);
+    sendfile(&mut alice, "bob", &[&big, &small]);
+    expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
+    alice.p.send_line("quit");
+    alice
+        .p
+        .expect_err_line("the waiting notice", |l| l.starts_with("waiting for 2"));
+    alice.p.send_line("quit");
+    let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
+    assert_eq!(reason(&v), "stopped: quitting");
+    let v = expect_transfer(&alice.p, "send", "failed", "small.bin", TIMEOUT);
+    assert_eq!(reason(&v), "not sent: quitting");
+    // Bob reads what was queued before the close: the cancel says why.
+    bob.p.signal(libc::SIGCONT);
+    let v = expect_transfer(&bob.p, "recv", "failed", "big.bin", TIMEOUT);
+    assert_eq!(reason(&v), "sender quit", "{v}");
+    // Files were not delivered: a piped session says so in its status.
+    assert_eq!(alice.p.expect_exit(TIMEOUT), 1, "{}", alice.p.context());
+    assert_no_visible_files(&bob.inbox);
+    assert_eq!(
+        bob.p
+            .count_events("transfer", &[("name", Value::from("small.bin"))]),
+        0
+    );
+}
+
+#[test]
+fn a_receiver_that_quits_tells_the_sender() {
+    // Bob receives from a raw sender and is stopped by SIGTERM mid-file.
+    let mut bob = filer("bob", &[]);
+    bob.p.send_line("cancel 1");
+    bob.p.expect_err_line("nothing to cancel", |l| {
+        l == "error: cannot cancel transfer 1: there are no transfers yet"
+    });
+    let mut c = Client::connect(bob.addr);
+    c.send(&chunk("slow.bin", 30, 0, None), &[3; 10]);
+    expect_transfer(&bob.p, "recv", "started", "slow.bin", TIMEOUT);
+    bob.p.sigterm();
+    let m = expect_tp(&mut c, "cancel");
+    assert_eq!(m.header.get("N"), Some("slow.bin"));
+    assert_eq!(m.header.get("L"), Some("30"));
+    assert_eq!(m.header.get("dir"), Some("recv"));
+    assert_eq!(m.header.get("reason"), Some("receiver quit"));
+    let v = expect_transfer(&bob.p, "recv", "failed", "slow.bin", TIMEOUT);
+    assert_eq!(reason(&v), "stopped: quitting");
+    assert_eq!(bob.p.expect_exit(TIMEOUT), 0, "{}", bob.p.context());
+    assert_no_visible_files(&bob.inbox);
+
+    // Alice sends to a raw receiver that quits: that file and the ones queued
+    // after it fail with its reason, and the piped session exits 1.
+    let mut alice = filer("alice", &[]);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    alice.p.send_line(&format!("connect {at}"));
+    let mut r = accept_within(&l, TIMEOUT);
+    let big = alice.dir.join("big.bin");
+    // Too big to sit whole in the socket buffers: it is still going out.
+    big_file(&big, 64 << 20, 24);
+    let small = alice.dir.join("small.bin");
+    write_file(&small, b"queued");
+    sendfile(&mut alice, &at.to_string(), &[&big, &small]);
+    let first = expect_tp(&mut r, "file");
+    assert_eq!(first.header.get("N"), Some("big.bin"));
+    r.send(
+        &Header::new()
+            .with("TP", "cancel")
+            .with("N", "big.bin")
+            .with("L", (64u64 << 20).to_string())
+            .with("dir", "recv")
+            .with("reason", "receiver quit"),
+        b"",
+    );
+    let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
+    assert_eq!(reason(&v), "receiver quit");
+    let v = expect_transfer(&alice.p, "send", "failed", "small.bin", TIMEOUT);
+    assert_eq!(reason(&v), "not sent: receiver quit");
+    alice.p.send_line("quit");
+    assert_eq!(alice.p.expect_exit(TIMEOUT), 1, "{}", alice.p.context());
+}
+
+#[test]
+fn received_paths_are_absolute_though_the_inbox_was_given_relative() {
+    let dir = tmp_path("relative-inbox");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = filer_command(
+        "bob",
+        &refused_addr().to_string(),
+        "5s",
+        Path::new("./in box"),
+        &["--json"],
+    );
+    cmd.current_dir(&dir);
+    let mut bob = Proc::spawn_cmd(cmd);
+    let addr = bob.listening_addr();
+    // The inbox is made when the first file arrives, not before.
+    assert!(!dir.join("in box").exists());
+    let want = dir.canonicalize().unwrap().join("in box");
+    let mut c = Client::connect(addr);
+    for (i, file) in ["notes.txt", "notes (1).txt"].iter().enumerate() {
+        c.send(&chunk("notes.txt", 5, -1, None), b"hello");
+        let v = bob.expect_json(&format!("file {i} done"), |v| {
+            is_transfer(v, "recv", "done") && v["transfer"] == i + 1
+        });
+        assert_eq!(v["path"], want.join(file).to_str().unwrap(), "{v}");
+    }
+    bob.send_line("transfers");
+    let v = bob.expect_json("transfers", |v| v["event"] == "transfers");
+    assert_eq!(
+        v["transfers"][0]["path"],
+        want.join("notes.txt").to_str().unwrap()
+    );
+    bob.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn transfers_table_gives_rate_and_time_their_own_columns() {
+    let (cmd, dir, inbox) = filer_cmd("alice", &[]);
+    let mut alice = start(cmd, dir, inbox);
+    let bob = filer("bob", &[]);
+    alice.p.send_line(&format!("connect {}", bob.addr));
+    bob.p
+        .expect_event("identified", &[("name", Value::from("alice"))]);
+    alice.p.expect_line("bob named", |l| l.ends_with(" is bob"));
+    let big = alice.dir.join("big.bin");
+    big_file(&big, 8 << 20, 25);
+    let small = alice.dir.join("small.bin");
+    write_file(&small, b"small");
+    bob.p.signal(libc::SIGSTOP);
+    sendfile(&mut alice, "bob", &[&big, &small]);
+    alice
+        .p
+        .expect_line("started", |l| l.starts_with("~ transfer 1 sending"));
+    let cells = |l: &str| -> Vec<String> {
+        l.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    alice.p.send_line("transfers");
+    let head = alice
+        .p
+        .expect_line("the table head", |l| l.starts_with("#  "));
+    assert_eq!(
+        cells(&head),
+        [
+            "#", "dir", "peer", "name", "size", "done", "rate", "time", "state"
+        ]
+    );
+    let queued = alice
+        .p
+        .expect_line("the queued row", |l| l.starts_with("#2 "));
+    assert_eq!(cells(&queued)[5..], ["0%", "-", "-", "queued"], "{queued}");
+    bob.p.signal(libc::SIGCONT);
+    alice
+        .p
+        .expect_line("small done", |l| l.starts_with("~ transfer 2 done"));
+    alice.p.send_line("transfers");
+    let done = alice
+        .p
+        .wait_line(|l| l.starts_with("#2 ") && l.ends_with("done"), TIMEOUT);
+    let done = done.unwrap_or_else(|| panic!("no done row\n{}", alice.p.context()));
+    let c = cells(&done);
+    assert_eq!(c.len(), 9, "{done}");
+    assert!(c[6].ends_with("/s"), "rate {done}");
+    assert!(c[7].ends_with('s'), "time {done}");
+}
+
+#[test]
+fn accept_files_help_says_what_each_value_does() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmod"))
+        .args(["filer", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("- yes: Accept incoming files into --inbox"),
+        "{help}"
+    );
+    assert!(
+        help.contains("- no:  Refuse every incoming file; the sender is told why"),
+        "{help}"
     );
 }

@@ -55,6 +55,9 @@ pub struct Filer {
     name_clash: Option<Entry>,
     /// File transfers (`filer::transfer`).
     xfer: Transfers,
+    /// `quit` was given while files were still going out: the filer stops once
+    /// they have ended (see [`Filer::quit`]).
+    quitting: bool,
 }
 
 impl Filer {
@@ -72,6 +75,7 @@ impl Filer {
             roster: BTreeMap::new(),
             roster_noted: None,
             name_clash: None,
+            quitting: false,
         }
     }
 
@@ -122,14 +126,10 @@ impl Filer {
         }
         if was_up || !self.outage_noticed {
             self.outage_noticed = true;
+            let retry = self.retry_delay();
             self.s
                 .out
-                .ipserver("lost", &self.cfg.ipserver, Some(reason));
-            self.s.out.notice(&format!(
-                "ipserver {} unreachable ({reason}); retrying every {}",
-                self.cfg.ipserver,
-                humantime::format_duration(self.retry_delay())
-            ));
+                .ipserver_lost(&self.cfg.ipserver, reason, was_up, retry);
         }
         ctx.set_timer(self.retry_delay(), RETRY_TIMER);
     }
@@ -303,6 +303,52 @@ impl Filer {
         }
     }
 
+    /// `quit`: with files of ours still queued, going out or waiting for the
+    /// receiver's confirmation, waits for them to end first (saying so); a
+    /// second `quit`, or a signal, stops at once.
+    fn quit(&mut self, ctx: &mut Context<'_>) {
+        let n = self.xfer.sends_pending();
+        if n == 0 || self.quitting || ctx.is_stopping() {
+            self.stop_now(ctx, true);
+            return;
+        }
+        self.quitting = true;
+        self.s.out.notice(&format!(
+            "waiting for {n} transfer{} to finish ({} to stop now)",
+            if n == 1 { "" } else { "s" },
+            // The prompt has gone once `quit` is typed there; Ctrl-C remains.
+            if self.s.piped() {
+                "quit again or Ctrl-C"
+            } else {
+                "Ctrl-C"
+            }
+        ));
+    }
+
+    /// Stops the node now: transfers still running are stopped and their peers
+    /// told why ([`Transfers::stop_all`]). A file that was not delivered makes a
+    /// piped session exit 1, as a failed command does (`by_command`: a `quit`;
+    /// otherwise a signal, whose exit status stays as it is in every mode).
+    fn stop_now(&mut self, ctx: &mut Context<'_>, by_command: bool) {
+        self.xfer.stop_all(ctx, &mut env(&mut self.s));
+        if self.xfer.any_send_failed() {
+            self.s.failed = true;
+        }
+        if by_command {
+            self.s.quit(ctx);
+        } else {
+            ctx.stop();
+        }
+    }
+
+    /// After anything that may end a transfer: a waiting `quit` goes ahead once
+    /// the last of our files has ended.
+    fn check_quit(&mut self, ctx: &mut Context<'_>) {
+        if self.quitting && !ctx.is_stopping() && self.xfer.sends_pending() == 0 {
+            self.stop_now(ctx, true);
+        }
+    }
+
     fn run(&mut self, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
         match cmd {
             Command::Peers => {
@@ -337,6 +383,10 @@ impl Filer {
                 Ok(())
             }
             Command::Cancel(n) => self.xfer.cancel(ctx, &mut env(&mut self.s), n),
+            Command::Quit => {
+                self.quit(ctx);
+                Ok(())
+            }
             other => self.s.run_common(ctx, other),
         }
     }
@@ -356,7 +406,7 @@ impl Handler for Filer {
     fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
         if Some(info.id) == self.ipserver {
             self.outage_noticed = false;
-            self.s.out.ipserver("connected", &self.cfg.ipserver, None);
+            self.s.out.ipserver_connected(&self.cfg.ipserver);
             self.report(ctx);
             return;
         }
@@ -366,6 +416,7 @@ impl Handler for Filer {
             let _ = ctx.send(info.id, &self.identity(), &[]);
         }
         self.xfer.on_connected(ctx, &mut env(&mut self.s), info.id);
+        self.check_quit(ctx);
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
@@ -380,6 +431,7 @@ impl Handler for Filer {
         let mut info = info.clone();
         info.msgs_out = info.msgs_out.saturating_sub(1);
         self.s.on_connect_failed(ctx, &info, reason);
+        self.check_quit(ctx);
     }
 
     fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
@@ -389,6 +441,7 @@ impl Handler for Filer {
         }
         self.xfer.on_closed(&mut env(&mut self.s), info, reason);
         self.s.on_closed(ctx, info, reason, alive);
+        self.check_quit(ctx);
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
@@ -405,6 +458,7 @@ impl Handler for Filer {
             return;
         }
         if self.xfer.on_message(ctx, &mut env(&mut self.s), conn, &msg) {
+            self.check_quit(ctx);
             return;
         }
         self.s.show_message(ctx, conn, &msg);
@@ -419,7 +473,10 @@ impl Handler for Filer {
             RETRY_TIMER if self.ipserver.is_none() && !ctx.is_stopping() => {
                 self.dial_ipserver(ctx);
             }
-            transfer::TIMER => self.xfer.on_timer(ctx, &mut env(&mut self.s)),
+            transfer::TIMER => {
+                self.xfer.on_timer(ctx, &mut env(&mut self.s));
+                self.check_quit(ctx);
+            }
             _ => {}
         }
     }
@@ -428,11 +485,18 @@ impl Handler for Filer {
         if let Some(cmd) = self.s.take_input(input) {
             let r = self.run(ctx, cmd);
             self.s.report(r);
+            self.check_quit(ctx);
         }
     }
 
     fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
         self.xfer.on_drained(ctx, &mut env(&mut self.s), conn);
+        self.check_quit(ctx);
+    }
+
+    /// SIGINT or SIGTERM: stop at once, telling peers of running transfers.
+    fn on_interrupt(&mut self, ctx: &mut Context<'_>) {
+        self.stop_now(ctx, false);
     }
 
     fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {

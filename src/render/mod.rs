@@ -274,21 +274,52 @@ impl Renderer {
         }
     }
 
-    /// The link to the ipserver came up (`connected`) or went away (`lost`).
-    pub fn ipserver(&mut self, state: &str, addr: &str, reason: Option<&str>) {
+    /// The link to the ipserver at `addr` is up: `* ipserver ADDR connected`.
+    pub fn ipserver_connected(&mut self, addr: &str) {
         if self.is_json() {
-            let j = self.json("ipserver");
-            j.str("state", state).str("addr", addr);
-            if let Some(r) = reason {
-                j.str("reason", r);
-            }
+            self.json("ipserver")
+                .str("state", "connected")
+                .str("addr", addr);
             self.emit_json();
         } else {
             self.human(|l| {
-                let _ = write!(l, "* ipserver {addr} {state}");
-                if let Some(r) = reason {
-                    let _ = write!(l, ": {r}");
-                }
+                let _ = write!(l, "* ipserver {addr} connected");
+            });
+        }
+    }
+
+    /// The ipserver at `addr` went away (`was_connected`) or could not be
+    /// reached; the filer retries every `retry`. One human line:
+    /// `* ipserver ADDR lost: REASON; retrying every 2s` (`unreachable` when it
+    /// never answered). JSON: `state` `lost` with `was_connected` and
+    /// `retry_ms`, and the human line as a notice on stderr.
+    pub fn ipserver_lost(
+        &mut self,
+        addr: &str,
+        reason: &str,
+        was_connected: bool,
+        retry: std::time::Duration,
+    ) {
+        let text = format!(
+            "ipserver {addr} {}: {reason}; retrying every {}",
+            if was_connected { "lost" } else { "unreachable" },
+            humantime::format_duration(retry)
+        );
+        if self.is_json() {
+            self.json("ipserver")
+                .str("state", "lost")
+                .str("addr", addr)
+                .str("reason", reason)
+                .raw(
+                    "was_connected",
+                    if was_connected { b"true" } else { b"false" },
+                )
+                .num("retry_ms", retry.as_millis() as u64);
+            self.emit_json();
+            self.sink.notice(&text);
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "* {text}");
             });
         }
     }
@@ -368,6 +399,37 @@ mod tests {
                 "- #3 127.0.0.1:51234 closed: peer closed (2 alive)",
                 "< #1 127.0.0.1:63335 info=hello [3 B] abc",
             ]
+        );
+    }
+
+    #[test]
+    fn ipserver_outages_are_one_line() {
+        let d = std::time::Duration::from_secs(2);
+        let lines = render(Style::Human, |r| {
+            r.ipserver_lost("127.0.0.1:5000", "connection refused", false, d);
+            r.ipserver_connected("127.0.0.1:5000");
+            r.ipserver_lost("127.0.0.1:5000", "peer closed", true, d);
+        });
+        assert_eq!(
+            lines,
+            [
+                "* ipserver 127.0.0.1:5000 unreachable: connection refused; retrying every 2s",
+                "* ipserver 127.0.0.1:5000 connected",
+                "* ipserver 127.0.0.1:5000 lost: peer closed; retrying every 2s",
+            ]
+        );
+        let lines = render(Style::Json, |r| {
+            r.ipserver_lost("127.0.0.1:5000", "connection refused", false, d)
+        });
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["event"], "ipserver");
+        assert_eq!(v["state"], "lost");
+        assert_eq!(v["was_connected"], false);
+        assert_eq!(v["retry_ms"], 2000);
+        assert_eq!(v["reason"], "connection refused");
+        assert_eq!(
+            lines[1],
+            "! ipserver 127.0.0.1:5000 unreachable: connection refused; retrying every 2s"
         );
     }
 

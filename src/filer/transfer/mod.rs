@@ -56,6 +56,12 @@ pub const TIMER: u64 = 0x7846_4552;
 /// How often progress is refreshed (JSON progress events, the status block).
 const TICK: Duration = Duration::from_millis(250);
 
+/// The reason of a transfer stopped with `cancel` (on both sides).
+const CANCELLED: &str = "cancelled";
+
+/// This filer's own reason for a transfer it cut short by quitting.
+const STOPPED_BY_QUIT: &str = "stopped: quitting";
+
 /// Finished transfers kept for `transfers`.
 const KEEP_FINISHED: usize = 1000;
 
@@ -139,6 +145,8 @@ pub struct Transfers {
     sends: HashMap<ConnId, SendQueue>,
     recvs: HashMap<ConnId, RecvState>,
     ticking: bool,
+    /// Files this filer was asked to send that failed (not counting `cancel`).
+    send_failures: u64,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -148,6 +156,16 @@ fn peer_name<'a>(r: &'a Record, names: &'a HashMap<ConnId, String>) -> Option<&'
         .get(&r.conn)
         .or(r.peer_name.as_ref())
         .map(String::as_str)
+}
+
+/// A reason the peer gave, said to be the `role`'s (`sender: disk full`),
+/// unless it already says so (`sender quit`).
+fn said_by(role: &str, reason: &str) -> String {
+    if reason.starts_with(role) {
+        reason.to_string()
+    } else {
+        format!("{role}: {reason}")
+    }
 }
 
 fn matches(name: &str, total: u64, c: &Control<'_>) -> bool {
@@ -165,6 +183,7 @@ impl Transfers {
             sends: HashMap::new(),
             recvs: HashMap::new(),
             ticking: false,
+            send_failures: 0,
         }
     }
 
@@ -223,9 +242,6 @@ impl Transfers {
             return;
         }
         let now = Instant::now();
-        if r.started.is_none() {
-            r.started = Some(now);
-        }
         r.ended = Some(now);
         if let Some(n) = env.names.get(&r.conn) {
             r.peer_name = Some(n.clone());
@@ -240,6 +256,9 @@ impl Transfers {
                 "done"
             }
             Err(reason) => {
+                if r.sending && reason != CANCELLED {
+                    self.send_failures += 1;
+                }
                 r.phase = Phase::Failed;
                 r.reason = Some(reason);
                 "failed"
@@ -325,7 +344,8 @@ impl Transfers {
             "name".into(),
             "size".into(),
             "done".into(),
-            "rate time".into(),
+            "rate".into(),
+            "time".into(),
             "state".into(),
         ]];
         for r in self.records.values() {
@@ -341,31 +361,43 @@ impl Transfers {
         env: &mut Env<'_>,
         id: u64,
     ) -> Result<(), String> {
-        let r = self
-            .records
-            .get(&id)
-            .ok_or_else(|| format!("no transfer {id} (see `transfers`)"))?;
+        let last = self.next_id - 1;
+        let r = self.records.get(&id).ok_or_else(|| match last {
+            0 => format!("cannot cancel transfer {id}: there are no transfers yet"),
+            _ if id == 0 || id > last => format!(
+                "cannot cancel transfer {id}: no such transfer (the last one is {last}; see `transfers`)"
+            ),
+            _ => format!("cannot cancel transfer {id}: it ended long ago"),
+        })?;
         let (conn, sending, phase) = (r.conn, r.sending, r.phase);
         match (phase, sending) {
-            (p, _) if p.is_final() => {
-                Err(format!("transfer {id} has already ended ({})", p.as_str()))
-            }
+            (Phase::Done, _) => Err(format!(
+                "cannot cancel transfer {id}: it has already finished ({:?} {} {})",
+                r.name,
+                if sending { "sent to" } else { "received from" },
+                r.who(peer_name(r, env.names))
+            )),
+            (Phase::Failed, _) => Err(format!(
+                "cannot cancel transfer {id}: it has already failed ({})",
+                r.reason.as_deref().unwrap_or("unknown reason")
+            )),
             (Phase::Confirming, _) => Err(format!(
-                "transfer {id} is already sent in full; waiting for the receiver to confirm"
+                "cannot cancel transfer {id}: it is already sent in full and waits for the \
+                 receiver to confirm"
             )),
             (Phase::Queued, _) => {
                 if let Some(q) = self.sends.get_mut(&conn) {
                     q.waiting.retain(|w| w.id != id);
                 }
-                self.finish(env, id, Err("cancelled".into()));
+                self.finish(env, id, Err(CANCELLED.into()));
                 Ok(())
             }
             (_, true) => {
                 let q = self.sends.get_mut(&conn);
                 if let Some(a) = q.and_then(|q| q.active.take_if(|a| a.id == id)) {
-                    Self::stop_sending(ctx, conn, &a, "cancelled");
+                    Self::stop_sending(ctx, conn, &a, CANCELLED);
                 }
-                self.finish(env, id, Err("cancelled".into()));
+                self.finish(env, id, Err(CANCELLED.into()));
                 self.pump(ctx, env, conn);
                 Ok(())
             }
@@ -374,13 +406,57 @@ impl Transfers {
                     && inc.id == id
                 {
                     let (name, total) = (inc.name.clone(), inc.total);
-                    Self::tell(ctx, conn, &name, total, Role::Receiver, "cancelled");
+                    Self::tell(ctx, conn, &name, total, Role::Receiver, CANCELLED);
                     // Dropping the Incoming removes its part file.
                     self.recvs
                         .insert(conn, RecvState::Discarding { name, total });
                 }
-                self.finish(env, id, Err("cancelled".into()));
+                self.finish(env, id, Err(CANCELLED.into()));
                 Ok(())
+            }
+        }
+    }
+
+    /// Outgoing transfers not yet ended: queued, active, or sent in full and
+    /// waiting for the receiver's confirmation (what `quit` waits for).
+    pub fn sends_pending(&self) -> usize {
+        self.records
+            .values()
+            .filter(|r| r.sending && !r.phase.is_final())
+            .count()
+    }
+
+    /// True once a file this filer was asked to send has failed (a `cancel`
+    /// does not count): piped mode then exits 1.
+    pub fn any_send_failed(&self) -> bool {
+        self.send_failures > 0
+    }
+
+    /// Stops every transfer at once because this filer is quitting. Each peer
+    /// with a file in flight is told with a `TP:cancel` frame (reason
+    /// [`wire::SENDER_QUIT`] or [`wire::RECEIVER_QUIT`]), queued before the node
+    /// closes, so it reports a clear reason rather than a closed connection;
+    /// here they fail as `stopped: quitting`, and files not yet started as
+    /// `not sent: quitting`. Files already sent in full are left to finish as
+    /// the queues flush.
+    pub fn stop_all(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>) {
+        let mut conns: Vec<ConnId> = self.sends.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            let why = [STOPPED_BY_QUIT, "not sent: quitting"];
+            self.drop_sends(ctx, env, conn, wire::SENDER_QUIT, why);
+        }
+        let mut conns: Vec<ConnId> = self.recvs.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            if let Some(RecvState::Receiving(inc)) = self.recvs.get(&conn) {
+                let (id, name, total) = (inc.id, inc.name.clone(), inc.total);
+                Self::tell(ctx, conn, &name, total, Role::Receiver, wire::RECEIVER_QUIT);
+                // Dropping the Incoming removes its part file; what still
+                // arrives of it is dropped quietly.
+                self.recvs
+                    .insert(conn, RecvState::Discarding { name, total });
+                self.finish(env, id, Err(STOPPED_BY_QUIT.into()));
             }
         }
     }
@@ -394,6 +470,10 @@ impl Transfers {
     fn pump(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, conn: ConnId) {
         let chunk = self.cfg.chunk_size.max(1);
         let (high, low) = (QUEUE_CHUNKS * chunk, QUEUE_CHUNKS / 2 * chunk);
+        if ctx.is_stopping() {
+            // Quitting: what was stopped stays stopped while the queues flush.
+            return;
+        }
         loop {
             match ctx.info(conn).map(|i| i.state) {
                 Some(State::Open) => {}
@@ -671,7 +751,7 @@ impl Transfers {
                 Some(RecvState::Receiving(inc)) if matches(&inc.name, inc.total, &c) => {
                     let id = inc.id;
                     self.recvs.remove(&conn);
-                    self.finish(env, id, Err(format!("sender: {reason}")));
+                    self.finish(env, id, Err(said_by("sender", &reason)));
                     return;
                 }
                 Some(RecvState::Discarding { name, total }) if matches(name, *total, &c) => {
@@ -698,12 +778,42 @@ impl Transfers {
                 Role::Sender,
                 "stopped: the receiver gave up",
             );
-            self.finish(env, a.id, Err(format!("receiver: {reason}")));
-            self.pump(ctx, env, conn);
+            self.finish(env, a.id, Err(said_by("receiver", &reason)));
+        } else if let Some(id) = self.take_unconfirmed(conn, &c) {
+            self.finish(env, id, Err(said_by("receiver", &reason)));
+        } else {
             return;
         }
-        if let Some(id) = self.take_unconfirmed(conn, &c) {
-            self.finish(env, id, Err(format!("receiver: {reason}")));
+        if c.reason == wire::RECEIVER_QUIT {
+            // It is going away: the files after this one cannot go either.
+            let why = [wire::RECEIVER_QUIT, "not sent: receiver quit"];
+            self.drop_sends(ctx, env, conn, wire::SENDER_QUIT, why);
+        }
+        self.pump(ctx, env, conn);
+    }
+
+    /// Fails the files on `conn` not yet sent in full: the one going out is
+    /// stopped (its receiver told `tell`) and fails with `why[0]`, those
+    /// waiting their turn with `why[1]`.
+    fn drop_sends(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        conn: ConnId,
+        tell: &str,
+        why: [&str; 2],
+    ) {
+        let Some(q) = self.sends.get_mut(&conn) else {
+            return;
+        };
+        let active = q.active.take();
+        let waiting: Vec<u64> = q.waiting.drain(..).map(|w| w.id).collect();
+        if let Some(a) = active {
+            Self::stop_sending(ctx, conn, &a, tell);
+            self.finish(env, a.id, Err(why[0].to_string()));
+        }
+        for id in waiting {
+            self.finish(env, id, Err(why[1].to_string()));
         }
     }
 

@@ -157,7 +157,8 @@ impl Record {
         }
     }
 
-    fn who(&self, peer_name: Option<&str>) -> String {
+    /// The peer: its name, else `#ID ADDR`.
+    pub fn who(&self, peer_name: Option<&str>) -> String {
         match peer_name {
             Some(n) => n.to_string(),
             None => format!("#{} {}", self.conn.0, self.addr),
@@ -204,18 +205,20 @@ impl Record {
         )
     }
 
-    /// A row of the `transfers` table.
-    pub fn row(&self, peer_name: Option<&str>, now: Instant) -> [String; 8] {
-        let rate = match self.phase {
-            Phase::Queued => "-".to_string(),
-            Phase::Active => {
-                if self.rate > 0.0 {
+    /// A row of the `transfers` table: `rate` and `time` are `-` until the
+    /// transfer has moved bytes (queued, or failed before its turn).
+    pub fn row(&self, peer_name: Option<&str>, now: Instant) -> [String; 9] {
+        let (rate, time) = match (self.phase, self.started) {
+            (Phase::Queued, _) | (_, None) => ("-".to_string(), "-".to_string()),
+            (phase, Some(_)) => {
+                let elapsed = self.elapsed(now);
+                let rate = if phase == Phase::Active && self.rate > 0.0 {
                     format!("{}/s", human_size(self.rate as u64))
                 } else {
-                    human_rate(self.bytes, self.elapsed(now))
-                }
+                    human_rate(self.bytes, elapsed)
+                };
+                (rate, human_duration(elapsed))
             }
-            _ => human_rate(self.bytes, self.elapsed(now)),
         };
         let outcome = match (self.phase, &self.reason, &self.path) {
             (Phase::Failed, Some(r), _) => format!("failed: {r}"),
@@ -229,7 +232,8 @@ impl Record {
             format!("{:?}", self.name),
             human_size(self.total),
             format!("{}%", self.percent()),
-            format!("{rate} {}", human_duration(self.elapsed(now))),
+            rate,
+            time,
             outcome,
         ]
     }
@@ -294,8 +298,16 @@ mod tests {
         let row = r.row(None, now);
         assert_eq!(row[2], "#2 1.2.3.4:5");
         assert_eq!(row[5], "50%");
+        assert_eq!(row[6], "1.0 MiB/s");
+        assert!(row[7].ends_with('s'), "{row:?}");
         r.phase = Phase::Failed;
         r.reason = Some("x".into());
-        assert_eq!(r.row(None, now)[7], "failed: x");
+        assert_eq!(r.row(None, now)[8], "failed: x");
+        // Queued, or failed before its turn: no rate and no time.
+        let mut q = Record::new(4, true, ConnId(2), "a".into(), "b".into(), 10);
+        assert_eq!(q.row(None, now)[6..8], ["-", "-"]);
+        q.phase = Phase::Failed;
+        q.ended = Some(now);
+        assert_eq!(q.row(None, now)[6..8], ["-", "-"]);
     }
 }

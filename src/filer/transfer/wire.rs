@@ -8,7 +8,10 @@
 //!   body. `dir` is the role of the side that gives up: `send` — "I stopped
 //!   sending you NAME" (the receiver drops its part file); `recv` — "I stopped
 //!   receiving NAME from you" (refused, failed, or cancelled: the sender stops
-//!   reading and reports the transfer failed with `reason`).
+//!   reading and reports the transfer failed with `reason`). A filer that quits
+//!   with transfers in flight sends one for each, with reason `sender quit` or
+//!   `receiver quit`; a sender told `receiver quit` drops the files it had
+//!   queued for that peer too.
 //! - Received (sockmod): `TP:received;N:NAME;L:TOTAL`, no body: the receiver
 //!   stored the file complete and verified. A sockmod sender reports `done` on it
 //!   when the peer identified itself as a sockmod filer; otherwise once the last
@@ -17,6 +20,11 @@
 //! Original peers do not know `TP:cancel` and `TP:received` and ignore them.
 
 use crate::protocol::Header;
+
+/// The cancel reason of a sender that quits with the file still in flight.
+pub const SENDER_QUIT: &str = "sender quit";
+/// The cancel reason of a receiver that quits with the file still in flight.
+pub const RECEIVER_QUIT: &str = "receiver quit";
 
 /// The `TP` of a file chunk.
 pub const TP_FILE: &str = "file";
