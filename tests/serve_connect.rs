@@ -614,3 +614,54 @@ fn bind_on_a_port_in_use_exits_1() {
     );
     drop(taken);
 }
+
+#[test]
+fn alive_counts_are_taken_when_each_event_happens() {
+    let (mut srv, addr) = serve(&[]);
+    // Stopped, the server cannot accept: the three clients wait in the backlog and
+    // are all accepted in one turn once it continues.
+    srv.signal(libc::SIGSTOP);
+    let clients: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    srv.signal(libc::SIGCONT);
+    let mut alive: Vec<u64> = clients
+        .iter()
+        .map(|c| {
+            let v = srv.expect_event("connected", &[("addr", c.local_addr().to_string().into())]);
+            v["alive"].as_u64().unwrap()
+        })
+        .collect();
+    alive.sort();
+    assert_eq!(alive, vec![1, 2, 3], "{}", srv.context());
+    srv.sigterm();
+    assert_eq!(srv.expect_exit(TIMEOUT), 0, "{}", srv.context());
+    let mut closed: Vec<u64> = srv
+        .out
+        .all()
+        .iter()
+        .filter_map(|l| l.json.clone())
+        .filter(|v| v["event"] == "closed")
+        .map(|v| v["alive"].as_u64().unwrap())
+        .collect();
+    closed.sort();
+    assert_eq!(closed, vec![0, 1, 2], "{}", srv.context());
+}
+
+#[test]
+fn a_peer_closing_mid_frame_is_told_apart_from_a_clean_close() {
+    let (srv, addr) = serve(&[]);
+    // What a netcat user sends: plain text, not a frame.
+    let mut nc = Client::connect(addr);
+    srv.expect_connected(&nc);
+    nc.send_raw(b"hello\n");
+    drop(nc);
+    let v = srv.expect_event("closed", &[]);
+    assert_eq!(
+        v["reason"], "peer closed mid-frame (6 bytes of an unfinished frame discarded)",
+        "{v}"
+    );
+    let clean = Client::connect(addr);
+    srv.expect_connected(&clean);
+    drop(clean);
+    let v = srv.expect_event("closed", &[]);
+    assert_eq!(v["reason"], "peer closed", "{v}");
+}
