@@ -235,7 +235,7 @@ pub fn run(cli: Cli) -> i32 {
             let mut front = Front::new("serve")?;
             let s = front.session(&a.common)?;
             let mut node = node(listen_config(&a.common, &a.access), Serve { s })?;
-            listen(&mut node, &a.bind)?;
+            listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
         Mode::Connect(a) => (|| {
@@ -250,7 +250,7 @@ pub fn run(cli: Cli) -> i32 {
             let s = front.session(&a.common)?;
             let h = Ipserver::new(s, a.interval, a.alive);
             let mut node = node(listen_config(&a.common, &a.access), h)?;
-            listen(&mut node, &a.bind)?;
+            listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
         Mode::Filer(a) => (|| {

@@ -127,8 +127,11 @@ impl AccessArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT or PORT (port 0: any free port).
-    #[arg(long, short, default_value = "0.0.0.0:63335", value_name = "ADDR")]
+    #[arg(long, short, default_value = "0.0.0.0:63335", value_name = "ADDR", value_parser = parse_bind_addr)]
     pub bind: String,
+    /// The same as --bind, for the netcat habit `sockmod serve 9000`.
+    #[arg(value_name = "ADDR", conflicts_with = "bind", value_parser = parse_bind_addr)]
+    pub addr: Option<String>,
     /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
@@ -156,8 +159,11 @@ pub struct ConnectArgs {
 #[derive(Debug, Args)]
 pub struct IpserverArgs {
     /// Address to listen on: HOST:PORT or PORT (port 0: any free port).
-    #[arg(long, short, default_value = "0.0.0.0:5000", value_name = "ADDR")]
+    #[arg(long, short, default_value = "0.0.0.0:5000", value_name = "ADDR", value_parser = parse_bind_addr)]
     pub bind: String,
+    /// The same as --bind (`sockmod ipserver 5000`).
+    #[arg(value_name = "ADDR", conflicts_with = "bind", value_parser = parse_bind_addr)]
+    pub addr: Option<String>,
     /// How often the roster is multicast to the peers.
     #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
     pub interval: Duration,
@@ -181,7 +187,7 @@ pub struct FilerArgs {
     pub id: String,
     /// Address to listen on; if its port is taken, the next ones up are tried (up
     /// to 100; port 0: any free port).
-    #[arg(long, short, default_value = "0.0.0.0:63330", value_name = "ADDR")]
+    #[arg(long, short, default_value = "0.0.0.0:63330", value_name = "ADDR", value_parser = parse_bind_addr)]
     pub bind: String,
     /// The ipserver to report to (HOST:PORT, or HOST for port 5000); retried while
     /// it is unreachable.
@@ -218,12 +224,35 @@ pub enum AcceptFiles {
     No,
 }
 
+/// The port of `HOST:PORT`, if it has that form and the port is a number that fits.
+fn port_of(s: &str) -> Option<u16> {
+    if !crate::net::has_port(s) {
+        return None;
+    }
+    s.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
 /// Checks a dial target: `HOST:PORT`.
 pub fn parse_host_port(s: &str) -> Result<String, String> {
-    if crate::net::has_port(s) {
+    match port_of(s) {
+        Some(_) => Ok(s.to_string()),
+        None if crate::net::has_port(s) => {
+            Err(format!("{s:?}: the port must be a number from 0 to 65535"))
+        }
+        None => Err(format!("{s:?} is not HOST:PORT")),
+    }
+}
+
+/// Checks a listening address: `HOST:PORT` or a bare `PORT`.
+pub fn parse_bind_addr(s: &str) -> Result<String, String> {
+    if s.parse::<u16>().is_ok() || port_of(s).is_some() {
         Ok(s.to_string())
+    } else if crate::net::has_port(s) || s.bytes().all(|b| b.is_ascii_digit()) {
+        Err(format!("{s:?}: the port must be a number from 0 to 65535"))
     } else {
-        Err(format!("{s:?} is not HOST:PORT"))
+        Err(format!(
+            "{s:?} is not HOST:PORT or PORT (e.g. 0.0.0.0:63335, [::]:63335, 9000)"
+        ))
     }
 }
 
@@ -280,6 +309,30 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in ["9000", "0", "0.0.0.0:63335", "[::]:0", "localhost:80"] {
+            assert_eq!(parse_bind_addr(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "99999",
+            "127.0.0.1:99999",
+            "foo",
+            "127.0.0.1",
+            "::1",
+            "host:",
+        ] {
+            assert!(parse_bind_addr(bad).is_err(), "{bad}");
+        }
+        assert!(parse_host_port("h:1").is_ok());
+        assert!(
+            parse_host_port("h:70000")
+                .unwrap_err()
+                .contains("0 to 65535")
+        );
+        assert!(parse_host_port("h").unwrap_err().contains("HOST:PORT"));
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -352,19 +352,17 @@ fn connect_to_a_refused_port_exits_1() {
 
 #[test]
 fn unresolvable_target_is_named_in_the_failure() {
-    let mut cli = Proc::spawn(&["connect", "--json", "127.0.0.1:99999"]);
-    cli.close_stdin();
-    assert_eq!(cli.expect_exit(TIMEOUT), 1, "{}", cli.context());
+    // The command line refuses such a port (exit 2); the `connect` command dials it.
+    let (mut cli, _) = serve(&[]);
+    cli.send_line("connect 127.0.0.1:99999");
     let v = cli.expect_event("connect_failed", &[("addr", "127.0.0.1:99999".into())]);
     assert!(
         v["reason"].as_str().unwrap().contains("cannot resolve"),
         "{v}"
     );
-    let err = cli.err.texts().join("\n");
-    assert!(
-        err.contains("cannot connect to 127.0.0.1:99999: cannot resolve"),
-        "stderr: {err}"
-    );
+    cli.expect_err_line("the failure on stderr", |l| {
+        l.contains("cannot connect to 127.0.0.1:99999: cannot resolve")
+    });
 }
 
 #[test]
@@ -613,4 +611,80 @@ fn bind_on_a_port_in_use_exits_1() {
         "stderr: {err}"
     );
     drop(taken);
+}
+
+#[test]
+fn alive_counts_are_taken_when_each_event_happens() {
+    let (mut srv, addr) = serve(&[]);
+    // Stopped, the server cannot accept: the three clients wait in the backlog and
+    // are all accepted in one turn once it continues.
+    srv.signal(libc::SIGSTOP);
+    let clients: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    srv.signal(libc::SIGCONT);
+    let mut alive: Vec<u64> = clients
+        .iter()
+        .map(|c| {
+            let v = srv.expect_event("connected", &[("addr", c.local_addr().to_string().into())]);
+            v["alive"].as_u64().unwrap()
+        })
+        .collect();
+    alive.sort();
+    assert_eq!(alive, vec![1, 2, 3], "{}", srv.context());
+    srv.sigterm();
+    assert_eq!(srv.expect_exit(TIMEOUT), 0, "{}", srv.context());
+    let mut closed: Vec<u64> = srv
+        .out
+        .all()
+        .iter()
+        .filter_map(|l| l.json.clone())
+        .filter(|v| v["event"] == "closed")
+        .map(|v| v["alive"].as_u64().unwrap())
+        .collect();
+    closed.sort();
+    assert_eq!(closed, vec![0, 1, 2], "{}", srv.context());
+}
+
+#[test]
+fn a_peer_closing_mid_frame_is_told_apart_from_a_clean_close() {
+    let (srv, addr) = serve(&[]);
+    // What a netcat user sends: plain text, not a frame.
+    let mut nc = Client::connect(addr);
+    srv.expect_connected(&nc);
+    nc.send_raw(b"hello\n");
+    drop(nc);
+    let v = srv.expect_event("closed", &[]);
+    assert_eq!(
+        v["reason"], "peer closed mid-frame (6 bytes of an unfinished frame discarded)",
+        "{v}"
+    );
+    let clean = Client::connect(addr);
+    srv.expect_connected(&clean);
+    drop(clean);
+    let v = srv.expect_event("closed", &[]);
+    assert_eq!(v["reason"], "peer closed", "{v}");
+}
+
+#[test]
+fn a_malformed_listening_address_is_a_usage_error() {
+    for (args, says) in [
+        (&["serve", "--bind", "127.0.0.1:99999"][..], "0 to 65535"),
+        (&["serve", "foo"][..], "is not HOST:PORT or PORT"),
+        (
+            &["ipserver", "--bind", "127.0.0.1"][..],
+            "is not HOST:PORT or PORT",
+        ),
+        (&["connect", "127.0.0.1:70000"][..], "0 to 65535"),
+    ] {
+        let mut p = Proc::spawn(args);
+        assert_eq!(p.expect_exit(TIMEOUT), 2, "{}", p.context());
+        let err = p.err.texts().join("\n");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn serve_takes_its_address_as_a_positional_argument_too() {
+    let p = Proc::spawn(&["serve", "127.0.0.1:0"]);
+    let addr = p.listening_addr();
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
 }

@@ -121,8 +121,8 @@ impl Handler for Connect {
         self.s.refresh_completion(ctx);
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
-        self.s.on_connected(ctx, info);
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
+        self.s.on_connected(ctx, info, alive);
         self.dial_finished(ctx, info.id, true);
     }
 

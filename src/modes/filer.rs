@@ -403,14 +403,14 @@ impl Handler for Filer {
         ctx.set_timer(self.cfg.report_interval, REPORT_TIMER);
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
         if Some(info.id) == self.ipserver {
             self.outage_noticed = false;
             self.s.out.ipserver_connected(&self.cfg.ipserver);
             self.report(ctx);
             return;
         }
-        self.s.on_connected(ctx, info);
+        self.s.on_connected(ctx, info, alive);
         if info.dir == Dir::In {
             // Dialled connections queued theirs when the dial started.
             let _ = ctx.send(info.id, &self.identity(), &[]);

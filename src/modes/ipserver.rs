@@ -318,8 +318,8 @@ impl Handler for Ipserver {
         ctx.set_timer(self.interval, ROSTER_TIMER);
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
-        self.s.on_connected(ctx, info);
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
+        self.s.on_connected(ctx, info, alive);
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {

@@ -20,8 +20,8 @@ impl Handler for Serve {
         }
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo) {
-        self.s.on_connected(ctx, info);
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
+        self.s.on_connected(ctx, info, alive);
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {

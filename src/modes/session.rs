@@ -115,8 +115,7 @@ impl Session {
     }
 
     /// Renders a connected event.
-    pub fn on_connected(&mut self, ctx: &Context<'_>, info: &ConnInfo) {
-        let alive = ctx.alive();
+    pub fn on_connected(&mut self, ctx: &Context<'_>, info: &ConnInfo, alive: usize) {
         let name = self.names.get(&info.id).cloned();
         self.out.connected(info, name.as_deref(), alive);
         self.refresh_completion(ctx);

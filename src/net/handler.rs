@@ -16,8 +16,9 @@ pub trait Handler {
     /// Once, before the first poll, after the listener (if any) is bound.
     fn on_start(&mut self, _ctx: &mut Context<'_>) {}
 
-    /// An accepted or dialled connection is up.
-    fn on_connected(&mut self, _ctx: &mut Context<'_>, _conn: &ConnInfo) {}
+    /// An accepted or dialled connection is up; `alive` is how many are open,
+    /// this one included.
+    fn on_connected(&mut self, _ctx: &mut Context<'_>, _conn: &ConnInfo, _alive: usize) {}
 
     /// A dial failed (refused, unreachable, timed out, cannot resolve).
     fn on_connect_failed(&mut self, _ctx: &mut Context<'_>, _conn: &ConnInfo, _reason: &str) {}

@@ -110,10 +110,12 @@ impl std::error::Error for SendError {}
 /// One connection's outcome of a multicast.
 pub type SendResult = (ConnId, Result<(), SendError>);
 
+/// Events waiting to reach the handler. Counts of open connections are taken when
+/// the event happens, so a burst of accepts reads `1, 2, 3 alive`, not `3, 3, 3`.
 enum Pending {
-    Connected(ConnId),
+    Connected(ConnInfo, usize),
     ConnectFailed(ConnInfo, String),
-    Closed(ConnInfo, String),
+    Closed(ConnInfo, String, usize),
     Drained(ConnId),
     Notice(String),
 }
@@ -416,16 +418,13 @@ impl<H: Handler> Node<H> {
                 core: &mut self.core,
             };
             match p {
-                Pending::Connected(id) => {
-                    if let Some(info) = ctx.core.conns.get(&id.0).map(|c| c.info.clone()) {
-                        self.handler.on_connected(&mut ctx, &info);
-                    }
+                Pending::Connected(info, alive) => {
+                    self.handler.on_connected(&mut ctx, &info, alive)
                 }
                 Pending::ConnectFailed(info, reason) => {
                     self.handler.on_connect_failed(&mut ctx, &info, &reason)
                 }
-                Pending::Closed(info, reason) => {
-                    let alive = ctx.core.open;
+                Pending::Closed(info, reason, alive) => {
                     self.handler.on_closed(&mut ctx, &info, &reason, alive)
                 }
                 Pending::Drained(id) => self.handler.on_drained(&mut ctx, id),
@@ -463,7 +462,9 @@ impl<H: Handler> Node<H> {
                 conn.info.last_sent = now;
                 conn.deadline = None;
                 self.core.open += 1;
-                self.core.pending.push_back(Pending::Connected(ConnId(id)));
+                self.core
+                    .pending
+                    .push_back(Pending::Connected(conn.info.clone(), self.core.open));
                 if !conn.out.is_empty() {
                     self.core.mark_dirty(id);
                 }
@@ -492,7 +493,16 @@ impl<H: Handler> Node<H> {
             };
             let n = match stream.read(&mut buf) {
                 Ok(0) => {
-                    outcome = Some("peer closed".to_string());
+                    // Bytes of an unfinished frame are worth a word: often the peer
+                    // does not speak the protocol (plain text from netcat).
+                    let d = &conn.decoder;
+                    outcome = Some(match d.buffered() {
+                        _ if d.is_idle() => "peer closed".to_string(),
+                        0 => "peer closed mid-frame".to_string(),
+                        n => format!(
+                            "peer closed mid-frame ({n} bytes of an unfinished frame discarded)"
+                        ),
+                    });
                     break;
                 }
                 Ok(n) => n,
@@ -824,7 +834,10 @@ impl Core {
         }
         self.insert_conn(id, Some(stream), addr, Dir::In, State::Open, None);
         self.open += 1;
-        self.pending.push_back(Pending::Connected(ConnId(id)));
+        if let Some(c) = self.conns.get(&id) {
+            self.pending
+                .push_back(Pending::Connected(c.info.clone(), self.open));
+        }
     }
 
     /// The next connection id (never reused in a run).
@@ -931,7 +944,8 @@ impl Core {
         if self.accept_paused_until.is_some() {
             self.accept_paused_until = Some(Instant::now());
         }
-        self.pending.push_back(Pending::Closed(c.info, reason));
+        self.pending
+            .push_back(Pending::Closed(c.info, reason, self.open));
     }
 
     fn flush(&mut self, id: u64) {
@@ -1245,7 +1259,7 @@ mod tests {
 
     impl Handler for Outcome {
         type Command = ();
-        fn on_connected(&mut self, ctx: &mut Context<'_>, conn: &ConnInfo) {
+        fn on_connected(&mut self, ctx: &mut Context<'_>, conn: &ConnInfo, _alive: usize) {
             self.connected = Some(conn.addr);
             ctx.stop();
         }
