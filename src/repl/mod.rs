@@ -143,6 +143,9 @@ impl Repl {
     }
 
     fn read_lines(&mut self, remote: &Remote<Input>) {
+        // What the loop prints at start (`listening on …`) comes before the
+        // first prompt rather than racing it.
+        self.link.wait_done(0, OUTPUT_WAIT);
         let mut sent = 0u64;
         loop {
             self.link.begin_line();

@@ -36,8 +36,9 @@ struct LinkState {
     echo_rows: usize,
     /// The current line was recorded (by the Enter key's handler).
     recorded: bool,
-    /// Command lines the loop has taken and then flushed the output of.
-    done: u64,
+    /// Command lines the loop has taken and then flushed the output of; `None`
+    /// until its first flush.
+    done: Option<u64>,
 }
 
 impl Link {
@@ -81,18 +82,19 @@ impl Link {
     /// The loop has taken `n` command lines in all and printed what they made.
     fn set_done(&self, n: u64) {
         let mut s = self.state();
-        if s.done != n {
-            s.done = n;
+        if s.done != Some(n) {
+            s.done = Some(n);
             self.done.notify_all();
         }
     }
 
     /// Waits until the loop has taken `n` command lines in all and printed
-    /// their output, for at most `timeout`; true if it did.
+    /// their output (for 0: until it printed what it had at start), for at most
+    /// `timeout`; true if it did.
     pub fn wait_done(&self, n: u64, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
         let mut s = self.state();
-        while s.done < n {
+        while s.done.is_none_or(|d| d < n) {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -294,7 +296,8 @@ mod tests {
 
     #[test]
     fn every_text_ends_with_one_line_break() {
-        let (mut s, rec, _) = sink();
+        let (mut s, rec, link) = sink();
+        assert!(!link.wait_done(0, Duration::from_millis(1)));
         s.notice("listening on 127.0.0.1:1");
         s.flush();
         s.event(b"< #1 a");
@@ -350,6 +353,7 @@ mod tests {
             ]
         );
         assert!(link.wait_done(1, Duration::ZERO));
+        assert!(link.wait_done(0, Duration::ZERO));
         assert!(!link.wait_done(2, Duration::from_millis(1)));
         // Without a block, entered lines are just scrollback.
         s.status(&[]);
