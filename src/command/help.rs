@@ -25,7 +25,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         usage: "help [COMMAND]",
         summary: "list commands or explain one",
         detail: "Without COMMAND, lists the commands of this mode.\n\
-Lines are split like a shell (quotes work); a line starting with `# ` is a comment.",
+Lines are split like a shell (quotes work); a line starting with `#` is a comment.",
         modes: &[],
     },
     CommandSpec {
@@ -143,6 +143,46 @@ pub fn find(name: &str) -> Option<&'static CommandSpec> {
         .find(|c| c.name == name || c.aliases.contains(&name))
 }
 
+/// The command `word` is one typo away from (a letter wrong, missing, extra, or
+/// two swapped), for words of three letters or more.
+pub fn near_miss(word: &str) -> Option<&'static str> {
+    let w: Vec<char> = word.chars().collect();
+    if w.len() < 3 {
+        return None;
+    }
+    COMMANDS
+        .iter()
+        .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
+        .filter(|n| n.len() >= 3)
+        .find(|n| {
+            let n: Vec<char> = n.chars().collect();
+            one_edit(&w, &n)
+        })
+}
+
+/// True when `a` and `b` differ by exactly one edit (substitution, insertion,
+/// deletion, or a swap of neighbours).
+fn one_edit(a: &[char], b: &[char]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    match long.len() - short.len() {
+        0 => {
+            let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+            match diff.as_slice() {
+                [_] => true,
+                [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
+                _ => false,
+            }
+        }
+        1 => {
+            let i = (0..short.len())
+                .find(|&i| short[i] != long[i])
+                .unwrap_or(short.len());
+            short[i..] == long[i + 1..]
+        }
+        _ => false,
+    }
+}
+
 /// True when the command exists in `mode`.
 pub fn available(spec: &CommandSpec, mode: &str) -> bool {
     spec.modes.is_empty() || spec.modes.contains(&mode)
@@ -170,12 +210,77 @@ pub fn help_text(mode: &str, topic: Option<&str>) -> Result<String, String> {
             Ok(s)
         }
         None => {
+            let names: Vec<(String, &str)> = COMMANDS
+                .iter()
+                .filter(|c| available(c, mode))
+                .map(|c| {
+                    let name = if c.aliases.is_empty() {
+                        c.name.to_string()
+                    } else {
+                        format!("{} ({})", c.name, c.aliases.join(", "))
+                    };
+                    (name, c.summary)
+                })
+                .collect();
+            let width = names
+                .iter()
+                .map(|(n, _)| n.chars().count())
+                .max()
+                .unwrap_or(0);
             let mut s = String::from("commands:");
-            for c in COMMANDS.iter().filter(|c| available(c, mode)) {
-                s.push_str(&format!("\n  {:<10} {}", c.name, c.summary));
+            for (name, summary) in names {
+                s.push_str(&format!("\n  {name:<width$}  {summary}"));
             }
             s.push_str("\ntype `help COMMAND` for details");
             Ok(s)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_shows_aliases_aligned() {
+        let h = help_text("filer", None).unwrap();
+        let rows: Vec<&str> = h.lines().filter(|l| l.starts_with("  ")).collect();
+        assert!(
+            rows.contains(&"  list (ls)       table of connections"),
+            "{h}"
+        );
+        for alias in [
+            "help (?)",
+            "broadcast (bc)",
+            "multicast (mc)",
+            "sendfile (sf)",
+            "quit (exit)",
+        ] {
+            assert!(h.contains(alias), "{alias} missing in {h}");
+        }
+        // Every summary starts in the same column.
+        let cols: Vec<usize> = COMMANDS
+            .iter()
+            .filter(|c| available(c, "filer"))
+            .map(|c| {
+                let row = rows.iter().find(|r| r.ends_with(c.summary)).unwrap();
+                row.len() - c.summary.len()
+            })
+            .collect();
+        assert_eq!(cols.len(), rows.len());
+        assert!(cols.windows(2).all(|w| w[0] == w[1]), "{h}");
+        assert!(!help_text("serve", None).unwrap().contains("sendfile"));
+    }
+
+    #[test]
+    fn near_misses() {
+        assert_eq!(near_miss("sned"), Some("send"));
+        assert_eq!(near_miss("lsit"), Some("list"));
+        assert_eq!(near_miss("quti"), Some("quit"));
+        assert_eq!(near_miss("sendd"), Some("send"));
+        assert_eq!(near_miss("clse"), Some("close"));
+        assert_eq!(near_miss("hello"), None);
+        assert_eq!(near_miss("hi"), None);
+        assert_eq!(near_miss("send"), None);
     }
 }

@@ -32,7 +32,11 @@ pub fn quoted(s: &str) -> String {
             out.push('…');
             break;
         }
-        out.extend(c.escape_debug());
+        if c == '\'' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_debug());
+        }
     }
     out.push('"');
     out
@@ -132,22 +136,58 @@ impl Command {
     }
 }
 
-/// Parses one line. `Ok(None)` for a blank line or a comment (`# …`).
+/// Splits a line into words like a shell: quotes and backslashes work, but `#`
+/// is an ordinary character (targets are written `#1`; text may hold one),
+/// not the start of a comment. `None` when a quote is not closed or the line
+/// ends in a lone backslash.
+pub fn split_words(line: &str) -> Option<Vec<String>> {
+    // shlex takes `#` at the start of a word as a comment: escape every `#`
+    // outside quotes (`\#` is a literal `#` there; inside quotes it is one
+    // already, and a backslash there would stay).
+    if !line.contains('#') {
+        return shlex::split(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    let mut chars = line.chars();
+    let (mut single, mut double) = (false, false);
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if !single => {
+                out.push(c);
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+                continue;
+            }
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double => out.push('\\'),
+            _ => {}
+        }
+        out.push(c);
+    }
+    shlex::split(&out)
+}
+
+/// Parses one line. `Ok(None)` for a blank line or a comment (a line whose
+/// first non-blank character is `#`).
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
     let trimmed = line.trim();
-    if trimmed.is_empty() || trimmed.starts_with("# ") || trimmed == "#" {
+    if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(None);
     }
-    let words = shlex::split(trimmed).ok_or_else(|| "unbalanced quotes".to_string())?;
+    let Some(words) = split_words(trimmed) else {
+        // Chat text with an apostrophe (`what's up`) is no command either.
+        let first = trimmed.split_whitespace().next().unwrap_or_default();
+        return Err(match help::find(first) {
+            None if !first.contains(['"', '\\']) => unknown(first, trimmed),
+            _ => "unbalanced quotes".to_string(),
+        });
+    };
     let Some((name, args)) = words.split_first() else {
         return Ok(None);
     };
-    let spec = help::find(name).ok_or_else(|| {
-        format!(
-            "unknown command {} (type `help` for the list)",
-            quoted(name)
-        )
-    })?;
+    let spec = help::find(name).ok_or_else(|| unknown(name, trimmed))?;
     let usage = || format!("usage: {}", spec.usage);
     let cmd = match spec.name {
         "help" => {
@@ -205,6 +245,27 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         _ => return Err(format!("unknown command {}", quoted(name))),
     };
     Ok(Some(cmd))
+}
+
+/// The error for an unknown command `name` on `line`: with a hint when the user
+/// seems to have typed plain text (how to send it) or misspelt a command.
+fn unknown(name: &str, line: &str) -> String {
+    let q = quoted(name);
+    if let Some(near) = help::near_miss(name) {
+        return format!("unknown command {q} (did you mean `{near}`? type `help` for the list)");
+    }
+    let wordy = name.chars().count() <= 30
+        && name.chars().any(char::is_alphabetic)
+        && name
+            .chars()
+            .all(|c| c.is_alphabetic() || matches!(c, '\'' | '’' | ',' | '.' | '!' | '?' | '-'));
+    if wordy && !line.chars().any(char::is_control) {
+        return format!(
+            "unknown command {q} (type `help` for the list; to send text: send * {})",
+            clipped(line)
+        );
+    }
+    format!("unknown command {q} (type `help` for the list)")
 }
 
 fn no_args(args: &[String], c: Command, usage: impl Fn() -> String) -> Result<Command, String> {
@@ -320,10 +381,105 @@ mod tests {
         assert_eq!(parse("# comment").unwrap(), None);
     }
 
+    fn info(line: &str) -> String {
+        match ok(line) {
+            Command::Send(_, o) | Command::Broadcast(o) | Command::Multicast(_, o) => {
+                o.header.get("info").unwrap_or_default().to_string()
+            }
+            c => panic!("not a send: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn hash_is_an_ordinary_character() {
+        assert_eq!(
+            ok("send #1 hello"),
+            Command::Send(
+                Target::List(vec![Item::Id(1)]),
+                Outgoing {
+                    header: Header::new().with("info", "hello"),
+                    body: BodySource::None
+                }
+            )
+        );
+        assert_eq!(
+            ok("close #1"),
+            Command::Close(Target::List(vec![Item::Id(1)]))
+        );
+        assert_eq!(ok("cancel #3"), Command::Cancel(3));
+        assert_eq!(info("send 1 text with # hash"), "text with # hash");
+        assert_eq!(info("send 1 #tag #"), "#tag #");
+        assert_eq!(info("bc a#b"), "a#b");
+        // Quotes and escapes still work, with `#` inside and around them.
+        assert_eq!(
+            info("send 1 '# in single' \"# in double\""),
+            "# in single # in double"
+        );
+        assert_eq!(info("send 1 \\# 'it''s' \"a \\\" #\""), "# its a \" #");
+        assert_eq!(info("send 1 \"#\"#'#'"), "###");
+        assert!(parse("send 1 '#").is_err());
+        // A line whose first non-blank character is `#` is a comment.
+        assert_eq!(parse("#1 hello").unwrap(), None);
+        assert_eq!(parse("   #comment").unwrap(), None);
+        assert_eq!(parse("# comment").unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_commands_hint() {
+        assert_eq!(
+            parse("hello world").unwrap_err(),
+            "unknown command \"hello\" (type `help` for the list; to send text: send * hello world)"
+        );
+        assert_eq!(
+            parse("  what's up?").unwrap_err(),
+            "unknown command \"what's\" (type `help` for the list; to send text: send * what's up?)"
+        );
+        assert_eq!(
+            parse("sedn 1 hi").unwrap_err(),
+            "unknown command \"sedn\" (did you mean `send`? type `help` for the list)"
+        );
+        assert_eq!(
+            parse("bogus28").unwrap_err(),
+            "unknown command \"bogus28\" (type `help` for the list)"
+        );
+        // One line, clipped, however long the text.
+        let long = format!("hello {}", "word ".repeat(10_000));
+        let e = parse(&long).unwrap_err();
+        assert!(e.len() < 400 && !e.contains('\n'), "{e}");
+        let e = parse(&"x".repeat(100_000)).unwrap_err();
+        assert!(e.len() < 200, "{e}");
+    }
+
     #[test]
     fn aliases() {
         assert_eq!(ok("ls"), Command::List);
         assert_eq!(ok("exit"), Command::Quit);
         assert_eq!(ok("help send"), Command::Help(Some("send".into())));
+    }
+
+    proptest::proptest! {
+        /// Words of ordinary characters and `#`, joined by spaces, split back
+        /// into the same words.
+        #[test]
+        fn plain_words_split_back(words in proptest::collection::vec("[a-z0-9#*,.:!?-]{1,8}", 1..8)) {
+            proptest::prop_assert_eq!(split_words(&words.join(" ")), Some(words));
+        }
+
+        /// Any words, quoted for a shell, split back into the same words.
+        #[test]
+        fn quoted_words_split_back(words in proptest::collection::vec("[^\\x00\n]{0,12}", 1..6)) {
+            let line = words
+                .iter()
+                .map(|w| shlex::try_quote(w).unwrap().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            proptest::prop_assert_eq!(split_words(&line), Some(words));
+        }
+
+        /// Nothing typed panics the parser.
+        #[test]
+        fn parse_never_panics(line in "\\PC{0,40}") {
+            let _ = parse(&line);
+        }
     }
 }

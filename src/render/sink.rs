@@ -18,8 +18,8 @@ pub trait Sink: Send {
     /// Replaces the status block: lines kept below the events (and above a
     /// prompt) that are redrawn in place rather than scrolled. Empty clears it.
     fn status(&mut self, _lines: &[String]) {}
-    /// The user entered a line, so a shown status block is no longer right above
-    /// the cursor: leave it in the scrollback and draw the next one afresh.
+    /// The loop took a command line the user entered (the REPL's sink counts
+    /// them, so the prompt comes back once their output is printed).
     fn input_line(&mut self) {}
 }
 
@@ -63,10 +63,21 @@ impl StatusBlock {
         self.shown > 0
     }
 
+    /// Rows of the block on screen.
+    pub fn shown_rows(&self) -> usize {
+        self.shown
+    }
+
     /// Appends the escape sequence that erases the block on screen.
     pub fn erase(&mut self, out: &mut String) {
+        self.erase_from(out, 0);
+    }
+
+    /// Like [`Self::erase`] when `below` more rows were written under the block
+    /// since it was drawn (they are erased too).
+    pub fn erase_from(&mut self, out: &mut String, below: usize) {
         if self.shown > 0 {
-            let _ = write!(out, "\x1b[{}A\x1b[J", self.shown);
+            let _ = write!(out, "\x1b[{}A\x1b[J", self.shown + below);
             self.shown = 0;
         }
     }

@@ -3,20 +3,24 @@
 //! Both produce [`Input`]s for the loop; neither knows the protocol.
 
 mod complete;
+mod printer;
 
 pub use complete::{SockHelper, candidates};
+pub use printer::{Link, PrinterSink, rows};
 
 use crate::command::{CompletionTargets, Input};
 use crate::net::Remote;
-use crate::render::{Sink, StatusBlock};
+use crate::render::{Sink, terminal_width};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{
-    Cmd, ConditionalEventHandler, Editor, Event, EventContext, EventHandler, ExternalPrinter,
-    KeyEvent, Movement, RepeatCount,
+    Cmd, ConditionalEventHandler, Editor, Event, EventContext, EventHandler, KeyCode, KeyEvent,
+    Modifiers, Movement, RepeatCount,
 };
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where REPL history lives: `$XDG_STATE_HOME/sockmod/history`, else
 /// `~/.local/state/sockmod/history`.
@@ -28,83 +32,10 @@ pub fn history_path() -> Option<PathBuf> {
     Some(base.join("sockmod").join("history"))
 }
 
-/// Prints events above the prompt through rustyline's external printer.
-pub struct PrinterSink<P: ExternalPrinter + Send> {
-    printer: P,
-    pending: String,
-    /// Transfer progress, kept right above the prompt.
-    block: StatusBlock,
-}
-
-impl<P: ExternalPrinter + Send> PrinterSink<P> {
-    /// Wraps a printer from `Editor::create_external_printer`.
-    pub fn new(printer: P) -> Self {
-        PrinterSink {
-            printer,
-            pending: String::new(),
-            block: StatusBlock::default(),
-        }
-    }
-}
-
-impl<P: ExternalPrinter + Send> Sink for PrinterSink<P> {
-    fn event(&mut self, line: &[u8]) {
-        if !self.pending.is_empty() {
-            self.pending.push('\n');
-        }
-        self.pending.push_str(&String::from_utf8_lossy(line));
-        if self.pending.len() > 1 << 16 {
-            self.flush();
-        }
-    }
-
-    fn notice(&mut self, line: &str) {
-        self.event(line.as_bytes());
-    }
-
-    fn flush(&mut self) {
-        if self.pending.is_empty() && !self.block.needs_draw() {
-            return;
-        }
-        // The printer clears the prompt, writes the text, adds a line break and
-        // redraws the prompt: so the block (if any) is erased first, the events
-        // follow, and the block is drawn again last, right above the prompt.
-        let mut text = String::new();
-        self.block.erase(&mut text);
-        let had_events = !self.pending.is_empty();
-        text.push_str(&self.pending);
-        self.pending.clear();
-        if self.block.has_lines() {
-            if had_events {
-                text.push('\n');
-            }
-            self.block.draw(&mut text);
-        } else {
-            self.block.draw(&mut text);
-            if !had_events {
-                if text.is_empty() {
-                    return;
-                }
-                // Only an erase: step up once more so the printer's line break
-                // lands where the block began instead of leaving a blank row.
-                text.push_str("\x1b[1A");
-            }
-        }
-        let _ = self.printer.print(text);
-    }
-
-    fn is_terminal(&self) -> bool {
-        true
-    }
-
-    fn status(&mut self, lines: &[String]) {
-        self.block.set(lines);
-    }
-
-    fn input_line(&mut self) {
-        self.block.detach();
-    }
-}
+/// How long the prompt waits for the output of the lines just entered before it
+/// comes back anyway (a line normally runs in well under a millisecond; the loop
+/// may be busy, or `connect` may hold lines until its first dials finish).
+const OUTPUT_WAIT: Duration = Duration::from_millis(250);
 
 /// Ctrl-C: clear a non-empty line, quit on an empty one.
 struct CtrlC;
@@ -119,11 +50,27 @@ impl ConditionalEventHandler for CtrlC {
     }
 }
 
+/// Enter (and Ctrl-J): records the line as it will stand on screen, before
+/// rustyline ends `readline` (see [`Link::entered`]); then does the usual.
+struct Enter {
+    link: Arc<Link>,
+    prompt: String,
+}
+
+impl ConditionalEventHandler for Enter {
+    fn handle(&self, _: &Event, _: RepeatCount, _: bool, ctx: &EventContext) -> Option<Cmd> {
+        let cols = terminal_width().unwrap_or(80);
+        self.link.entered(&self.prompt, ctx.line(), cols);
+        None
+    }
+}
+
 /// The interactive editor, with history and completion.
 pub struct Repl {
     editor: Editor<SockHelper, FileHistory>,
     history: Option<PathBuf>,
     prompt: String,
+    link: Arc<Link>,
 }
 
 impl Repl {
@@ -142,6 +89,20 @@ impl Repl {
             KeyEvent::ctrl('C'),
             EventHandler::Conditional(Box::new(CtrlC)),
         );
+        let prompt = format!("{mode}> ");
+        let link = Arc::new(Link::default());
+        for key in [
+            KeyEvent(KeyCode::Enter, Modifiers::NONE),
+            KeyEvent::ctrl('J'),
+        ] {
+            editor.bind_sequence(
+                key,
+                EventHandler::Conditional(Box::new(Enter {
+                    link: link.clone(),
+                    prompt: prompt.clone(),
+                })),
+            );
+        }
         let history = history_path();
         if let Some(h) = &history {
             if let Some(dir) = h.parent() {
@@ -152,7 +113,8 @@ impl Repl {
         Ok(Repl {
             editor,
             history,
-            prompt: format!("{mode}> "),
+            prompt,
+            link,
         })
     }
 
@@ -162,28 +124,54 @@ impl Repl {
             .editor
             .create_external_printer()
             .map_err(|e| format!("cannot start the prompt: {e}"))?;
-        Ok(Box::new(PrinterSink::new(p)))
+        Ok(Box::new(PrinterSink::new(p, self.link.clone())))
     }
 
     /// Reads lines until `quit`, Ctrl-D, or Ctrl-C on an empty line, handing each
     /// to the loop. Returns when the user is done (the loop is told to quit).
+    ///
+    /// What `readline` returns is split at line breaks (a bracketed paste keeps
+    /// them), and each line runs as a command of its own, in order, like in a
+    /// shell; the next prompt comes once their output is printed (at most
+    /// [`OUTPUT_WAIT`] later). Between prompts the terminal does not echo, so
+    /// lines typed or pasted ahead wait unseen for their prompt.
     pub fn run(mut self, remote: &Remote<Input>) {
+        let term = TermGuard::save();
+        quiet_between_prompts();
+        self.read_lines(remote);
+        term.restore();
+    }
+
+    fn read_lines(&mut self, remote: &Remote<Input>) {
+        // What the loop prints at start (`listening on …`) comes before the
+        // first prompt rather than racing it.
+        self.link.wait_done(0, OUTPUT_WAIT);
+        let mut sent = 0u64;
         loop {
-            match self.editor.readline(&self.prompt) {
-                Ok(line) => {
-                    let trimmed = line.trim();
-                    if !trimmed.is_empty() {
-                        let _ = self.editor.add_history_entry(trimmed);
-                        if let Some(h) = &self.history {
-                            let _ = self.editor.append_history(h);
+            self.link.begin_line();
+            let read = self.editor.readline(&self.prompt);
+            let cols = terminal_width().unwrap_or(80);
+            match read {
+                Ok(text) => {
+                    self.link.entered(&self.prompt, &text, cols);
+                    let lines: Vec<&str> = command_lines(&text).collect();
+                    for l in &lines {
+                        let _ = self.editor.add_history_entry(l.trim());
+                    }
+                    if let (Some(h), false) = (&self.history, lines.is_empty()) {
+                        let _ = self.editor.append_history(h);
+                    }
+                    for l in lines {
+                        let quit = matches!(l.trim(), "quit" | "exit");
+                        if remote.send(Input::Line(l.to_string())).is_err() || quit {
+                            return;
                         }
+                        sent += 1;
                     }
-                    let quit = matches!(trimmed, "quit" | "exit");
-                    if remote.send(Input::Line(line)).is_err() || quit {
-                        return;
-                    }
+                    self.link.wait_done(sent, OUTPUT_WAIT);
                 }
                 Err(ReadlineError::Interrupted) | Err(ReadlineError::Eof) => {
+                    self.link.entered(&self.prompt, "", cols);
                     let _ = remote.send(Input::Line("quit".into()));
                     return;
                 }
@@ -194,6 +182,36 @@ impl Repl {
                 }
             }
         }
+    }
+}
+
+/// The command lines in what `readline` returned: split at line breaks (a
+/// bracketed paste keeps them), blank ones dropped.
+pub fn command_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.trim().is_empty())
+}
+
+/// Between prompts (while rustyline is not reading), keeps the terminal from
+/// echoing and from collecting lines: keys typed or pasted ahead then wait in
+/// the terminal, unseen, for the next prompt, which reads them as if typed
+/// there (echoed they would land in the middle of the output, and be echoed
+/// again by the prompt). Signals still work. rustyline returns to these
+/// settings after each line, as they are what it found.
+fn quiet_between_prompts() {
+    // SAFETY: tcgetattr and tcsetattr on stdin with a termios we own.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) != 0 {
+            return;
+        }
+        t.c_lflag &= !(libc::ECHO | libc::ICANON | libc::IEXTEN);
+        t.c_iflag &= !(libc::ICRNL | libc::IXON);
+        t.c_cc[libc::VMIN] = 1;
+        t.c_cc[libc::VTIME] = 0;
+        // TCSANOW: what was typed ahead is kept (TCSAFLUSH would drop it).
+        libc::tcsetattr(0, libc::TCSANOW, &t);
     }
 }
 
@@ -310,6 +328,14 @@ impl TermGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pasted_block_is_one_command_per_line() {
+        let got: Vec<&str> = command_lines("send 1 a\nsend 1 b\r\n\n  \nlist\n").collect();
+        assert_eq!(got, vec!["send 1 a", "send 1 b", "list"]);
+        assert_eq!(command_lines("  ").count(), 0);
+        assert_eq!(command_lines("one").collect::<Vec<_>>(), vec!["one"]);
+    }
 
     #[test]
     fn long_lines_are_cut_and_the_rest_still_read() {

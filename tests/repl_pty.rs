@@ -1,0 +1,314 @@
+//! The REPL on a real pseudo-terminal: the binary runs with a pty as its stdin,
+//! stdout and stderr; what it writes is fed to a terminal emulator (`vt100`), and
+//! the tests look at the screen a person would see.
+//!
+//! Every wait has a deadline and polls the screen; nothing sleeps blindly.
+
+mod common;
+
+use common::*;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+const ROWS: u16 = 60;
+const COLS: u16 = 120;
+
+/// The binary running on a pty, its screen emulated.
+struct Pty {
+    child: Child,
+    input: File,
+    screen: Arc<Mutex<vt100::Parser>>,
+}
+
+impl Pty {
+    /// Runs `sockmod ARGS...` on a fresh pty of [`ROWS`]×[`COLS`], with its
+    /// history in a temporary directory.
+    fn spawn(args: &[&str]) -> Pty {
+        let (mut master, mut slave) = (0, 0);
+        let ws = libc::winsize {
+            ws_row: ROWS,
+            ws_col: COLS,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty fills two descriptors we then own.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &ws,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both are open descriptors nobody else owns.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        // The child must not inherit the master.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        let state = tmp_path("pty-state");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("TERM", "xterm-256color")
+            .env("XDG_STATE_HOME", &state)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec: a new
+        // session whose controlling terminal is the pty (so Ctrl-C is a signal).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn sockmod on a pty");
+        let input = File::from(master.try_clone().unwrap());
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(
+            std::num::NonZeroU16::new(ROWS).unwrap(),
+            std::num::NonZeroU16::new(COLS).unwrap(),
+            0,
+        )));
+        let s = screen.clone();
+        let mut out = File::from(master);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            // Ends with EIO once the child has exited and the slave is closed.
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().process(&buf[..n]);
+            }
+        });
+        Pty {
+            child,
+            input,
+            screen,
+        }
+    }
+
+    /// Types `keys` (all at once, as a paste or fast typing does).
+    fn keys(&mut self, keys: &str) {
+        self.input.write_all(keys.as_bytes()).unwrap();
+        self.input.flush().unwrap();
+    }
+
+    /// The screen's rows, trailing blanks trimmed, trailing empty rows dropped.
+    fn rows(&self) -> Vec<String> {
+        let p = self.screen.lock().unwrap();
+        let mut rows: Vec<String> = p
+            .screen()
+            .rows(0, COLS)
+            .map(|r| r.trim_end().to_string())
+            .collect();
+        while rows.last().is_some_and(|r| r.is_empty()) {
+            rows.pop();
+        }
+        rows
+    }
+
+    /// Waits until `pred` holds for the screen's rows; panics with the screen if not.
+    fn wait(&self, what: &str, mut pred: impl FnMut(&[String]) -> bool) -> Vec<String> {
+        let mut last = Vec::new();
+        let ok = wait_until(TIMEOUT, || {
+            last = self.rows();
+            pred(&last)
+        });
+        assert!(
+            ok,
+            "timed out waiting for {what}; screen:\n{}",
+            last.join("\n")
+        );
+        last
+    }
+
+    /// Waits until the screen shows exactly `want` (as rows).
+    fn wait_exactly(&self, want: &[String]) {
+        self.wait("the expected screen", |r| r == want);
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `listening on` address on the screen.
+fn listening(rows: &[String]) -> std::net::SocketAddr {
+    rows.iter()
+        .find_map(|r| r.strip_prefix("listening on "))
+        .expect("a listening line")
+        .parse()
+        .expect("an address")
+}
+
+fn count(rows: &[String], pred: impl Fn(&str) -> bool) -> usize {
+    rows.iter().filter(|r| pred(r)).count()
+}
+
+#[test]
+fn every_event_line_stays_on_screen() {
+    let mut t = Pty::spawn(&["serve", "--bind", "127.0.0.1:0"]);
+    // The first line (printed before the first prompt, or while it is drawn) stays.
+    let rows = t.wait("the first prompt", |r| {
+        r.first().is_some_and(|l| l.starts_with("listening on "))
+            && r.last().is_some_and(|l| l == "serve>")
+    });
+    let addr = listening(&rows);
+    let mut want = vec![rows[0].clone()];
+
+    // Lines typed one after the other: each error follows its line, none lost,
+    // no blank rows.
+    for i in 0..12 {
+        t.keys(&format!("send 9 x{i}\r"));
+        want.push(format!("serve> send 9 x{i}"));
+        want.push("error: no connection #9".into());
+        let mut screen = want.clone();
+        screen.push("serve>".into());
+        t.wait_exactly(&screen);
+    }
+
+    // An event arriving while the prompt waits (and while a line is half typed)
+    // goes above it, the line kept.
+    let mut c = Client::connect(addr);
+    want.push(format!("+ #1 in {} (1 alive)", c.local_addr()));
+    let mut screen = want.clone();
+    screen.push("serve>".into());
+    t.wait_exactly(&screen);
+    t.keys("send 1 half");
+    c.send_info("hello");
+    want.push(format!("< #1 {} info=hello", c.local_addr()));
+    let mut screen = want.clone();
+    screen.push("serve> send 1 half".into());
+    t.wait_exactly(&screen);
+    t.keys(" typed\r");
+    assert_eq!(info(&c.expect_frame()), "half typed");
+}
+
+#[test]
+fn typed_ahead_and_pasted_lines_all_run_in_order() {
+    let mut t = Pty::spawn(&["serve", "--bind", "127.0.0.1:0"]);
+    let rows = t.wait("the first prompt", |r| {
+        r.first().is_some_and(|l| l.starts_with("listening on "))
+            && r.last().is_some_and(|l| l == "serve>")
+    });
+    let mut c = Client::connect(listening(&rows));
+    t.wait("the connection", |r| {
+        count(r, |l| l.starts_with("+ #1 in")) == 1
+    });
+
+    // Typed ahead: three lines in one write.
+    t.keys("send 1 typeahead A\rsend 1 typeahead B\rsend 1 typeahead C\r");
+    let got: Vec<String> = c
+        .expect_frames(3, TIMEOUT)
+        .iter()
+        .map(|m| info(m).to_string())
+        .collect();
+    assert_eq!(got, ["typeahead A", "typeahead B", "typeahead C"]);
+
+    // A paste without bracketed paste: 50 lines, each a command.
+    let lines: String = (0..50).map(|i| format!("send 1 paste {i}\r")).collect();
+    t.keys(&lines);
+    let got: Vec<String> = c
+        .expect_frames(50, TIMEOUT)
+        .iter()
+        .map(|m| info(m).to_string())
+        .collect();
+    let want: Vec<String> = (0..50).map(|i| format!("paste {i}")).collect();
+    assert_eq!(got, want);
+
+    // A bracketed paste: inserted whole, then Enter runs each of its lines.
+    t.keys("\x1b[200~send 1 p1\nsend 1 p2\r\n\nsend 1 p3\n\x1b[201~");
+    t.keys("\r");
+    let got: Vec<String> = c
+        .expect_frames(3, TIMEOUT)
+        .iter()
+        .map(|m| info(m).to_string())
+        .collect();
+    assert_eq!(got, ["p1", "p2", "p3"]);
+    // Each command's output follows its own line, as in a shell.
+    t.keys("bogus1\rbogus2\r");
+    let rows = t.wait("both errors", |r| {
+        count(r, |l| l.starts_with("error: unknown command")) == 2
+            && r.last().is_some_and(|l| l == "serve>")
+    });
+    let n = rows.len();
+    assert_eq!(
+        rows[n - 5..],
+        [
+            "serve> bogus1",
+            "error: unknown command \"bogus1\" (type `help` for the list)",
+            "serve> bogus2",
+            "error: unknown command \"bogus2\" (type `help` for the list)",
+            "serve>",
+        ]
+    );
+}
+
+#[test]
+fn the_progress_line_leaves_no_copies_when_lines_are_entered() {
+    // A receiver that never reads: the transfer stalls, its progress line stays.
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let file = tmp_path("big.bin");
+    std::fs::write(&file, vec![7u8; 64 << 20]).unwrap();
+    let inbox = tmp_path("inbox");
+    let mut t = Pty::spawn(&[
+        "filer",
+        "--id",
+        "ann",
+        "--bind",
+        "127.0.0.1:0",
+        "--ipserver",
+        &refused_addr().to_string(),
+        "--report-interval",
+        "5s",
+        "--inbox",
+        inbox.to_str().unwrap(),
+    ]);
+    t.wait("the prompt", |r| r.last().is_some_and(|l| l == "filer>"));
+    t.keys(&format!("connect {}\r", sink.local_addr().unwrap()));
+    let _peer = accept_within(&sink, TIMEOUT);
+    let rows = t.wait("the connection", |r| {
+        r.iter()
+            .any(|l| l.starts_with("+ #") && l.contains(" out "))
+    });
+    let id = rows
+        .iter()
+        .find(|l| l.starts_with("+ #") && l.contains(" out "))
+        .and_then(|l| l[3..].split(' ').next())
+        .unwrap()
+        .to_string();
+    t.keys(&format!("sendfile {id} {}\r", file.display()));
+    let progress = |l: &str| l.starts_with("#1 send \"") && l.contains('%');
+    t.wait("the progress line", |r| count(r, progress) == 1);
+    for _ in 0..6 {
+        t.keys("\r");
+    }
+    t.keys("list\r");
+    let rows = t.wait("the list", |r| {
+        count(r, |l| l.starts_with("id  dir")) == 1 && r.last().is_some_and(|l| l == "filer>")
+    });
+    assert_eq!(count(&rows, progress), 1, "{}", rows.join("\n"));
+    // The one copy is right above the prompt.
+    let n = rows.len();
+    assert!(progress(&rows[n - 2]), "{}", rows.join("\n"));
+    assert_eq!(count(&rows, |l| l == "filer>"), 7, "{}", rows.join("\n"));
+    t.keys("cancel 1\r");
+    t.wait("the progress line gone", |r| {
+        count(r, progress) == 0 && r.last().is_some_and(|l| l == "filer>")
+    });
+}
