@@ -8,7 +8,7 @@ use crate::filer::transfer::{self, Env, TransferConfig, Transfers};
 use crate::net::{ConnId, ConnInfo, Context, Dir, Handler, State};
 use crate::protocol::{Header, Message};
 use crate::render::format_table;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 const REPORT_TIMER: u64 = 1;
@@ -27,11 +27,13 @@ pub struct FilerConfig {
     pub transfer: TransferConfig,
 }
 
-/// What the transfer code needs from the session: the renderer and peer names.
-fn env(s: &mut Session) -> Env<'_> {
+/// What the transfer code needs: the renderer, peer names, and which peers
+/// named themselves.
+fn env<'a>(s: &'a mut Session, identified: &'a HashSet<ConnId>) -> Env<'a> {
     Env {
         out: &mut s.out,
         names: &s.names,
+        identified,
     }
 }
 
@@ -55,6 +57,8 @@ pub struct Filer {
     name_clash: Option<Entry>,
     /// File transfers (`filer::transfer`).
     xfer: Transfers,
+    /// Connections whose peer sent an identity frame (a sockmod filer).
+    identified: HashSet<ConnId>,
     /// `quit` was given while files were still going out: the filer stops once
     /// they have ended (see [`Filer::quit`]).
     quitting: bool,
@@ -67,6 +71,7 @@ impl Filer {
         cfg.ipserver = with_default_port(&cfg.ipserver, 5000);
         Filer {
             xfer: Transfers::new(cfg.transfer.clone()),
+            identified: HashSet::new(),
             s,
             cfg,
             port: 0,
@@ -330,7 +335,8 @@ impl Filer {
     /// piped session exit 1, as a failed command does (`by_command`: a `quit`;
     /// otherwise a signal, whose exit status stays as it is in every mode).
     fn stop_now(&mut self, ctx: &mut Context<'_>, by_command: bool) {
-        self.xfer.stop_all(ctx, &mut env(&mut self.s));
+        self.xfer
+            .stop_all(ctx, &mut env(&mut self.s, &self.identified));
         if self.xfer.any_send_failed() {
             self.s.failed = true;
         }
@@ -376,13 +382,15 @@ impl Filer {
                 self.dial_missing(ctx, &t)?;
                 let ids = self.s.resolve(ctx, &t)?;
                 self.xfer
-                    .send_files(ctx, &mut env(&mut self.s), &ids, &paths)
+                    .send_files(ctx, &mut env(&mut self.s, &self.identified), &ids, &paths)
             }
             Command::Transfers => {
-                self.xfer.list(&mut env(&mut self.s));
+                self.xfer.list(&mut env(&mut self.s, &self.identified));
                 Ok(())
             }
-            Command::Cancel(n) => self.xfer.cancel(ctx, &mut env(&mut self.s), n),
+            Command::Cancel(n) => self
+                .xfer
+                .cancel(ctx, &mut env(&mut self.s, &self.identified), n),
             Command::Quit => {
                 self.quit(ctx);
                 Ok(())
@@ -415,7 +423,8 @@ impl Handler for Filer {
             // Dialled connections queued theirs when the dial started.
             let _ = ctx.send(info.id, &self.identity(), &[]);
         }
-        self.xfer.on_connected(ctx, &mut env(&mut self.s), info.id);
+        self.xfer
+            .on_connected(ctx, &mut env(&mut self.s, &self.identified), info.id);
         self.check_quit(ctx);
     }
 
@@ -425,7 +434,7 @@ impl Handler for Filer {
             return;
         }
         self.xfer
-            .on_connect_failed(&mut env(&mut self.s), info.id, reason);
+            .on_connect_failed(&mut env(&mut self.s, &self.identified), info.id, reason);
         self.s.names.remove(&info.id);
         // Our identity frame, queued first on every dial, is not the user's message.
         let mut info = info.clone();
@@ -439,7 +448,9 @@ impl Handler for Filer {
             self.ipserver_lost(ctx, reason, true);
             return;
         }
-        self.xfer.on_closed(&mut env(&mut self.s), info, reason);
+        self.xfer
+            .on_closed(&mut env(&mut self.s, &self.identified), info, reason);
+        self.identified.remove(&info.id);
         self.s.on_closed(ctx, info, reason, alive);
         self.check_quit(ctx);
     }
@@ -453,11 +464,15 @@ impl Handler for Filer {
         }
         if msg.header.is_check() {
             if let Some(name) = msg.header.get("ID") {
+                self.identified.insert(conn);
                 self.on_identity(ctx, conn, name);
             }
             return;
         }
-        if self.xfer.on_message(ctx, &mut env(&mut self.s), conn, &msg) {
+        if self
+            .xfer
+            .on_message(ctx, &mut env(&mut self.s, &self.identified), conn, &msg)
+        {
             self.check_quit(ctx);
             return;
         }
@@ -474,7 +489,8 @@ impl Handler for Filer {
                 self.dial_ipserver(ctx);
             }
             transfer::TIMER => {
-                self.xfer.on_timer(ctx, &mut env(&mut self.s));
+                self.xfer
+                    .on_timer(ctx, &mut env(&mut self.s, &self.identified));
                 self.check_quit(ctx);
             }
             _ => {}
@@ -490,7 +506,8 @@ impl Handler for Filer {
     }
 
     fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
-        self.xfer.on_drained(ctx, &mut env(&mut self.s), conn);
+        self.xfer
+            .on_drained(ctx, &mut env(&mut self.s, &self.identified), conn);
         self.check_quit(ctx);
     }
 

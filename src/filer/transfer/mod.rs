@@ -26,7 +26,7 @@ use crate::render::{Renderer, format_table, human_size};
 use record::{Phase, Record};
 use recv::{Incoming, Step};
 use send::{Outgoing, check_source, wire_name};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use wire::{Chunk, Control, Frame, Role};
@@ -65,6 +65,11 @@ const STOPPED_BY_QUIT: &str = "stopped: quitting";
 /// Finished transfers kept for `transfers`.
 const KEEP_FINISHED: usize = 1000;
 
+/// How long a new connection's peer has to name itself (a sockmod filer sends
+/// its identity frame first) before it is taken for an original peer, which
+/// never confirms a file: a file sent to it is done once its bytes are written.
+const IDENTITY_WAIT: Duration = Duration::from_secs(2);
+
 /// Transfer settings from the command line.
 #[derive(Debug, Clone)]
 pub struct TransferConfig {
@@ -93,8 +98,12 @@ impl Default for TransferConfig {
 pub struct Env<'a> {
     /// Where events go.
     pub out: &'a mut Renderer,
-    /// Peer names by connection (from their identity frames).
+    /// Peer names by connection (from their identity frames, or the roster
+    /// name a connection was dialled by).
     pub names: &'a HashMap<ConnId, String>,
+    /// Connections whose peer sent an identity frame: sockmod filers, which
+    /// confirm every file they store (`TP:received`). Original peers do not.
+    pub identified: &'a HashSet<ConnId>,
 }
 
 /// A file waiting for its turn on a connection.
@@ -111,7 +120,7 @@ struct Unconfirmed {
     total: u64,
     /// For peers that do not confirm: done once the connection has written
     /// this many bytes in total.
-    written_at: Option<u64>,
+    written_at: u64,
 }
 
 /// The sending side of one connection.
@@ -522,13 +531,9 @@ impl Transfers {
                         return;
                     }
                     if last && let Some(a) = q.active.take() {
-                        let confirms = env.names.contains_key(&conn);
-                        let written_at = if confirms {
-                            None
-                        } else {
-                            ctx.info(conn)
-                                .map(|i| i.bytes_out + ctx.queued(conn) as u64)
-                        };
+                        let written_at = ctx
+                            .info(conn)
+                            .map_or(u64::MAX, |i| i.bytes_out + ctx.queued(conn) as u64);
                         q.unconfirmed.push_back(Unconfirmed {
                             id,
                             name: a.name,
@@ -544,19 +549,35 @@ impl Transfers {
             }
         }
         self.check_written(ctx, env, conn);
-        if let Some(q) = self.sends.get(&conn)
-            && q.unconfirmed.iter().any(|u| u.written_at.is_some())
+        if !env.identified.contains(&conn)
+            && self
+                .sends
+                .get(&conn)
+                .is_some_and(|q| !q.unconfirmed.is_empty())
         {
             ctx.notify_drained(conn, 0);
         }
     }
 
     /// Completes sends to peers that do not confirm once their bytes are written.
+    ///
+    /// A peer that named itself (a sockmod filer) confirms each file, so its
+    /// sends wait for that. Any other peer is an original one once it has sent
+    /// a message without naming itself, or stayed unnamed for
+    /// [`IDENTITY_WAIT`] since the connection appeared (checked again on every
+    /// progress tick); the roster name a connection was dialled by says nothing
+    /// about what the peer speaks.
     fn check_written(&mut self, ctx: &Context<'_>, env: &mut Env<'_>, conn: ConnId) {
-        let Some(written) = ctx.info(conn).map(|i| i.bytes_out) else {
+        if env.identified.contains(&conn) {
+            return;
+        }
+        let Some(i) = ctx.info(conn) else {
             return;
         };
-        self.complete_written(env, conn, written);
+        if i.msgs_in == 0 && i.since.elapsed() < IDENTITY_WAIT {
+            return;
+        }
+        self.complete_written(env, conn, i.bytes_out);
     }
 
     fn complete_written(&mut self, env: &mut Env<'_>, conn: ConnId, written: u64) {
@@ -564,12 +585,12 @@ impl Transfers {
             return;
         };
         let mut done = Vec::new();
-        q.unconfirmed.retain(|u| match u.written_at {
-            Some(m) if written >= m => {
+        q.unconfirmed.retain(|u| {
+            let sent = written >= u.written_at;
+            if sent {
                 done.push(u.id);
-                false
             }
-            _ => true,
+            !sent
         });
         if q.is_idle() {
             self.sends.remove(&conn);
@@ -899,7 +920,10 @@ impl Transfers {
                 Err(format!("connection closed mid-file: {reason}")),
             );
         }
-        self.complete_written(env, conn, info.bytes_out);
+        if !env.identified.contains(&conn) {
+            // An original peer: what was written in full is all it gets.
+            self.complete_written(env, conn, info.bytes_out);
+        }
         if let Some(q) = self.sends.remove(&conn) {
             let ids = q
                 .active

@@ -1,0 +1,60 @@
+//! Regressions found by the acceptance audit of the filer (discovery and file
+//! transfer), through the real binary on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use sockmod::protocol::Header;
+use std::net::TcpListener;
+
+/// `peer_online ID` on filer `p`.
+fn expect_online(p: &Proc, id: &str) -> Value {
+    p.expect_json_within(
+        &format!("peer_online {id}"),
+        |v| v["event"] == "peer_online" && v["id"] == id,
+        TIMEOUT,
+    )
+}
+
+/// An original peer (Python/Qt Filer) in the roster never names itself and
+/// never confirms a file: sending to it by name must finish once the bytes are
+/// written, as it does when it is addressed by connection, and `quit` must not
+/// wait for it forever.
+#[test]
+fn a_file_sent_by_name_to_an_original_peer_finishes() {
+    let (_ips, ips_addr) = spawn_ipserver("127.0.0.1:0", "200ms", &[]);
+    let (mut ann, _) = spawn_filer("ann", ips_addr, "200ms", &[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let x_port = listener.local_addr().unwrap().port();
+    let mut x_link = Client::connect(ips_addr);
+    x_link.send(
+        &Header::new()
+            .with("ID", "x")
+            .with("Port", x_port.to_string()),
+        b"",
+    );
+    expect_online(&ann, "x");
+
+    let src = tmp_path("audit-orig-src.bin");
+    std::fs::write(&src, random_bytes(700_000, 7)).unwrap();
+    ann.send_line(&format!("sendfile x '{}'", src.display()));
+    let mut x = accept_within(&listener, TIMEOUT);
+    // x reads everything (identity, three chunks) and says nothing back.
+    let frames = x.expect_frames(4, TIMEOUT);
+    assert_eq!(frames[3].header.get("index"), Some("-1"));
+    let done = ann.expect_json_within(
+        "transfer to x done or failed",
+        |v| {
+            v["event"] == "transfer"
+                && v["dir"] == "send"
+                && (v["state"] == "done" || v["state"] == "failed")
+        },
+        TIMEOUT,
+    );
+    assert_eq!(done["state"], "done", "{done}");
+    ann.send_line("quit");
+    assert_eq!(ann.expect_exit(TIMEOUT), 0, "{}", ann.context());
+    let _ = std::fs::remove_file(&src);
+    drop(x_link);
+}
