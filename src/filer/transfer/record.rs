@@ -3,7 +3,23 @@
 
 use crate::net::ConnId;
 use crate::render::{TransferEvent, eta, human_duration, human_rate, human_size};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// The rate is the bytes moved over about this long (the newest samples).
+///
+/// A sender's bytes advance in steps (it reads chunks whenever its queue
+/// drains, and the kernel takes them in bursts as the peer's window opens:
+/// on a 650 KB/s link, 1-2 MiB every 2-3 s), so the rate is measured between
+/// the moments the count changed, over several steps. With a smoothed per-tick
+/// rate, that link showed anything from 50 KiB/s to 860 KiB/s and an ETA
+/// jumping between 6 minutes and 1h40m from one refresh to the next.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// A pause in progress longer than this (and than twice the longest gap
+/// between steps in the window) counts as a slowdown: the rate then takes in
+/// the time since the last step.
+const STALL_MIN: Duration = Duration::from_secs(2);
 
 /// Where a transfer is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +85,10 @@ pub struct Record {
     pub ended: Option<Instant>,
     /// `bytes` at the last progress event.
     pub emitted: u64,
-    /// Smoothed rate in bytes per second (for the ETA).
+    /// Rate in bytes per second over [`RATE_WINDOW`] (for the ETA).
     rate: f64,
-    sample: Option<(Instant, u64)>,
+    /// `(when, bytes)` at each progress tick within the window, oldest first.
+    samples: VecDeque<(Instant, u64)>,
 }
 
 impl Record {
@@ -100,7 +117,7 @@ impl Record {
             ended: None,
             emitted: 0,
             rate: 0.0,
-            sample: None,
+            samples: VecDeque::new(),
         }
     }
 
@@ -112,21 +129,38 @@ impl Record {
         }
     }
 
-    /// Updates the smoothed rate from the bytes moved since the last sample.
+    /// Takes a progress sample (one per tick) and updates the rate: the bytes
+    /// moved between the first and the last change of the count within
+    /// [`RATE_WINDOW`], over the time between them (or until now, when progress
+    /// has paused for longer than it usually does).
     pub fn sample(&mut self, now: Instant) {
-        if let Some((t, b)) = self.sample {
-            let dt = now.saturating_duration_since(t).as_secs_f64();
-            if dt > 0.05 {
-                let inst = self.bytes.saturating_sub(b) as f64 / dt;
-                self.rate = if self.rate == 0.0 {
-                    inst
-                } else {
-                    0.7 * self.rate + 0.3 * inst
-                };
-                self.sample = Some((now, self.bytes));
-            }
-        } else {
-            self.sample = Some((now, self.bytes));
+        if self.samples.back().map(|s| s.1) != Some(self.bytes) {
+            self.samples.push_back((now, self.bytes));
+        }
+        // Keep one change at least the window old, so the span covers it.
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let (Some(&(t0, b0)), Some(&(t1, b1))) = (self.samples.front(), self.samples.back()) else {
+            return;
+        };
+        let longest_gap = self
+            .samples
+            .iter()
+            .zip(self.samples.iter().skip(1))
+            .map(|(a, b)| b.0.saturating_duration_since(a.0))
+            .max()
+            .unwrap_or_default();
+        let paused = now.saturating_duration_since(t1) > (longest_gap * 2).max(STALL_MIN);
+        let end = if paused { now } else { t1 };
+        let dt = end.saturating_duration_since(t0).as_secs_f64();
+        if dt > 0.2 {
+            self.rate = b1.saturating_sub(b0) as f64 / dt;
         }
     }
 
@@ -309,5 +343,62 @@ mod tests {
         q.phase = Phase::Failed;
         q.ended = Some(now);
         assert_eq!(q.row(None, now)[6..8], ["-", "-"]);
+    }
+
+    /// A sender refilling its queue in 512 KiB steps every 0.8 s (650 KB/s)
+    /// shows a steady rate, sampled every 250 ms as the progress tick does.
+    #[test]
+    fn rate_is_steady_when_bytes_move_in_steps() {
+        let t0 = Instant::now();
+        let mut r = Record::new(1, true, ConnId(2), "a".into(), "b".into(), 1 << 30);
+        let truth = 512.0 * 1024.0 / 0.8;
+        let mut seen = Vec::new();
+        for tick in 0..80u64 {
+            let t = t0 + Duration::from_millis(250 * tick);
+            r.bytes = (t - t0).as_millis() as u64 / 800 * (512 << 10);
+            r.sample(t);
+            if tick >= 12 {
+                seen.push(r.rate);
+            }
+        }
+        for rate in seen {
+            assert!(
+                (rate / truth - 1.0).abs() < 0.25,
+                "rate {rate:.0} B/s, truth {truth:.0} B/s"
+            );
+        }
+        assert!(r.samples.len() <= 20, "{}", r.samples.len());
+        // A stalled transfer's rate falls.
+        let stall = r.bytes;
+        for tick in 80..160u64 {
+            r.bytes = stall;
+            r.sample(t0 + Duration::from_millis(250 * tick));
+        }
+        assert!(r.rate < truth / 3.0, "{}", r.rate);
+
+        // Uneven bursts, as measured on that link: 1 MiB after 2.5 s, 2 MiB
+        // after 3 s more, and so on.
+        let mut r = Record::new(2, true, ConnId(2), "a".into(), "b".into(), 1 << 30);
+        let truth = 3.0 * 1048576.0 / 5.5;
+        let step_at = |ms: u64| {
+            let (cycles, rest) = (ms / 5500, ms % 5500);
+            cycles * (3 << 20)
+                + match rest {
+                    0..2500 => 0,
+                    _ => 1 << 20,
+                }
+        };
+        for tick in 0..120u64 {
+            let t = t0 + Duration::from_millis(250 * tick);
+            r.bytes = step_at(250 * tick);
+            r.sample(t);
+            if tick >= 60 {
+                assert!(
+                    (r.rate / truth - 1.0).abs() < 0.3,
+                    "tick {tick}: rate {:.0} B/s, truth {truth:.0} B/s",
+                    r.rate
+                );
+            }
+        }
     }
 }
