@@ -58,3 +58,47 @@ fn a_file_sent_by_name_to_an_original_peer_finishes() {
     let _ = std::fs::remove_file(&src);
     drop(x_link);
 }
+
+/// The `transfers` table keeps its columns aligned on a terminal when a name
+/// has wide (CJK) characters: each cell is padded by display columns, not by
+/// characters.
+#[test]
+fn transfers_table_aligns_wide_names() {
+    use unicode_width::UnicodeWidthStr;
+    let inbox = tmp_path("audit-wide-inbox");
+    let mut ann = Proc::spawn_cmd(filer_command(
+        "ann",
+        &refused_addr().to_string(),
+        "5s",
+        &inbox,
+        &[],
+    ));
+    let addr = ann.listening_addr();
+    let mut c = Client::connect(addr);
+    for name in ["日本語のファイル.txt", "plain.txt"] {
+        let h = Header::new()
+            .with("TP", "file")
+            .with("N", name)
+            .with("L", "3")
+            .with("index", "-1");
+        c.send(&h, b"abc");
+        ann.expect_line("done line", |l| l.contains("done") && l.contains(name));
+    }
+    ann.send_line("transfers");
+    // The header row, then one row per file (each row starts with `#N`).
+    let rows: Vec<String> = ["size", "日本語", "plain.txt"]
+        .iter()
+        .map(|k| ann.expect_line("table row", |l| l.starts_with('#') && l.contains(k)))
+        .collect();
+    // Where the `size` column starts, in terminal columns.
+    let at = |row: &str, cell: &str| {
+        let i = row
+            .find(cell)
+            .unwrap_or_else(|| panic!("no {cell:?} in {row:?}"));
+        row[..i].width()
+    };
+    let size_col = at(&rows[0], "size");
+    assert_eq!(at(&rows[1], "3 B"), size_col, "{rows:#?}");
+    assert_eq!(at(&rows[2], "3 B"), size_col, "{rows:#?}");
+    let _ = std::fs::remove_dir_all(&inbox);
+}

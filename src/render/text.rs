@@ -77,9 +77,10 @@ fn minutes_or_hours(s: u64) -> String {
     }
 }
 
-/// Approximate terminal columns of `c` (wide East Asian characters count 2).
+/// Terminal columns of `c`: wide East Asian characters count 2, combining
+/// marks 0 (`…` and `é` count 1, which a guess by code point got wrong).
 fn columns(c: char) -> usize {
-    if (c as u32) >= 0x1100 { 2 } else { 1 }
+    unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
 }
 
 /// `s` clipped to `width` columns, with `…` when cut.
@@ -103,12 +104,13 @@ pub fn clip_columns(s: &str, width: usize) -> String {
 }
 
 /// Lays out rows in columns two spaces apart, each as wide as its widest cell
-/// (the last column is not padded, and no line ends in spaces).
+/// on a terminal (wide characters such as CJK count two columns), the last
+/// column not padded, and no line ends in spaces.
 pub fn format_table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(c.chars().map(columns).sum());
         }
     }
     let mut s = String::new();
@@ -123,7 +125,8 @@ pub fn format_table<const N: usize>(rows: &[[String; N]]) -> String {
             }
             line.push_str(c);
             if i + 1 < N {
-                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+                let used: usize = c.chars().map(columns).sum();
+                line.extend(std::iter::repeat_n(' ', widths[i] - used));
             }
         }
         s.push_str(line.trim_end());
