@@ -102,3 +102,42 @@ fn transfers_table_aligns_wide_names() {
     assert_eq!(at(&rows[2], "3 B"), size_col, "{rows:#?}");
     let _ = std::fs::remove_dir_all(&inbox);
 }
+
+/// A garbled roster entry of megabytes (from a broken or hostile ipserver) is
+/// ignored with a notice of one short line, not one as long as the entry.
+#[test]
+fn a_huge_garbled_roster_entry_gives_a_short_notice() {
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let inbox = tmp_path("audit-roster-inbox");
+    let ann = Proc::spawn_cmd(filer_command(
+        "ann",
+        &fake.local_addr().unwrap().to_string(),
+        "5s",
+        &inbox,
+        &[],
+    ));
+    let mut ips = accept_within(&fake, TIMEOUT);
+    let mut body = "a".repeat(2 << 20).into_bytes();
+    body.extend_from_slice(b",1.2.3.4,5");
+    ips.send(&Header::new().with("Broadcast", ""), &body);
+    let notice = ann.expect_err_line("roster notice", |l| l.contains("ignored roster"));
+    assert!(
+        notice.len() < 300,
+        "{} bytes: {}…",
+        notice.len(),
+        &notice[..200]
+    );
+    assert!(notice.contains("roster entry \"aaa"), "{notice}");
+    // A bad report to an ipserver is clipped the same way.
+    let (ipsrv, ips_addr) = spawn_ipserver("127.0.0.1:0", "5s", &[]);
+    let mut c = Client::connect(ips_addr);
+    c.send(
+        &Header::new()
+            .with("ID", "x")
+            .with("Port", "9".repeat(60_000)),
+        b"",
+    );
+    let notice = ipsrv.expect_err_line("report notice", |l| l.contains("ignored report"));
+    assert!(notice.len() < 300, "{} bytes", notice.len());
+    let _ = std::fs::remove_dir_all(&inbox);
+}

@@ -25,19 +25,31 @@ pub fn check_id(id: &str) -> Result<(), String> {
         .find(|c| matches!(c, ',' | ';' | ':') || c.is_control())
     {
         return Err(format!(
-            "peer name {:?} contains {:?}; names may not contain , ; : or control characters",
-            id, c
+            "peer name {} contains {:?}; names may not contain , ; : or control characters",
+            shown(id),
+            c
         ));
     }
     if id.trim() != id {
         return Err(format!(
-            "peer name {id:?} starts or ends with whitespace; names may not"
+            "peer name {} starts or ends with whitespace; names may not",
+            shown(id)
         ));
     }
     if id.len() > 255 {
         return Err("a peer name is at most 255 bytes".into());
     }
     Ok(())
+}
+
+/// Peer-supplied text quoted for a one-line message, clipped to 60 characters:
+/// a garbled roster entry or report can be megabytes long.
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 60;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{:?}… ({} bytes)", &s[..i], s.len()),
+        None => format!("{s:?}"),
+    }
 }
 
 /// Formats a roster body.
@@ -63,18 +75,18 @@ pub fn parse(body: &[u8]) -> Result<Vec<Entry>, String> {
         let (Some(id), Some(ip), Some(port), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(format!("roster entry {item:?} is not ID,IP,PORT"));
+            return Err(format!("roster entry {} is not ID,IP,PORT", shown(item)));
         };
         let id = id.trim();
-        check_id(id).map_err(|e| format!("roster entry {item:?}: {e}"))?;
+        check_id(id).map_err(|e| format!("roster entry {}: {e}", shown(item)))?;
         let ip: IpAddr = ip
             .trim()
             .parse()
-            .map_err(|_| format!("roster entry {item:?}: bad IP address"))?;
+            .map_err(|_| format!("roster entry {}: bad IP address", shown(item)))?;
         let port: u16 = port
             .trim()
             .parse()
-            .map_err(|_| format!("roster entry {item:?}: bad port"))?;
+            .map_err(|_| format!("roster entry {}: bad port", shown(item)))?;
         out.push(Entry {
             id: id.to_string(),
             ip,

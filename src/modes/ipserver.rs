@@ -117,7 +117,7 @@ impl Ipserver {
         let port = msg.header.get("Port").ok_or("no Port")?;
         let port = match port.parse::<u16>() {
             Ok(p) if p > 0 => p,
-            _ => return Err(format!("Port {port:?} is not a port number")),
+            _ => return Err(format!("Port {} is not a port number", roster::shown(port))),
         };
         Ok(Entry {
             id: id.to_string(),
