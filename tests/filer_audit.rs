@@ -141,3 +141,34 @@ fn a_huge_garbled_roster_entry_gives_a_short_notice() {
     assert!(notice.len() < 300, "{} bytes", notice.len());
     let _ = std::fs::remove_dir_all(&inbox);
 }
+
+/// A peer announcing a file name of 20,000 characters gets a safe stored name
+/// and short human lines: the name is clipped where it is shown (JSON events
+/// keep it whole).
+#[test]
+fn a_huge_file_name_is_clipped_in_human_lines() {
+    let inbox = tmp_path("audit-longname-inbox");
+    let mut ann = Proc::spawn_cmd(filer_command(
+        "ann",
+        &refused_addr().to_string(),
+        "5s",
+        &inbox,
+        &[],
+    ));
+    let mut c = Client::connect(ann.listening_addr());
+    let name = format!("{}.txt", "n".repeat(20_000));
+    let h = Header::new()
+        .with("TP", "file")
+        .with("N", name.as_str())
+        .with("L", "3")
+        .with("index", "-1");
+    c.send(&h, b"abc");
+    let done = ann.expect_line("done line", |l| l.contains("done: received"));
+    assert!(done.len() < 600, "{} bytes", done.len());
+    ann.send_line("transfers");
+    let row = ann.expect_line("table row", |l| l.starts_with("#1 "));
+    assert!(row.len() < 900, "{} bytes", row.len());
+    assert_eq!(dir_entries(&inbox).len(), 1);
+    assert!(dir_entries(&inbox)[0].len() <= 255);
+    let _ = std::fs::remove_dir_all(&inbox);
+}

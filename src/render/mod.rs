@@ -12,7 +12,7 @@ pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_width};
 pub use text::{
     clip_columns, eta, format_table, human_duration, human_rate, human_size, short_duration,
 };
-pub use transfer::TransferEvent;
+pub use transfer::{TransferEvent, quoted_name};
 
 use crate::net::{ConnInfo, Dir};
 use crate::protocol::Message;

@@ -43,6 +43,17 @@ impl TransferEvent<'_> {
     }
 }
 
+/// A file name quoted for a human line, clipped to 100 characters: a peer may
+/// announce a name of tens of kilobytes (the stored name is at most 255 bytes;
+/// JSON events carry the name in full).
+pub fn quoted_name(name: &str) -> String {
+    const MAX: usize = 100;
+    match name.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{:?}…", &name[..i]),
+        None => format!("{name:?}"),
+    }
+}
+
 impl Renderer {
     /// A transfer event. JSON: every state. Human: `started`, `done` and
     /// `failed` as lines (progress is the status block's job); a failure is
@@ -76,17 +87,17 @@ impl Renderer {
                 let _ = write!(l, "~ transfer {} ", ev.id);
                 match (ev.state, ev.sending) {
                     ("started", true) => {
-                        let _ = write!(l, "sending {:?} ({size}) to {who}", ev.name);
+                        let _ = write!(l, "sending {} ({size}) to {who}", quoted_name(ev.name));
                     }
                     ("started", false) => {
-                        let _ = write!(l, "receiving {:?} ({size}) from {who}", ev.name);
+                        let _ = write!(l, "receiving {} ({size}) from {who}", quoted_name(ev.name));
                     }
                     ("done", s) => {
                         let _ = write!(
                             l,
-                            "done: {} {:?} ({size}) {} {who} in {}, {}",
+                            "done: {} {} ({size}) {} {who} in {}, {}",
                             if s { "sent" } else { "received" },
-                            ev.name,
+                            quoted_name(ev.name),
                             if s { "to" } else { "from" },
                             human_duration(ev.elapsed),
                             human_rate(ev.total, ev.elapsed)
@@ -98,8 +109,8 @@ impl Renderer {
                     (state, s) => {
                         let _ = write!(
                             l,
-                            "{state}: {:?} {} {who} after {} of {size}: {}",
-                            ev.name,
+                            "{state}: {} {} {who} after {} of {size}: {}",
+                            quoted_name(ev.name),
                             if s { "to" } else { "from" },
                             human_size(ev.bytes),
                             ev.reason.unwrap_or("unknown reason")
@@ -110,9 +121,9 @@ impl Renderer {
         }
         if ev.state == "failed" && (self.is_json() || !self.sink.is_terminal()) {
             self.sink.notice(&format!(
-                "error: transfer {} ({:?} {} {}) failed: {}",
+                "error: transfer {} ({} {} {}) failed: {}",
                 ev.id,
-                ev.name,
+                quoted_name(ev.name),
                 if ev.sending { "to" } else { "from" },
                 ev.who(),
                 ev.reason.unwrap_or("unknown reason")

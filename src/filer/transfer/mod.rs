@@ -381,8 +381,8 @@ impl Transfers {
         let (conn, sending, phase) = (r.conn, r.sending, r.phase);
         match (phase, sending) {
             (Phase::Done, _) => Err(format!(
-                "cannot cancel transfer {id}: it has already finished ({:?} {} {})",
-                r.name,
+                "cannot cancel transfer {id}: it has already finished ({} {} {})",
+                crate::render::quoted_name(&r.name),
                 if sending { "sent to" } else { "received from" },
                 r.who(peer_name(r, env.names))
             )),

@@ -2,7 +2,7 @@
 //! events carry, and the progress lines of the status block.
 
 use crate::net::ConnId;
-use crate::render::{TransferEvent, eta, human_duration, human_rate, human_size};
+use crate::render::{TransferEvent, eta, human_duration, human_rate, human_size, quoted_name};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -210,10 +210,10 @@ impl Record {
     /// The progress line: `#3 send "a.iso" to bob  45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
     pub fn progress_line(&self, peer_name: Option<&str>) -> String {
         let head = format!(
-            "#{} {} {:?} {} {}",
+            "#{} {} {} {} {}",
             self.id,
             if self.sending { "send" } else { "recv" },
-            self.name,
+            quoted_name(&self.name),
             if self.sending { "to" } else { "from" },
             self.who(peer_name)
         );
@@ -263,7 +263,7 @@ impl Record {
             format!("#{}", self.id),
             if self.sending { "send" } else { "recv" }.into(),
             self.who(peer_name),
-            format!("{:?}", self.name),
+            quoted_name(&self.name),
             human_size(self.total),
             format!("{}%", self.percent()),
             rate,
