@@ -58,7 +58,11 @@ impl Connect {
                 ctx.stop();
                 return;
             }
-            while let Some(i) = self.held.pop_front() {
+            // Held lines run in order, up to a `quit` among them.
+            while !ctx.is_stopping() {
+                let Some(i) = self.held.pop_front() else {
+                    break;
+                };
                 self.handle(ctx, i);
             }
         }

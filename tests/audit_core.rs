@@ -1,0 +1,49 @@
+//! Defects found by the acceptance audit of the core (issues 2 and 6), each
+//! reproduced through the real binary on 127.0.0.1 with system-chosen ports.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// How long "nothing arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn messages(p: &Proc) -> Vec<Value> {
+    p.out
+        .all()
+        .into_iter()
+        .filter_map(|l| l.json)
+        .filter(|v| v["event"] == "message")
+        .collect()
+}
+
+/// `quit` ends a piped script: the lines after it are not run (in a shell,
+/// nothing after `exit` runs either).
+#[test]
+fn piped_commands_after_quit_are_not_run() {
+    let (srv, addr) = serve(&[]);
+    let mut cli = Proc::spawn(&["connect", &addr.to_string()]);
+    cli.send_line("send * before");
+    cli.send_line("quit");
+    cli.send_line("send * after");
+    cli.close_stdin();
+    assert_eq!(cli.expect_exit(TIMEOUT), 0, "{}", cli.context());
+    srv.expect_event("closed", &[]);
+    std::thread::sleep(QUIET);
+    let infos: Vec<Value> = messages(&srv)
+        .into_iter()
+        .map(|v| v["header"]["info"].clone())
+        .collect();
+    assert_eq!(infos, ["before"], "{}", srv.context());
+
+    // The same in serve: `quit` then a broadcast that must not go out.
+    let (mut srv2, addr2) = serve(&[]);
+    let mut c = Client::connect(addr2);
+    srv2.expect_connected(&c);
+    srv2.send_line("quit\nbroadcast after quit");
+    assert_eq!(srv2.expect_exit(TIMEOUT), 0, "{}", srv2.context());
+    assert!(c.wait_closed(TIMEOUT), "serve did not close the client");
+    assert_eq!(c.pending(), 0, "a frame was sent after quit");
+}
