@@ -79,3 +79,53 @@ fn human_lines_escape_control_characters_in_headers() {
     srv.send_line("quit");
     assert_eq!(srv.expect_exit(TIMEOUT), 0, "{}", srv.context());
 }
+
+/// A message sent to a connection whose dial then fails is lost: a piped
+/// session says so and exits 1, as for a failed command.
+#[test]
+fn piped_message_to_a_failed_dial_exits_1() {
+    let (_srv, addr) = serve(&[]);
+    let refused = refused_addr();
+    let mut cli = Proc::spawn(&["connect", &addr.to_string()]);
+    cli.send_line(&format!("connect {refused}"));
+    cli.send_line("send 2 lost");
+    cli.close_stdin();
+    assert_eq!(cli.expect_exit(TIMEOUT), 1, "{}", cli.context());
+    cli.expect_err_line("the loss on stderr", |l| {
+        l.contains(&format!("cannot connect to {refused}: connection refused"))
+            && l.contains("the message sent to it was dropped")
+    });
+}
+
+/// End of piped input right after `connect ADDR` waits for that dial: its
+/// outcome is reported, not cut short as "shutting down".
+#[test]
+fn piped_connect_command_at_end_of_input_is_waited_for() {
+    let (srv, addr) = serve(&[]);
+    let refused = refused_addr();
+    let mut cli = Proc::spawn(&["connect", "--json", &addr.to_string()]);
+    cli.expect_json("first dial", |v| v["event"] == "connected");
+    srv.expect_event("connected", &[]);
+    cli.send_line(&format!("connect {addr}"));
+    cli.send_line(&format!("connect {refused}"));
+    cli.close_stdin();
+    assert_eq!(cli.expect_exit(TIMEOUT), 0, "{}", cli.context());
+    let v = cli.expect_json("connected #2", |v| {
+        v["event"] == "connected" && v["peer"] == 2
+    });
+    assert_eq!(v["addr"], addr.to_string());
+    let v = cli.expect_json("failed #3", |v| {
+        v["event"] == "connect_failed" && v["peer"] == 3
+    });
+    assert_eq!(v["reason"], "connection refused", "{}", cli.context());
+    // The server saw the second connection.
+    assert!(
+        srv.out.wait_count(
+            |l| l.json.as_ref().is_some_and(|v| v["event"] == "connected"),
+            2,
+            TIMEOUT
+        ) >= 2,
+        "{}",
+        srv.context()
+    );
+}
