@@ -129,3 +129,21 @@ fn piped_connect_command_at_end_of_input_is_waited_for() {
         srv.context()
     );
 }
+
+/// `list` with `--json` starts with `"event"` like every other event line (the
+/// README shows `{"event":"list","conns":[...]}`).
+#[test]
+fn json_list_line_starts_with_its_event() {
+    let (mut srv, addr) = serve(&[]);
+    let c = Client::connect(addr);
+    srv.expect_connected(&c);
+    srv.send_line("list");
+    let v = srv.expect_json("list", |v| v["event"] == "list");
+    assert_eq!(v["conns"][0]["peer"], 1, "{v}");
+    let texts = srv.out.texts();
+    let line = texts
+        .iter()
+        .find(|l| l.contains(r#""list""#))
+        .expect("list line");
+    assert!(line.starts_with(r#"{"event":"list","conns":["#), "{line}");
+}

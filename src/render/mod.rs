@@ -89,9 +89,25 @@ impl Renderer {
     }
 
     /// Prints command output for scripts (`list`, `peers`, `transfers` with
-    /// `--json`) as one JSON line on stdout.
+    /// `--json`) as one JSON line on stdout, `"event"` first as in every event
+    /// line (so `grep '^{"event":"list"'` finds it).
     pub fn print_json(&mut self, v: &serde_json::Value) {
-        self.sink.event(v.to_string().as_bytes());
+        let line = match v.as_object() {
+            Some(o) if o.contains_key("event") => {
+                let mut s = String::from("{\"event\":");
+                s.push_str(&o["event"].to_string());
+                for (k, x) in o.iter().filter(|(k, _)| *k != "event") {
+                    s.push(',');
+                    s.push_str(&serde_json::Value::from(k.as_str()).to_string());
+                    s.push(':');
+                    s.push_str(&x.to_string());
+                }
+                s.push('}');
+                s
+            }
+            _ => v.to_string(),
+        };
+        self.sink.event(line.as_bytes());
     }
 
     /// A finished JSON object from [`Renderer::json`] goes out as one line.
