@@ -147,3 +147,30 @@ fn json_list_line_starts_with_its_event() {
         .expect("list line");
     assert!(line.starts_with(r#"{"event":"list","conns":["#), "{line}");
 }
+
+/// At shutdown the closed events come in id order (they came in hash order).
+#[test]
+fn shutdown_closes_connections_in_id_order() {
+    let (mut srv, addr) = serve(&[]);
+    let clients: Vec<Client> = (0..12).map(|_| Client::connect(addr)).collect();
+    assert!(
+        srv.out.wait_count(
+            |l| l.json.as_ref().is_some_and(|v| v["event"] == "connected"),
+            clients.len(),
+            TIMEOUT
+        ) >= clients.len(),
+        "{}",
+        srv.context()
+    );
+    srv.send_line("quit");
+    assert_eq!(srv.expect_exit(TIMEOUT), 0, "{}", srv.context());
+    let closed: Vec<u64> = srv
+        .out
+        .all()
+        .into_iter()
+        .filter_map(|l| l.json)
+        .filter(|v| v["event"] == "closed")
+        .filter_map(|v| v["peer"].as_u64())
+        .collect();
+    assert_eq!(closed, (1..=12).collect::<Vec<u64>>(), "{}", srv.context());
+}

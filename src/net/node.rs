@@ -375,7 +375,9 @@ impl<H: Handler> Node<H> {
             self.fire_timers();
             self.dispatch_pending();
         }
-        let ids: Vec<u64> = self.core.conns.keys().copied().collect();
+        // In id order, so the closed events read like the connected ones.
+        let mut ids: Vec<u64> = self.core.conns.keys().copied().collect();
+        ids.sort_unstable();
         for id in ids {
             self.core.drop_conn(id, "shutting down".to_string());
         }
