@@ -174,3 +174,81 @@ fn shutdown_closes_connections_in_id_order() {
         .collect();
     assert_eq!(closed, (1..=12).collect::<Vec<u64>>(), "{}", srv.context());
 }
+
+/// Typing at a terminal while stdout goes to a file or a pipe
+/// (`sockmod serve --json > events.jsonl`, `sockmod serve | tee log`) works:
+/// lines are read from the terminal and events go to stdout. It failed with
+/// "cannot start the prompt: ENOTTY" and exit 1.
+#[test]
+fn a_terminal_on_stdin_with_stdout_redirected_reads_commands() {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both are open descriptors nobody else owns.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--json"])
+        .env("XDG_STATE_HOME", tmp_path("redirected-state"))
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockmod");
+    let out = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // The terminal echoes what is typed; drain it so the pty never fills.
+    let mut echo = std::fs::File::from(master.try_clone().unwrap());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while matches!(echo.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let text = || out.lock().unwrap().clone();
+    let listening = wait_until(TIMEOUT, || text().contains(r#""event":"listening""#));
+    if !listening {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("no listening event on stdout: {:?}; stderr: {err}", text());
+    }
+    let line = text();
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+    let mut c = Client::connect(addr);
+    assert!(wait_until(TIMEOUT, || text().contains(r#""event":"connected""#)));
+    let mut input = std::fs::File::from(master);
+    input.write_all(b"send 1 typed\n").unwrap();
+    assert_eq!(info(&c.expect_frame()), "typed");
+    input.write_all(b"quit\n").unwrap();
+    assert!(
+        wait_until(TIMEOUT, || child.try_wait().unwrap().is_some()),
+        "still running after quit: {}",
+        text()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", text());
+}
