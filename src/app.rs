@@ -70,10 +70,13 @@ pub struct Front {
 }
 
 impl Front {
-    /// A prompt when stdin is a terminal, else piped input.
+    /// A prompt when stdin and stdout are a terminal, else lines read from stdin
+    /// as when piped (so `sockmod serve | tee log` typed at a terminal reads the
+    /// commands typed and sends events down the pipe; the prompt would draw on
+    /// stdout).
     pub fn new(mode: &'static str) -> Result<Self, String> {
         let targets = Arc::new(Mutex::new(Vec::new()));
-        let repl = if std::io::stdin().is_terminal() {
+        let repl = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
             Some(Repl::new(mode, targets.clone())?)
         } else {
             None

@@ -40,9 +40,10 @@ pub enum Mode {
     ///
     /// Dials every ADDR at start. Piped commands wait until those dials have
     /// finished, so `printf 'send * hi\n' | sockmod connect HOST:PORT` never races
-    /// the connection; at the end of piped input it exits once everything sent is
-    /// flushed (see --stay). Exit status 1 when every dial failed or a piped
-    /// command failed.
+    /// the connection; at the end of piped input it exits once every dial has
+    /// finished and everything sent is flushed (see --stay). Exit status 1 when
+    /// every dial failed, a piped command failed, or a message was dropped
+    /// because the dial it waited for failed.
     Connect(ConnectArgs),
     /// Discovery server of the filer network: collect reports, multicast the roster.
     ///

@@ -351,18 +351,26 @@ fn connect_to_a_refused_port_exits_1() {
 }
 
 #[test]
-fn unresolvable_target_is_named_in_the_failure() {
-    // The command line refuses such a port (exit 2); the `connect` command dials it.
+fn a_bad_dial_target_is_named_in_the_error() {
+    // The command line refuses such a port (exit 2); so does the `connect`
+    // command, before dialling anything (not a late "cannot resolve").
     let (mut cli, _) = serve(&[]);
     cli.send_line("connect 127.0.0.1:99999");
-    let v = cli.expect_event("connect_failed", &[("addr", "127.0.0.1:99999".into())]);
-    assert!(
-        v["reason"].as_str().unwrap().contains("cannot resolve"),
-        "{v}"
-    );
-    cli.expect_err_line("the failure on stderr", |l| {
-        l.contains("cannot connect to 127.0.0.1:99999: cannot resolve")
+    cli.expect_err_line("the error on stderr", |l| {
+        l == r#"error: connect: "127.0.0.1:99999": the port must be a number from 0 to 65535"#
     });
+    cli.send_line("connect nonsense");
+    cli.expect_err_line("the error on stderr", |l| {
+        l == r#"error: connect: "nonsense" is not HOST:PORT"#
+    });
+    assert_eq!(
+        cli.count_events("connect_failed", &[]),
+        0,
+        "{}",
+        cli.context()
+    );
+    cli.send_line("quit");
+    assert_eq!(cli.expect_exit(TIMEOUT), 1, "{}", cli.context());
 }
 
 #[test]

@@ -201,7 +201,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "peers" => no_args(args, Command::Peers, usage)?,
         "transfers" => no_args(args, Command::Transfers, usage)?,
         "connect" => match args {
-            [a] => Command::Connect(a.clone()),
+            // Checked as on the command line: a bad port is refused here, not
+            // reported later as a failed dial (or a failed name lookup).
+            [a] => Command::Connect(
+                crate::cli::parse_host_port(a).map_err(|e| format!("connect: {e}"))?,
+            ),
             _ => return Err(usage()),
         },
         "dial" => match args {

@@ -2,7 +2,7 @@
 
 use super::session::Session;
 use crate::command::Input;
-use crate::net::{ConnId, ConnInfo, Context, Handler};
+use crate::net::{ConnId, ConnInfo, Context, Handler, State};
 use crate::protocol::Message;
 use std::collections::{HashSet, VecDeque};
 
@@ -58,7 +58,11 @@ impl Connect {
                 ctx.stop();
                 return;
             }
-            while let Some(i) = self.held.pop_front() {
+            // Held lines run in order, up to a `quit` among them.
+            while !ctx.is_stopping() {
+                let Some(i) = self.held.pop_front() else {
+                    break;
+                };
                 self.handle(ctx, i);
             }
         }
@@ -86,8 +90,8 @@ impl Connect {
         }
     }
 
-    /// At end of input: exit once every queue is flushed (or, with `--stay`, once
-    /// every connection is gone).
+    /// At end of input: exit once every dial a command started has finished and
+    /// every queue is flushed (or, with `--stay`, once every connection is gone).
     fn check_done(&mut self, ctx: &mut Context<'_>) {
         if !self.eof || ctx.is_stopping() {
             return;
@@ -99,12 +103,22 @@ impl Connect {
             }
             return;
         }
-        let busy: Vec<ConnId> = ids.into_iter().filter(|&i| ctx.queued(i) > 0).collect();
+        let dialling = |ctx: &Context<'_>, i: ConnId| {
+            ctx.info(i).is_some_and(|c| c.state == State::Connecting)
+        };
+        // A dial still in progress ends in on_connected or on_connect_failed,
+        // which look again.
+        let busy: Vec<ConnId> = ids
+            .into_iter()
+            .filter(|&i| ctx.queued(i) > 0 || dialling(ctx, i))
+            .collect();
         if busy.is_empty() {
             self.s.quit(ctx);
         } else {
             for id in busy {
-                ctx.notify_drained(id, 0);
+                if ctx.queued(id) > 0 {
+                    ctx.notify_drained(id, 0);
+                }
             }
         }
     }
@@ -124,6 +138,7 @@ impl Handler for Connect {
     fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
         self.s.on_connected(ctx, info, alive);
         self.dial_finished(ctx, info.id, true);
+        self.check_done(ctx);
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {

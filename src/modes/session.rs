@@ -138,6 +138,10 @@ impl Session {
             n => format!("{reason}; the {n} messages sent to it were dropped"),
         };
         let reason = reason.as_str();
+        if info.msgs_out > 0 {
+            // Messages were lost: a piped session exits 1, as for a failed command.
+            self.failed = true;
+        }
         self.out.connect_failed(info, &target, reason);
         // A dial cut short by our own shutdown is not an error.
         if !ctx.is_stopping() {

@@ -375,7 +375,9 @@ impl<H: Handler> Node<H> {
             self.fire_timers();
             self.dispatch_pending();
         }
-        let ids: Vec<u64> = self.core.conns.keys().copied().collect();
+        // In id order, so the closed events read like the connected ones.
+        let mut ids: Vec<u64> = self.core.conns.keys().copied().collect();
+        ids.sort_unstable();
         for id in ids {
             self.core.drop_conn(id, "shutting down".to_string());
         }
@@ -627,7 +629,9 @@ impl<H: Handler> Node<H> {
 
     fn drain_commands(&mut self) {
         for _ in 0..COMMAND_BUDGET {
-            if self.core.commands_paused {
+            // Once stopping (`quit`, a signal), later commands are not run: a
+            // piped `quit` ends the script there, as in a shell.
+            if self.core.commands_paused || self.core.stopping.is_some() {
                 return;
             }
             match self.rx.try_recv() {
@@ -1181,6 +1185,7 @@ impl Context<'_> {
     }
 
     /// Stops the node: flushes queues (bounded by a short timeout), closes all.
+    /// Commands still waiting in the channel are not delivered.
     pub fn stop(&mut self) {
         if self.core.stopping.is_none() {
             self.core.stopping = Some(Instant::now() + STOP_FLUSH);

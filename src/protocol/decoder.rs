@@ -69,6 +69,14 @@ impl fmt::Display for ProtocolError {
                 write!(f, "protocol error: pair without ':': \"{}\"", clip(p))
             }
             ProtocolError::EmptyKey => f.write_str("protocol error: header has an empty key"),
+            // Saturated: the declared number is at or beyond what 64 bits count.
+            ProtocolError::BodyTooLarge {
+                len: u64::MAX,
+                limit,
+            } => write!(
+                f,
+                "protocol error: CL is too large to count (the limit is {limit} bytes)"
+            ),
             ProtocolError::BodyTooLarge { len, limit } => write!(
                 f,
                 "protocol error: body of {len} bytes is larger than the limit ({limit} bytes)"
@@ -413,6 +421,20 @@ mod tests {
         assert!(matches!(e, ProtocolError::BodyTooLarge { len: 11, .. }));
         assert_eq!(d.buffered(), 0);
         assert!(d.feed(b"x", &mut out).is_err());
+    }
+
+    #[test]
+    fn a_cl_beyond_64_bits_is_not_shown_as_a_number_it_is_not() {
+        let e = parse_header(b"CL:99999999999999999999999", 10).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "protocol error: CL is too large to count (the limit is 10 bytes)"
+        );
+        let e = parse_header(b"CL:11", 10).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "protocol error: body of 11 bytes is larger than the limit (10 bytes)"
+        );
     }
 
     #[test]

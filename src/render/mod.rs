@@ -89,9 +89,25 @@ impl Renderer {
     }
 
     /// Prints command output for scripts (`list`, `peers`, `transfers` with
-    /// `--json`) as one JSON line on stdout.
+    /// `--json`) as one JSON line on stdout, `"event"` first as in every event
+    /// line (so `grep '^{"event":"list"'` finds it).
     pub fn print_json(&mut self, v: &serde_json::Value) {
-        self.sink.event(v.to_string().as_bytes());
+        let line = match v.as_object() {
+            Some(o) if o.contains_key("event") => {
+                let mut s = String::from("{\"event\":");
+                s.push_str(&o["event"].to_string());
+                for (k, x) in o.iter().filter(|(k, _)| *k != "event") {
+                    s.push(',');
+                    s.push_str(&serde_json::Value::from(k.as_str()).to_string());
+                    s.push(':');
+                    s.push_str(&x.to_string());
+                }
+                s.push('}');
+                s
+            }
+            _ => v.to_string(),
+        };
+        self.sink.event(line.as_bytes());
     }
 
     /// A finished JSON object from [`Renderer::json`] goes out as one line.
@@ -228,13 +244,9 @@ impl Renderer {
                 }
                 for (k, v) in msg.header.iter() {
                     l.push(' ');
-                    l.push_str(k);
+                    push_header_text(l, k, true);
                     l.push('=');
-                    if v.is_empty() || v.contains(char::is_whitespace) || v.contains('"') {
-                        let _ = write!(l, "{v:?}");
-                    } else {
-                        l.push_str(v);
-                    }
+                    push_header_text(l, v, false);
                 }
                 if !msg.body.is_empty() {
                     let _ = write!(l, " [{}]", human_size(msg.body.len() as u64));
@@ -242,6 +254,22 @@ impl Renderer {
                 human_body(l, &msg.body, body_format);
             });
         }
+    }
+}
+
+/// Appends a header key or value to a human line: as it is when that reads
+/// back unambiguously, else quoted with Rust escapes. A peer's control
+/// characters (line breaks, terminal escape sequences) are always escaped, so
+/// a header can neither forge event lines nor drive the terminal.
+fn push_header_text(l: &mut String, s: &str, key: bool) {
+    let plain = !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || (key && c == '='));
+    if plain {
+        l.push_str(s);
+    } else {
+        let _ = write!(l, "{s:?}");
     }
 }
 
@@ -398,6 +426,24 @@ mod tests {
                 "+ #3 in 127.0.0.1:51234 (3 alive)",
                 "- #3 127.0.0.1:51234 closed: peer closed (2 alive)",
                 "< #1 127.0.0.1:63335 info=hello [3 B] abc",
+            ]
+        );
+    }
+
+    #[test]
+    fn header_control_characters_are_escaped_in_human_lines() {
+        let h = Header::new()
+            .with("x\n+ #9 in 6.6.6.6:1 (1 alive)", "v")
+            .with("k", "\u{1b}[2J")
+            .with("a=b", "c");
+        let msg = Message::new(h, Vec::new());
+        let lines = render(Style::Human, |r| {
+            r.message(1, &"127.0.0.1:63335", Dir::In, None, &msg)
+        });
+        assert_eq!(
+            lines,
+            vec![
+                r#"< #1 127.0.0.1:63335 "x\n+ #9 in 6.6.6.6:1 (1 alive)"=v k="\u{1b}[2J" "a=b"=c"#
             ]
         );
     }
