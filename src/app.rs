@@ -263,6 +263,13 @@ pub fn run(cli: Cli) -> i32 {
             // reader stands; the directory itself is made when a file arrives.
             let inbox = std::path::absolute(&a.inbox)
                 .map_err(|e| format!("cannot use inbox {}: {}", a.inbox.display(), describe(&e)))?;
+            // Said now rather than when the first file arrives.
+            if inbox.exists() && !inbox.is_dir() {
+                return Err(format!(
+                    "cannot use inbox {}: not a directory",
+                    inbox.display()
+                ));
+            }
             let cfg = FilerConfig {
                 id: a.id.clone(),
                 ipserver: a.ipserver.clone(),

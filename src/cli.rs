@@ -89,10 +89,10 @@ pub struct Common {
     /// Largest outbound queue per connection: a peer that does not read while its
     /// queue is over this is dropped as a slow consumer. Also the largest file
     /// `send -f` reads.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB", value_name = "SIZE")]
+    #[arg(long, value_parser = parse_positive_size, default_value = "64MiB", value_name = "SIZE")]
     pub max_queue: usize,
     /// Most connections at once; more are accepted and closed at once, with a notice.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = parse_max_conns)]
     pub max_conns: usize,
     /// Send a TP:Check probe on a connection after sending it nothing for this
     /// long (e.g. 5s), so quiet links stay up; off unless given.
@@ -276,6 +276,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is too long; give at most 100 years"));
     }
     Ok(d)
+}
+
+/// `--max-conns`: a count of at least 1 (0 would refuse every peer).
+fn parse_max_conns(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err(format!("{s:?} is too small: allow at least 1 connection")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a count; try 100 or 10000")),
+    }
+}
+
+/// [`parse_size`] for limits where 0 would refuse everything (`--max-queue 0`
+/// would drop every peer at its first message).
+pub fn parse_positive_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        0 => Err(format!("{s:?} is too small: it must be at least 1 byte")),
+        n => Ok(n),
+    }
 }
 
 /// Parses a size: plain bytes, or with a unit (`KB`/`MB`/`GB` decimal, `KiB`/`MiB`/`GiB` binary,

@@ -172,3 +172,30 @@ fn a_huge_file_name_is_clipped_in_human_lines() {
     assert!(dir_entries(&inbox)[0].len() <= 255);
     let _ = std::fs::remove_dir_all(&inbox);
 }
+
+/// An `--inbox` that exists but is not a directory is refused at start (it was
+/// reported only when the first file arrived).
+#[test]
+fn an_inbox_that_is_a_file_is_refused_at_start() {
+    let file = tmp_path("inbox-is-a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let inbox = file.to_string_lossy().into_owned();
+    let mut p = Proc::spawn(&[
+        "filer",
+        "--id",
+        "ann",
+        "--bind",
+        "127.0.0.1:0",
+        "--ipserver",
+        "127.0.0.1:1",
+        "--inbox",
+        &inbox,
+    ]);
+    assert_eq!(p.expect_exit(TIMEOUT), 1, "{}", p.context());
+    let err = p.err.texts().join("\n");
+    assert!(
+        err.contains("cannot use inbox") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+}

@@ -696,3 +696,40 @@ fn serve_takes_its_address_as_a_positional_argument_too() {
     let addr = p.listening_addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
 }
+
+#[test]
+fn limits_that_would_refuse_everything_are_usage_errors() {
+    for (args, says) in [
+        (
+            &["serve", "--max-conns", "0", "127.0.0.1:0"][..],
+            "at least 1 connection",
+        ),
+        (
+            &["serve", "--max-queue", "0", "127.0.0.1:0"][..],
+            "at least 1 byte",
+        ),
+        (
+            &["connect", "--max-queue", "0B", "127.0.0.1:1"][..],
+            "at least 1 byte",
+        ),
+        (
+            &["ipserver", "--max-conns", "lots", "127.0.0.1:0"][..],
+            "not a count",
+        ),
+    ] {
+        let mut p = Proc::spawn(args);
+        assert_eq!(p.expect_exit(TIMEOUT), 2, "{}", p.context());
+        let err = p.err.texts().join("\n");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // The smallest allowed values start normally.
+    let p = Proc::spawn(&[
+        "serve",
+        "--max-conns",
+        "1",
+        "--max-queue",
+        "1",
+        "127.0.0.1:0",
+    ]);
+    assert!(p.listening_addr().port() != 0);
+}
