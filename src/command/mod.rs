@@ -276,6 +276,14 @@ fn no_args(args: &[String], c: Command, usage: impl Fn() -> String) -> Result<Co
     if args.is_empty() { Ok(c) } else { Err(usage()) }
 }
 
+/// A word that reads as an option (`-x`, `--xyz`), not as text like `-1`, `-`
+/// or `->`: a typo such as `-B` is refused instead of sent as the message.
+fn looks_like_option(w: &str) -> bool {
+    let rest = w.strip_prefix("--").or_else(|| w.strip_prefix('-'));
+    rest.and_then(|r| r.chars().next())
+        .is_some_and(|c| c.is_ascii_alphabetic())
+}
+
 /// Parses `[-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]`.
 fn outgoing(args: &[String]) -> Result<Outgoing, String> {
     let mut out = Outgoing::default();
@@ -315,6 +323,13 @@ fn outgoing(args: &[String]) -> Result<Outgoing, String> {
                     return Err("give only one of -b and -f".into());
                 }
                 out.body = BodySource::File(PathBuf::from(p));
+            }
+            o if looks_like_option(o) => {
+                return Err(format!(
+                    "unknown option {} (options are -H, -b, -f; to send it as text, put -- before the text: -- {})",
+                    quoted(o),
+                    quoted(o)
+                ));
             }
             _ => text.push(a),
         }
@@ -383,6 +398,24 @@ mod tests {
         assert!(parse("cancel x").is_err());
         assert_eq!(parse("   ").unwrap(), None);
         assert_eq!(parse("# comment").unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_options_are_refused_but_dashes_in_text_are_not() {
+        for bad in ["send 1 -B hi", "bc --bdy x", "mc 1,2 hi -x"] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.contains("unknown option") && e.contains("put --"),
+                "{bad}: {e}"
+            );
+        }
+        let info = |line: &str| match ok(line) {
+            Command::Send(_, o) => o.header.get("info").map(str::to_string),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(info("send 1 -- -B hi").as_deref(), Some("-B hi"));
+        assert_eq!(info("send 1 -1 degrees").as_deref(), Some("-1 degrees"));
+        assert_eq!(info("send 1 -> a - b").as_deref(), Some("-> a - b"));
     }
 
     fn info(line: &str) -> String {
