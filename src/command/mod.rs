@@ -319,6 +319,9 @@ fn outgoing(args: &[String]) -> Result<Outgoing, String> {
             }
             "-f" | "--file" => {
                 let p = it.next().ok_or("-f needs PATH")?;
+                if p.is_empty() {
+                    return Err("-f needs PATH (it was empty)".into());
+                }
                 if out.body != BodySource::None {
                     return Err("give only one of -b and -f".into());
                 }
@@ -392,6 +395,7 @@ mod tests {
         assert!(parse("send 1").unwrap_err().contains("nothing to send"));
         assert!(parse("send 1 -H novalue").is_err());
         assert!(parse("send 1 -b").is_err());
+        assert!(parse("send 1 -f ''").unwrap_err().contains("empty"));
         assert!(parse("send 1 'unbalanced").is_err());
         assert!(parse("close").is_err());
         assert!(parse("list extra").is_err());
