@@ -182,24 +182,11 @@ fn shutdown_closes_connections_in_id_order() {
 #[test]
 fn a_terminal_on_stdin_with_stdout_redirected_reads_commands() {
     use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
+
     use std::process::{Command, Stdio};
     use std::sync::{Arc, Mutex};
 
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty fills two descriptors we then own.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both are open descriptors nobody else owns.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (master, slave) = open_pty(24, 80);
     let mut child = Command::new(BIN)
         .args(["serve", "--bind", "127.0.0.1:0", "--json"])
         .env("XDG_STATE_HOME", tmp_path("redirected-state"))

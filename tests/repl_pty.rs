@@ -10,7 +10,6 @@ use common::*;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,33 +28,7 @@ impl Pty {
     /// Runs `sockmod ARGS...` on a fresh pty of [`ROWS`]×[`COLS`], with its
     /// history in a temporary directory.
     fn spawn(args: &[&str]) -> Pty {
-        let (mut master, mut slave) = (0, 0);
-        let ws = libc::winsize {
-            ws_row: ROWS,
-            ws_col: COLS,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: openpty fills two descriptors we then own.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &ws,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both are open descriptors nobody else owns.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        // The child must not inherit the master.
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-        }
+        let (master, slave) = open_pty(ROWS, COLS);
         let state = tmp_path("pty-state");
         let mut cmd = Command::new(BIN);
         cmd.args(args)
