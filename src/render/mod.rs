@@ -262,14 +262,24 @@ impl Renderer {
 /// characters (line breaks, terminal escape sequences) are always escaped, so
 /// a header can neither forge event lines nor drive the terminal.
 fn push_header_text(l: &mut String, s: &str, key: bool) {
-    let plain = !s.is_empty()
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || (key && c == '='));
-    if plain {
+    if reads_plain(s, key) {
         l.push_str(s);
     } else {
         let _ = write!(l, "{s:?}");
+    }
+}
+
+/// True when a header key or value can stand unquoted: not empty, no
+/// whitespace, control character or `"` (nor `=` in a key). The usual header,
+/// printable ASCII, is checked byte by byte without decoding characters.
+fn reads_plain(s: &str, key: bool) -> bool {
+    if s.is_ascii() {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && !(key && b == b'='))
+    } else {
+        !s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || (key && c == '='))
     }
 }
 
@@ -446,6 +456,26 @@ mod tests {
                 r#"< #1 127.0.0.1:63335 "x\n+ #9 in 6.6.6.6:1 (1 alive)"=v k="\u{1b}[2J" "a=b"=c"#
             ]
         );
+    }
+
+    #[test]
+    fn plain_header_text_agrees_for_every_ascii_character() {
+        let slow = |s: &str, key: bool| {
+            !s.is_empty()
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"' || (key && c == '='))
+        };
+        for b in 0u8..=0x7f {
+            let s = format!("a{}b", b as char);
+            for key in [true, false] {
+                assert_eq!(reads_plain(&s, key), slow(&s, key), "{s:?} key={key}");
+            }
+        }
+        assert!(!reads_plain("", false));
+        assert!(reads_plain("日本", true));
+        assert!(!reads_plain("日\u{85}本", false));
+        assert!(!reads_plain("日\u{3000}本", false));
     }
 
     #[test]
