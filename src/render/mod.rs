@@ -92,22 +92,19 @@ impl Renderer {
     /// `--json`) as one JSON line on stdout, `"event"` first as in every event
     /// line (so `grep '^{"event":"list"'` finds it).
     pub fn print_json(&mut self, v: &serde_json::Value) {
-        let line = match v.as_object() {
-            Some(o) if o.contains_key("event") => {
-                let mut s = String::from("{\"event\":");
-                s.push_str(&o["event"].to_string());
+        match v
+            .as_object()
+            .and_then(|o| Some((o, o.get("event")?.as_str()?)))
+        {
+            Some((o, event)) => {
+                let j = self.json(event);
                 for (k, x) in o.iter().filter(|(k, _)| *k != "event") {
-                    s.push(',');
-                    s.push_str(&serde_json::Value::from(k.as_str()).to_string());
-                    s.push(':');
-                    s.push_str(&x.to_string());
+                    j.raw(k, x.to_string().as_bytes());
                 }
-                s.push('}');
-                s
+                self.emit_json();
             }
-            _ => v.to_string(),
-        };
-        self.sink.event(line.as_bytes());
+            None => self.sink.event(v.to_string().as_bytes()),
+        }
     }
 
     /// A finished JSON object from [`Renderer::json`] goes out as one line.
@@ -455,6 +452,19 @@ mod tests {
             vec![
                 r#"< #1 127.0.0.1:63335 "x\n+ #9 in 6.6.6.6:1 (1 alive)"=v k="\u{1b}[2J" "a=b"=c"#
             ]
+        );
+    }
+
+    #[test]
+    fn printed_json_puts_the_event_first() {
+        let v = serde_json::json!({"event": "peers", "a": 1, "peers": [{"id": "x"}]});
+        let lines = render(Style::Json, |r| {
+            r.print_json(&v);
+            r.print_json(&serde_json::json!([1]));
+        });
+        assert_eq!(
+            lines,
+            [r#"{"event":"peers","a":1,"peers":[{"id":"x"}]}"#, "[1]"]
         );
     }
 
