@@ -8,7 +8,7 @@ mod transfer;
 
 pub use body::{BodyFormat, human_body, push_hex};
 pub use json::JsonLine;
-pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_width};
+pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_rows, terminal_width};
 pub use text::{
     clip_columns, eta, format_table, human_duration, human_rate, human_size, short_duration,
 };

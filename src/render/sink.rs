@@ -102,17 +102,27 @@ impl StatusBlock {
     }
 }
 
-/// The width of the terminal on stdout, if it is one.
-pub fn terminal_width() -> Option<usize> {
+/// The size of the terminal on stdout, if it is one.
+fn terminal_size() -> Option<libc::winsize> {
     // SAFETY: TIOCGWINSZ fills a zeroed winsize we own.
     unsafe {
         let mut w: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(1, libc::TIOCGWINSZ, &mut w) == 0 && w.ws_col > 0 {
-            Some(w.ws_col as usize)
-        } else {
-            None
-        }
+        (libc::ioctl(1, libc::TIOCGWINSZ, &mut w) == 0).then_some(w)
     }
+}
+
+/// The width of the terminal on stdout, if it is one.
+pub fn terminal_width() -> Option<usize> {
+    terminal_size()
+        .filter(|w| w.ws_col > 0)
+        .map(|w| w.ws_col as usize)
+}
+
+/// The height of the terminal on stdout, if it is one.
+pub fn terminal_rows() -> Option<usize> {
+    terminal_size()
+        .filter(|w| w.ws_row > 0)
+        .map(|w| w.ws_row as usize)
 }
 
 /// Buffered stdout for events and unbuffered stderr for notices: for pipes.

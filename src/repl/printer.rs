@@ -14,7 +14,7 @@
 //! from the block's real top and writes the entered lines again, so no stale copy
 //! of the block stays in the scrollback.
 
-use crate::render::{Sink, StatusBlock};
+use crate::render::{Sink, StatusBlock, terminal_rows};
 use rustyline::ExternalPrinter;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -137,19 +137,6 @@ pub fn rows(prompt: &str, line: &str, cols: usize) -> usize {
         row += 1;
     }
     row + 1
-}
-
-/// The rows of the terminal on stdout, if it is one.
-fn terminal_rows() -> Option<usize> {
-    // SAFETY: TIOCGWINSZ fills a zeroed winsize we own.
-    unsafe {
-        let mut w: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(1, libc::TIOCGWINSZ, &mut w) == 0 && w.ws_row > 0 {
-            Some(w.ws_row as usize)
-        } else {
-            None
-        }
-    }
 }
 
 /// Prints events above the prompt through rustyline's external printer.
