@@ -53,6 +53,7 @@ It gets the next id at once, so what is sent to it meanwhile waits and goes out 
         detail: "TEXT becomes the header `info:TEXT`. -H adds header pairs (CL is set automatically), -b a text\n\
 body, -f a body read whole from a file (at most --max-queue; filer: `sendfile` for big files).\n\
 TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name.\n\
+Text starting with a dash and a letter (-x) is taken for an option: put -- before it.\n\
 Example: send 1 -H TP=note -b 'hello there'",
         modes: &[],
     },
@@ -131,7 +132,8 @@ the transfer failed; the receiver removes its part file. A queued file is simply
         usage: "quit",
         summary: "close everything cleanly and exit",
         detail: "Pending writes are flushed (for at most a few seconds). Ctrl-D, and Ctrl-C on an empty line,\n\
-do the same at the prompt; so do SIGINT and SIGTERM.",
+do the same at the prompt; so do SIGINT and SIGTERM. Piped lines after `quit` are not run.\n\
+filer: waits first for its files still going out (`quit` again, or Ctrl-C, stops at once).",
         modes: &[],
     },
 ];
@@ -270,6 +272,15 @@ mod tests {
         assert_eq!(cols.len(), rows.len());
         assert!(cols.windows(2).all(|w| w[0] == w[1]), "{h}");
         assert!(!help_text("serve", None).unwrap().contains("sendfile"));
+    }
+
+    #[test]
+    fn details_follow_the_behaviour() {
+        let quit = help_text("filer", Some("quit")).unwrap();
+        assert!(quit.contains("waits first for its files"), "{quit}");
+        assert!(quit.contains("after `quit` are not run"), "{quit}");
+        let send = help_text("serve", Some("send")).unwrap();
+        assert!(send.contains("put -- before it"), "{send}");
     }
 
     #[test]
