@@ -1301,6 +1301,63 @@ mod tests {
     }
 
     #[test]
+    fn a_dial_without_a_port_fails_at_once() {
+        let mut node = Node::new(Config::default(), Outcome::default()).unwrap();
+        node.context().dial("localhost");
+        let h = node.run().unwrap();
+        assert_eq!(h.failed.as_deref(), Some("no port given (want HOST:PORT)"));
+    }
+
+    /// Records what reached it: commands by number, `-1` for the timer.
+    #[derive(Default)]
+    struct Seen(Vec<i64>);
+
+    impl Seen {
+        fn note(&mut self, ctx: &mut Context<'_>, n: i64) {
+            self.0.push(n);
+            if self.0.len() == 4 {
+                ctx.stop();
+            }
+        }
+    }
+
+    impl Handler for Seen {
+        type Command = i64;
+        fn on_command(&mut self, ctx: &mut Context<'_>, n: i64) {
+            if n == 0 {
+                ctx.pause_commands(true);
+                ctx.set_timer(Duration::from_millis(20), 1);
+            }
+            self.note(ctx, n);
+        }
+        fn on_timer(&mut self, ctx: &mut Context<'_>, _: u64) {
+            ctx.pause_commands(false);
+            self.note(ctx, -1);
+        }
+    }
+
+    #[test]
+    fn paused_commands_wait_in_the_channel() {
+        let node = Node::new(Config::default(), Seen::default()).unwrap();
+        let remote = node.remote();
+        for n in 0..3 {
+            remote.send(n).unwrap();
+        }
+        assert_eq!(node.run().unwrap().0, [0, -1, 1, 2]);
+    }
+
+    #[test]
+    fn an_interrupt_goes_before_waiting_commands_and_they_are_not_run() {
+        let node = Node::new(Config::default(), Seen::default()).unwrap();
+        let remote = node.remote();
+        for n in 1..10 {
+            remote.send(n).unwrap();
+        }
+        remote.interrupt();
+        assert_eq!(node.run().unwrap().0, [] as [i64; 0]);
+    }
+
+    #[test]
     fn a_name_is_looked_up_off_the_loop_and_connected() {
         let good = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = good.local_addr().unwrap().port();
