@@ -66,13 +66,7 @@ fn a_file_sent_by_name_to_an_original_peer_finishes() {
 fn transfers_table_aligns_wide_names() {
     use unicode_width::UnicodeWidthStr;
     let inbox = tmp_path("audit-wide-inbox");
-    let mut ann = Proc::spawn_cmd(filer_command(
-        "ann",
-        &refused_addr().to_string(),
-        "5s",
-        &inbox,
-        &[],
-    ));
+    let mut ann = Proc::spawn_cmd(lone_filer_command("ann", &inbox, &[]));
     let addr = ann.listening_addr();
     let mut c = Client::connect(addr);
     for name in ["日本語のファイル.txt", "plain.txt"] {
@@ -148,13 +142,7 @@ fn a_huge_garbled_roster_entry_gives_a_short_notice() {
 #[test]
 fn a_huge_file_name_is_clipped_in_human_lines() {
     let inbox = tmp_path("audit-longname-inbox");
-    let mut ann = Proc::spawn_cmd(filer_command(
-        "ann",
-        &refused_addr().to_string(),
-        "5s",
-        &inbox,
-        &[],
-    ));
+    let mut ann = Proc::spawn_cmd(lone_filer_command("ann", &inbox, &[]));
     let mut c = Client::connect(ann.listening_addr());
     let name = format!("{}.txt", "n".repeat(20_000));
     let h = Header::new()
@@ -179,18 +167,7 @@ fn a_huge_file_name_is_clipped_in_human_lines() {
 fn an_inbox_that_is_a_file_is_refused_at_start() {
     let file = tmp_path("inbox-is-a-file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let inbox = file.to_string_lossy().into_owned();
-    let mut p = Proc::spawn(&[
-        "filer",
-        "--id",
-        "ann",
-        "--bind",
-        "127.0.0.1:0",
-        "--ipserver",
-        "127.0.0.1:1",
-        "--inbox",
-        &inbox,
-    ]);
+    let mut p = Proc::spawn_cmd(lone_filer_command("ann", &file, &[]));
     assert_eq!(p.expect_exit(TIMEOUT), 1, "{}", p.context());
     let err = p.err.texts().join("\n");
     assert!(

@@ -38,7 +38,7 @@ fn filer_cmd(id: &str, extra: &[&str]) -> (Command, PathBuf, PathBuf) {
     let dir = tmp_path(&format!("filer-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let inbox = dir.join("inbox");
-    let cmd = filer_command(id, &refused_addr().to_string(), "5s", &inbox, extra);
+    let cmd = lone_filer_command(id, &inbox, extra);
     (cmd, dir, inbox)
 }
 

@@ -751,6 +751,12 @@ pub fn filer_command(
     cmd
 }
 
+/// [`filer_command`] for a filer on its own: its ipserver is unreachable (it
+/// retries quietly) and it reports every 5s.
+pub fn lone_filer_command(id: &str, inbox: &std::path::Path, extra: &[&str]) -> Command {
+    filer_command(id, &refused_addr().to_string(), "5s", inbox, extra)
+}
+
 /// A `--json` filer named `id` reporting to `ipserver` every `every`, with its
 /// inbox in a fresh temporary path; returns it with its listening address.
 pub fn spawn_filer(
