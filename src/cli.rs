@@ -1,6 +1,6 @@
 //! The command line: clap definitions only.
 
-use crate::net::{Access, Cidr};
+use crate::net::{Access, Cidr, parse_bind_addr, parse_host_port};
 use crate::render::BodyFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -225,38 +225,6 @@ pub enum AcceptFiles {
     No,
 }
 
-/// The port of `HOST:PORT`, if it has that form and the port is a number that fits.
-fn port_of(s: &str) -> Option<u16> {
-    if !crate::net::has_port(s) {
-        return None;
-    }
-    s.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
-}
-
-/// Checks a dial target: `HOST:PORT`.
-pub fn parse_host_port(s: &str) -> Result<String, String> {
-    match port_of(s) {
-        Some(_) => Ok(s.to_string()),
-        None if crate::net::has_port(s) => {
-            Err(format!("{s:?}: the port must be a number from 0 to 65535"))
-        }
-        None => Err(format!("{s:?} is not HOST:PORT")),
-    }
-}
-
-/// Checks a listening address: `HOST:PORT` or a bare `PORT`.
-pub fn parse_bind_addr(s: &str) -> Result<String, String> {
-    if s.parse::<u16>().is_ok() || port_of(s).is_some() {
-        Ok(s.to_string())
-    } else if crate::net::has_port(s) || s.bytes().all(|b| b.is_ascii_digit()) {
-        Err(format!("{s:?}: the port must be a number from 0 to 65535"))
-    } else {
-        Err(format!(
-            "{s:?} is not HOST:PORT or PORT (e.g. 0.0.0.0:63335, [::]:63335, 9000)"
-        ))
-    }
-}
-
 /// Checks a filer peer name.
 pub fn parse_id(s: &str) -> Result<String, String> {
     crate::filer::roster::check_id(s).map(|_| s.to_string())
@@ -329,29 +297,6 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn addresses() {
-        for ok in ["9000", "0", "0.0.0.0:63335", "[::]:0", "localhost:80"] {
-            assert_eq!(parse_bind_addr(ok).as_deref(), Ok(ok));
-        }
-        for bad in [
-            "99999",
-            "127.0.0.1:99999",
-            "foo",
-            "127.0.0.1",
-            "::1",
-            "host:",
-        ] {
-            assert!(parse_bind_addr(bad).is_err(), "{bad}");
-        }
-        assert!(parse_host_port("h:1").is_ok());
-        assert!(
-            parse_host_port("h:70000")
-                .unwrap_err()
-                .contains("0 to 65535")
-        );
-        assert!(parse_host_port("h").unwrap_err().contains("HOST:PORT"));
-    }
     use clap::CommandFactory;
 
     #[test]

@@ -204,7 +204,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             // Checked as on the command line: a bad port is refused here, not
             // reported later as a failed dial (or a failed name lookup).
             [a] => Command::Connect(
-                crate::cli::parse_host_port(a).map_err(|e| format!("connect: {e}"))?,
+                crate::net::parse_host_port(a).map_err(|e| format!("connect: {e}"))?,
             ),
             _ => return Err(usage()),
         },

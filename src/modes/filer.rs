@@ -68,7 +68,7 @@ impl Filer {
     /// A filer; give it its listening port with [`Filer::set_port`] once bound.
     /// An ipserver given without a port gets the ipserver's default, 5000.
     pub fn new(s: Session, mut cfg: FilerConfig) -> Self {
-        cfg.ipserver = with_default_port(&cfg.ipserver, 5000);
+        cfg.ipserver = crate::net::with_default_port(&cfg.ipserver, 5000);
         Filer {
             xfer: Transfers::new(cfg.transfer.clone()),
             identified: HashSet::new(),
@@ -522,34 +522,5 @@ impl Handler for Filer {
 
     fn on_idle(&mut self, _ctx: &mut Context<'_>) {
         self.s.out.flush();
-    }
-}
-
-/// `addr` with `port` added when it names only a host (`10.0.0.5`, `::1`, `lan-box`).
-fn with_default_port(addr: &str, port: u16) -> String {
-    if addr.parse::<std::net::SocketAddr>().is_ok() {
-        return addr.to_string();
-    }
-    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
-        return std::net::SocketAddr::new(ip, port).to_string();
-    }
-    if addr.contains(':') {
-        addr.to_string()
-    } else {
-        format!("{addr}:{port}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_default_port;
-
-    #[test]
-    fn ipserver_address_gets_the_default_port() {
-        assert_eq!(with_default_port("10.0.0.5", 5000), "10.0.0.5:5000");
-        assert_eq!(with_default_port("::1", 5000), "[::1]:5000");
-        assert_eq!(with_default_port("lan-box", 5000), "lan-box:5000");
-        assert_eq!(with_default_port("lan-box:6000", 5000), "lan-box:6000");
-        assert_eq!(with_default_port("[::1]:6000", 5000), "[::1]:6000");
     }
 }

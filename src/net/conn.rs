@@ -1,11 +1,13 @@
-//! One connection's state: socket, decoder, outbound queue and statistics.
+//! One connection's state: its transport, decoder, outbound queue and statistics.
 
 use crate::protocol::Decoder;
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +73,9 @@ impl Dir {
 pub enum State {
     /// A dial in progress.
     Connecting,
+    /// Connected at the TCP level, but the transport is not usable yet (a TLS
+    /// handshake in progress): output waits in the queue and no event is reported.
+    Handshaking,
     /// Up.
     Open,
     /// Closing once its queue is flushed.
@@ -82,6 +87,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Connecting => "connecting",
+            State::Handshaking => "handshaking",
             State::Open => "open",
             State::Closing => "closing",
         }
@@ -103,8 +109,13 @@ pub struct ConnInfo {
     pub since: Instant,
     /// When bytes last arrived (or when it appeared).
     pub last_seen: Instant,
-    /// When bytes were last written.
+    /// When bytes were last written to the socket (queued ones do not count).
     pub last_sent: Instant,
+    /// While output waits in the queue: since when nothing of it was written
+    /// (set when the queue stops being empty, moved on by every write that takes
+    /// some of it); `None` while the queue is empty. Unlike `last_sent`, it says how
+    /// long the peer has kept us waiting, which is what a write deadline measures.
+    pub unsent_since: Option<Instant>,
     /// Frames received (liveness probes excluded).
     pub msgs_in: u64,
     /// Bytes received.
@@ -136,6 +147,7 @@ impl ConnInfo {
             since: now,
             last_seen: now,
             last_sent: now,
+            unsent_since: None,
             msgs_in: 0,
             bytes_in: 0,
             msgs_out: 0,
@@ -288,10 +300,67 @@ impl OutQueue {
     }
 }
 
+/// How a connection's bytes travel. The loop reads and writes through it, never
+/// through the raw socket, so a transport that transforms the bytes (TLS) is one
+/// more variant here, not a change to the loop.
+pub(crate) enum Transport {
+    /// Plain TCP: the socket's bytes are the frames.
+    Tcp(TcpStream),
+}
+
+impl Transport {
+    /// The TCP socket underneath.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Tcp(s) => s,
+        }
+    }
+
+    /// Reads decrypted (for TCP: raw) bytes into `buf`; `Ok(0)` is the peer's end.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => s.read(buf),
+        }
+    }
+
+    /// Writes out what `queue` holds, until done, blocked, or `budget` bytes.
+    pub(crate) fn write_from(
+        &mut self,
+        queue: &mut OutQueue,
+        budget: usize,
+        written: &mut u64,
+    ) -> io::Result<Flush> {
+        match self {
+            Transport::Tcp(s) => queue.write_to(s, budget, written),
+        }
+    }
+}
+
+/// Registration with the poll goes to the socket underneath.
+impl mio::event::Source for Transport {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s) => s.deregister(r),
+        }
+    }
+}
+
 /// A live connection owned by the loop.
 pub(crate) struct Conn {
-    /// The socket; `None` while a dial's host name is being looked up.
-    pub(crate) stream: Option<TcpStream>,
+    /// How bytes travel; `None` while a dial's host name is being looked up.
+    pub(crate) transport: Option<Transport>,
     pub(crate) info: ConnInfo,
     pub(crate) decoder: Decoder,
     pub(crate) out: OutQueue,
@@ -301,8 +370,10 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// Deadline for a dial or a flush-then-close.
     pub(crate) deadline: Option<Instant>,
-    /// Call `on_drained` once the queue is at or below this many bytes.
-    pub(crate) drain_mark: Option<usize>,
+    /// Marks waited on with `notify_drained`: each one reached gets its own
+    /// `on_drained` call, so several holders (a transfer pump, a quit waiting for
+    /// output) never take each other's wake-up.
+    pub(crate) drain_marks: SmallVec<[usize; 2]>,
     /// A dial's other addresses (a name with several), last to try first: when a
     /// connect fails, the next one is tried before the dial is reported failed.
     pub(crate) fallbacks: Vec<SocketAddr>,

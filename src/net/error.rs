@@ -1,5 +1,8 @@
-//! Human descriptions of socket errors.
+//! Errors of the loop: human descriptions of socket errors, and why a send failed.
 
+use super::conn::ConnId;
+use crate::protocol::EncodeError;
+use std::fmt;
 use std::io;
 
 /// Describes an I/O error as a short lower-case reason, e.g. `connection refused`.
@@ -57,3 +60,32 @@ mod tests {
         assert_eq!(describe(&lookup), "name or service not known");
     }
 }
+
+/// Why a send did not queue anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// No such connection (never existed, or closed).
+    NoSuchConn(ConnId),
+    /// The connection is closing.
+    Closing(ConnId),
+    /// The frame cannot be encoded.
+    Encode(EncodeError),
+    /// The queue passed `--max-queue`: the connection was dropped.
+    SlowConsumer(ConnId),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NoSuchConn(id) => write!(f, "no connection {id}"),
+            SendError::Closing(id) => write!(f, "connection {id} is closing"),
+            SendError::Encode(e) => write!(f, "cannot encode frame: {e}"),
+            SendError::SlowConsumer(id) => write!(f, "{id} dropped as a slow consumer"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// One connection's outcome of a multicast.
+pub type SendResult = (ConnId, Result<(), SendError>);

@@ -1,7 +1,7 @@
 //! The callbacks a node's behaviour is made of.
 
 use super::conn::{ConnId, ConnInfo};
-use super::node::Context;
+use super::context::Context;
 use crate::protocol::Message;
 
 /// Behaviour of a node: override the callbacks you need.

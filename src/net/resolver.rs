@@ -22,15 +22,6 @@ pub(crate) struct Resolver {
     waker: Arc<Waker>,
 }
 
-/// True when `addr` has the form `HOST:PORT` a dial needs (`lan-box:80`,
-/// `10.0.0.5:80`, `[::1]:80`), as opposed to a bare host (`lan-box`, `::1`).
-/// Whether the port is a valid number is the lookup's to say.
-pub fn has_port(addr: &str) -> bool {
-    addr.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && !port.is_empty() && (host.starts_with('[') || !host.contains(':'))
-    })
-}
-
 /// Resolves `HOST:PORT` (or a bare `HOST`, meaning port 0) to every address it
 /// has, in the system's order of preference.
 pub(crate) fn lookup_all(addr: &str) -> io::Result<Vec<SocketAddr>> {
@@ -110,16 +101,6 @@ mod tests {
         assert_eq!(lookup("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
         assert_eq!(lookup("127.0.0.1").unwrap().port(), 0);
         assert!(lookup("127.0.0.1:99999").is_err());
-    }
-
-    #[test]
-    fn dial_targets_need_a_port() {
-        for ok in ["127.0.0.1:80", "[::1]:80", "lan-box:80", "host:70000"] {
-            assert!(has_port(ok), "{ok}");
-        }
-        for bad in ["127.0.0.1", "lan-box", "::1", "fe80::1", "host:", ":80"] {
-            assert!(!has_port(bad), "{bad}");
-        }
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! What handler callbacks use to act on the node: send, broadcast, multicast,
+//! close, dial, timers, and read-only views of the connection table.
+
+use super::addr::has_port;
+use super::config::Config;
+use super::conn::{ConnId, ConnInfo, Dir, State};
+use super::core::{Core, Pending};
+use super::error::{SendError, SendResult, describe};
+use crate::protocol::{EncodeError, Header, encode_header_into, encode_into};
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A broadcast frame up to this size is copied into each queue (cheaper than a
+/// shared chunk for tiny frames); a larger one is shared, so a broadcast to many
+/// connections costs one copy of the frame, not one per connection.
+const SHARE_ABOVE: usize = 256;
+/// How long `stop` waits for queues to drain.
+const STOP_FLUSH: Duration = Duration::from_secs(2);
+/// How long a graceful close waits for its queue to drain.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
+/// What handler callbacks use to act on the node.
+pub struct Context<'a> {
+    pub(super) core: &'a mut Core,
+}
+
+impl Context<'_> {
+    /// Encodes and queues one frame for `to`.
+    pub fn send(&mut self, to: ConnId, header: &Header, body: &[u8]) -> Result<(), SendError> {
+        self.core.enqueue(to, body.len() + 64, |q| {
+            q.append_with(|v| encode_into(header, body, v)).map(|_| ())
+        })
+    }
+
+    /// Queues one frame whose (large) body is moved in without copying.
+    pub fn send_owned(
+        &mut self,
+        to: ConnId,
+        header: &Header,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.core.enqueue(to, body.len() + 64, |q| {
+            q.append_with(|v| encode_header_into(header, body.len(), v))?;
+            q.push_owned(body);
+            Ok(())
+        })
+    }
+
+    /// Queues an already encoded frame, shared without copying (broadcasts).
+    pub fn send_frame(&mut self, to: ConnId, frame: &Arc<[u8]>) -> Result<(), SendError> {
+        self.core.enqueue(to, frame.len(), |q| {
+            if frame.len() <= SHARE_ABOVE {
+                q.append_with(|v| {
+                    v.extend_from_slice(frame);
+                    Ok(())
+                })?;
+            } else {
+                q.push_shared(frame.clone());
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends one frame to each of `to`, encoding it once; returns the results in order.
+    pub fn multicast(
+        &mut self,
+        to: &[ConnId],
+        header: &Header,
+        body: &[u8],
+    ) -> Result<Vec<SendResult>, EncodeError> {
+        let mut frame = Vec::with_capacity(body.len() + 64);
+        encode_into(header, body, &mut frame)?;
+        let frame: Arc<[u8]> = frame.into();
+        Ok(to
+            .iter()
+            .map(|&id| (id, self.send_frame(id, &frame)))
+            .collect())
+    }
+
+    /// Sends one frame to every open or connecting connection; returns how many took it.
+    pub fn broadcast(&mut self, header: &Header, body: &[u8]) -> Result<usize, EncodeError> {
+        let ids = self.ids();
+        let results = self.multicast(&ids, header, body)?;
+        Ok(results.iter().filter(|(_, r)| r.is_ok()).count())
+    }
+
+    /// Closes `conn` once its queue is flushed (bounded by a short timeout).
+    pub fn close(&mut self, conn: ConnId, reason: impl Into<String>) {
+        let reason = reason.into();
+        let Some(c) = self.core.conns.get_mut(&conn.0) else {
+            return;
+        };
+        if c.out.is_empty() || c.info.state == State::Connecting {
+            self.core.drop_conn(conn.0, reason);
+        } else {
+            c.info.state = State::Closing;
+            c.close_reason = Some(reason);
+            c.deadline = Some(Instant::now() + CLOSE_FLUSH);
+            self.core.housekeeping_stale = true;
+        }
+    }
+
+    /// Dials `addr` (`HOST:PORT`) without blocking the loop: a host name is looked
+    /// up on a helper thread, and the connect itself is non-blocking. The outcome
+    /// arrives as `on_connected` or `on_connect_failed` (within the connect timeout);
+    /// frames sent to the id meanwhile wait in its queue.
+    pub fn dial(&mut self, addr: &str) -> ConnId {
+        let core = &mut *self.core;
+        let literal = addr.parse::<SocketAddr>().ok();
+        // Until a name is looked up, the address shown is the unspecified one.
+        let placeholder = SocketAddr::from(([0, 0, 0, 0], 0));
+        let id = core.new_id();
+        let (dir, state) = (Dir::Out, State::Connecting);
+        let shown = literal.unwrap_or(placeholder);
+        core.insert_conn(id, None, shown, dir, state, Some(addr.to_string()));
+        if let Some(c) = core.conns.get_mut(&id) {
+            c.deadline = Instant::now().checked_add(core.config.connect_timeout);
+        }
+        core.housekeeping_stale = true;
+        match literal {
+            Some(sa) => core.start_connect(id, sa),
+            None if !has_port(addr) => {
+                core.fail_connect(id, "no port given (want HOST:PORT)".into());
+            }
+            None => {
+                if let Err(e) = core.resolver.start(id, addr) {
+                    core.fail_connect(id, format!("cannot resolve: {}", describe(&e)));
+                }
+            }
+        }
+        ConnId(id)
+    }
+
+    /// Calls `on_timer(token)` after `after` (never, if that is beyond what the
+    /// clock can represent).
+    pub fn set_timer(&mut self, after: Duration, token: u64) {
+        let Some(at) = Instant::now().checked_add(after) else {
+            return;
+        };
+        self.core.timer_seq += 1;
+        let seq = self.core.timer_seq;
+        self.core.timers.push(Reverse((at, seq, token)));
+    }
+
+    /// While paused, commands from other threads wait in their bounded channel
+    /// (so their producers wait too) instead of reaching `on_command`; a handler
+    /// that must hold commands back pauses rather than buffering without bound.
+    /// Interrupts still arrive.
+    pub fn pause_commands(&mut self, paused: bool) {
+        self.core.commands_paused = paused;
+        if !paused {
+            // Commands may be waiting: take them this turn.
+            let _ = self.core.waker.wake();
+        }
+    }
+
+    /// Calls `on_drained(conn)` once its queue holds at most `mark` bytes. Several
+    /// marks may wait at once (one call each); asking again for a mark already
+    /// waiting adds nothing.
+    pub fn notify_drained(&mut self, conn: ConnId, mark: usize) {
+        if let Some(c) = self.core.conns.get_mut(&conn.0) {
+            if c.out.len <= mark && c.info.state != State::Connecting {
+                self.core.pending.push_back(Pending::Drained(conn));
+            } else if !c.drain_marks.contains(&mark) {
+                c.drain_marks.push(mark);
+            }
+        }
+    }
+
+    /// Reports a notice through the handler's `on_notice`.
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.core.pending.push_back(Pending::Notice(text.into()));
+    }
+
+    /// Stops the node: flushes queues (bounded by a short timeout), closes all.
+    /// Commands still waiting in the channel are not delivered.
+    pub fn stop(&mut self) {
+        if self.core.stopping.is_none() {
+            self.core.stopping = Some(Instant::now() + STOP_FLUSH);
+        }
+    }
+
+    /// True once [`Context::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.core.stopping.is_some()
+    }
+
+    /// A connection's details.
+    pub fn info(&self, conn: ConnId) -> Option<&ConnInfo> {
+        self.core.conns.get(&conn.0).map(|c| &c.info)
+    }
+
+    /// The dial target of an outgoing connection, as given to [`Context::dial`].
+    pub fn target(&self, conn: ConnId) -> Option<&str> {
+        self.core
+            .conns
+            .get(&conn.0)
+            .and_then(|c| c.info.target.as_deref())
+    }
+
+    /// Every connection (any state), in id order.
+    pub fn conns(&self) -> Vec<&ConnInfo> {
+        let mut v: Vec<&ConnInfo> = self.core.conns.values().map(|c| &c.info).collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    /// Ids of every connection that can take frames, in id order.
+    pub fn ids(&self) -> Vec<ConnId> {
+        let mut v: Vec<ConnId> = self
+            .core
+            .conns
+            .values()
+            .filter(|c| c.close_reason.is_none())
+            .map(|c| c.info.id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Number of open connections.
+    pub fn alive(&self) -> usize {
+        self.core.open
+    }
+
+    /// Bytes waiting in `conn`'s outbound queue.
+    pub fn queued(&self, conn: ConnId) -> usize {
+        self.core.conns.get(&conn.0).map_or(0, |c| c.out.len)
+    }
+
+    /// The listener's address, if listening.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.core.local_addr
+    }
+
+    /// The node's limits.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+}

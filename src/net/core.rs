@@ -1,0 +1,427 @@
+//! The loop's state: the connection table and every operation on it (admit,
+//! dial, queue, flush, drop), timers, pending events and housekeeping. Handlers
+//! reach it through [`Context`](super::Context); the loop in
+//! [`event_loop`](super::event_loop) drives it. It knows nothing of the handler.
+
+use super::access::canonical_addr;
+use super::config::Config;
+use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, IdMap, OutQueue, State, Transport};
+use super::error::{SendError, describe};
+use super::resolver::Resolver;
+use crate::protocol::{Decoder, EncodeError, Header, encode_into};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Poll, Token, Waker};
+use smallvec::SmallVec;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes written to one connection per turn.
+const WRITE_BUDGET: usize = 4 << 20;
+/// Size of the shared read buffer.
+const READ_BUF: usize = 256 << 10;
+/// While accepting is impossible (no descriptors), retry this often.
+pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// Events waiting to reach the handler. Counts of open connections are taken when
+/// the event happens, so a burst of accepts reads `1, 2, 3 alive`, not `3, 3, 3`.
+pub(super) enum Pending {
+    Connected(ConnInfo, usize),
+    ConnectFailed(ConnInfo, String),
+    Closed(ConnInfo, String, usize),
+    Drained(ConnId),
+    Notice(String),
+}
+
+/// Everything the loop owns except the handler.
+pub(super) struct Core {
+    pub(super) poll: Poll,
+    pub(super) config: Config,
+    pub(super) listener: Option<TcpListener>,
+    pub(super) local_addr: Option<SocketAddr>,
+    pub(super) conns: IdMap<Conn>,
+    pub(super) next_id: u64,
+    pub(super) open: usize,
+    pub(super) timers: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    pub(super) timer_seq: u64,
+    pub(super) pending: VecDeque<Pending>,
+    /// Connections that may have more to read (read budget ran out).
+    pub(super) more_read: VecDeque<u64>,
+    /// Connections with queued output to write this turn (each at most once: a
+    /// connection in it has its `dirty` flag set).
+    pub(super) dirty: Vec<u64>,
+    pub(super) listener_ready: bool,
+    pub(super) accept_paused_until: Option<Instant>,
+    /// Accepting failed (no descriptors) and the backlog has not drained since:
+    /// the notice is shown once per stall, not at every retry.
+    pub(super) accept_failing: bool,
+    pub(super) next_housekeeping: Option<Instant>,
+    /// `next_housekeeping` must be recomputed (a deadline or a limit changed);
+    /// otherwise the idle loop would scan every connection on every turn.
+    pub(super) housekeeping_stale: bool,
+    pub(super) stopping: Option<Instant>,
+    /// Commands wait in the channel ([`Context::pause_commands`](super::Context::pause_commands)).
+    pub(super) commands_paused: bool,
+    /// Wakes the loop from its own callbacks.
+    pub(super) waker: Arc<Waker>,
+    pub(super) read_buf: Vec<u8>,
+    /// Host-name lookups of dials in progress.
+    pub(super) resolver: Resolver,
+}
+
+impl Core {
+    /// The loop's state before anything is bound or dialled.
+    pub(super) fn new(poll: Poll, config: Config, waker: Arc<Waker>) -> Self {
+        Core {
+            poll,
+            config,
+            listener: None,
+            local_addr: None,
+            conns: IdMap::default(),
+            next_id: 1,
+            open: 0,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            pending: VecDeque::new(),
+            more_read: VecDeque::new(),
+            dirty: Vec::new(),
+            listener_ready: false,
+            accept_paused_until: None,
+            accept_failing: false,
+            next_housekeeping: None,
+            housekeeping_stale: true,
+            stopping: None,
+            commands_paused: false,
+            waker: waker.clone(),
+            read_buf: vec![0; READ_BUF],
+            resolver: Resolver::new(waker),
+        }
+    }
+
+    pub(super) fn housekeeping_interval(&self) -> Option<Duration> {
+        let mut d: Option<Duration> = None;
+        let mut consider = |x: Duration| d = Some(d.map_or(x, |y| y.min(x)));
+        if let Some(h) = self.config.heartbeat {
+            consider(h / 4);
+        }
+        if let Some(i) = self.config.idle_timeout {
+            consider(i / 4);
+        }
+        if self.conns.values().any(|c| c.deadline.is_some()) {
+            consider(Duration::from_millis(100));
+        }
+        if self.accept_paused_until.is_some() {
+            consider(ACCEPT_RETRY);
+        }
+        d.map(|d| d.max(Duration::from_millis(5)))
+    }
+
+    pub(super) fn housekeeping(&mut self, now: Instant) {
+        let mut expired: Vec<(u64, String)> = Vec::new();
+        let mut ping: Vec<u64> = Vec::new();
+        for (id, c) in &self.conns {
+            if let Some(dl) = c.deadline
+                && now >= dl
+            {
+                let why = match c.info.state {
+                    State::Connecting => "timed out".to_string(),
+                    State::Handshaking => "handshake timed out".to_string(),
+                    _ => c.close_reason.clone().unwrap_or_default(),
+                };
+                expired.push((*id, why));
+                continue;
+            }
+            if c.info.state != State::Open {
+                continue;
+            }
+            if let Some(idle) = self.config.idle_timeout
+                && now.duration_since(c.info.last_seen) >= idle
+            {
+                expired.push((
+                    *id,
+                    format!(
+                        "idle timeout (silent for {})",
+                        humantime::format_duration(idle)
+                    ),
+                ));
+                continue;
+            }
+            if let Some(hb) = self.config.heartbeat
+                && now.duration_since(c.info.last_sent) >= hb
+                && c.out.is_empty()
+            {
+                ping.push(*id);
+            }
+        }
+        for (id, why) in expired {
+            match self.conns.get(&id).map(|c| c.info.state) {
+                Some(State::Connecting) => self.fail_connect(id, why),
+                Some(_) => self.drop_conn(id, why),
+                None => {}
+            }
+        }
+        let check = Header::new().with("TP", "Check");
+        for id in ping {
+            if let Some(c) = self.conns.get_mut(&id) {
+                // Only queued: `last_sent` moves when the probe is written.
+                let _ = c.out.append_with(|v| encode_into(&check, &[], v));
+                c.info.unsent_since.get_or_insert(now);
+                self.mark_dirty(id);
+            }
+        }
+    }
+
+    /// The backlog is drained after a stall (descriptors ran out): say so once.
+    /// Not at each accept in between, so a server held at its limit by a steady
+    /// stream of clients prints two lines, not two per client.
+    pub(super) fn accept_recovered(&mut self) {
+        if std::mem::take(&mut self.accept_failing) {
+            self.pending.push_back(Pending::Notice(format!(
+                "accepting again on {}",
+                self.local_addr.map_or_else(String::new, |a| a.to_string())
+            )));
+        }
+    }
+
+    pub(super) fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let addr = canonical_addr(addr);
+        if let Err(rule) = self.config.access.check(addr.ip()) {
+            self.pending
+                .push_back(Pending::Notice(format!("refused {addr}: {rule}")));
+            return;
+        }
+        if self.open >= self.config.max_conns {
+            self.pending.push_back(Pending::Notice(format!(
+                "refused {addr}: too many connections (max {})",
+                self.config.max_conns
+            )));
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let mut transport = Transport::Tcp(stream);
+        let id = self.new_id();
+        if let Err(e) = self.poll.registry().register(
+            &mut transport,
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.pending.push_back(Pending::Notice(format!(
+                "cannot register connection from {addr}: {}",
+                describe(&e)
+            )));
+            return;
+        }
+        self.insert_conn(id, Some(transport), addr, Dir::In, State::Open, None);
+        self.open += 1;
+        if let Some(c) = self.conns.get(&id) {
+            self.pending
+                .push_back(Pending::Connected(c.info.clone(), self.open));
+        }
+    }
+
+    /// The next connection id (never reused in a run).
+    pub(super) fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Adds connection `id`; its transport, if any, is already registered.
+    pub(super) fn insert_conn(
+        &mut self,
+        id: u64,
+        transport: Option<Transport>,
+        addr: SocketAddr,
+        dir: Dir,
+        state: State,
+        target: Option<String>,
+    ) {
+        self.conns.insert(
+            id,
+            Conn {
+                transport,
+                info: ConnInfo::new(ConnId(id), dir, addr, state, target),
+                decoder: Decoder::new(self.config.max_body),
+                out: OutQueue::default(),
+                close_reason: None,
+                dirty: false,
+                deadline: None,
+                drain_marks: SmallVec::new(),
+                fallbacks: Vec::new(),
+            },
+        );
+    }
+
+    /// Opens the socket of dial `id` to `sa` and registers it; the connect then
+    /// completes (or fails) when the socket turns writable.
+    pub(super) fn start_connect(&mut self, id: u64, sa: SocketAddr) {
+        // A socket that cannot even be made (no descriptors left) is not a
+        // resolution failure: say which step failed.
+        let mut transport = match TcpStream::connect(sa) {
+            Ok(s) => Transport::Tcp(s),
+            Err(e) => return self.connect_failed(id, describe(&e)),
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut transport,
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.fail_connect(id, format!("cannot register socket: {}", describe(&e)));
+        }
+        match self.conns.get_mut(&id) {
+            Some(c) => {
+                c.info.addr = sa;
+                c.transport = Some(transport);
+            }
+            None => {
+                let _ = self.poll.registry().deregister(&mut transport);
+            }
+        }
+    }
+
+    /// A connect attempt of dial `id` failed: try its next address if it has one,
+    /// else report the dial failed with `reason`.
+    pub(super) fn connect_failed(&mut self, id: u64, reason: String) {
+        let next = self.conns.get_mut(&id).and_then(|c| {
+            let next = c.fallbacks.pop()?;
+            if let Some(mut old) = c.transport.take() {
+                let _ = self.poll.registry().deregister(&mut old);
+            }
+            Some(next)
+        });
+        match next {
+            Some(sa) => self.start_connect(id, sa),
+            None => self.fail_connect(id, reason),
+        }
+    }
+
+    pub(super) fn fail_connect(&mut self, id: u64, reason: String) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            if let Some(s) = c.transport.as_mut() {
+                let _ = self.poll.registry().deregister(s);
+            }
+            self.pending
+                .push_back(Pending::ConnectFailed(c.info, reason));
+        }
+    }
+
+    /// Removes a connection now and reports it closed.
+    pub(super) fn drop_conn(&mut self, id: u64, reason: String) {
+        let Some(mut c) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(s) = c.transport.as_mut() {
+            let _ = self.poll.registry().deregister(s);
+        }
+        // Never reported up (a dial, or a transport still in its handshake):
+        // the dial failed; nothing was counted open.
+        if matches!(c.info.state, State::Connecting | State::Handshaking) {
+            self.pending
+                .push_back(Pending::ConnectFailed(c.info, reason));
+            return;
+        }
+        self.open = self.open.saturating_sub(1);
+        // A descriptor came free: a paused accept may succeed now.
+        if self.accept_paused_until.is_some() {
+            self.accept_paused_until = Some(Instant::now());
+        }
+        self.pending
+            .push_back(Pending::Closed(c.info, reason, self.open));
+    }
+
+    pub(super) fn flush(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.info.state == State::Connecting {
+            return;
+        }
+        let Some(transport) = c.transport.as_mut() else {
+            return;
+        };
+        let before = c.out.len;
+        match transport.write_from(&mut c.out, WRITE_BUDGET, &mut c.info.bytes_out) {
+            Ok(Flush::Done) => {
+                if let Some(reason) = c.close_reason.take() {
+                    self.drop_conn(id, reason);
+                    return;
+                }
+            }
+            Ok(Flush::Blocked) => {}
+            Ok(Flush::Budget) => {
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+            Err(e) => {
+                self.drop_conn(id, describe(&e));
+                return;
+            }
+        }
+        if c.out.len < before {
+            let now = Instant::now();
+            c.info.last_sent = now;
+            c.info.unsent_since = (!c.out.is_empty()).then_some(now);
+        }
+        if !c.drain_marks.is_empty() {
+            let (len, waiting) = (c.out.len, c.drain_marks.len());
+            c.drain_marks.retain(|mark| *mark < len);
+            for _ in c.drain_marks.len()..waiting {
+                self.pending.push_back(Pending::Drained(ConnId(id)));
+            }
+        }
+    }
+
+    pub(super) fn enqueue(
+        &mut self,
+        id: ConnId,
+        size: usize,
+        put: impl FnOnce(&mut OutQueue) -> Result<(), EncodeError>,
+    ) -> Result<(), SendError> {
+        let max = self.config.max_queue;
+        let mut c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
+        if c.close_reason.is_some() {
+            return Err(SendError::Closing(id));
+        }
+        if c.out.len + size > max && c.out.len > 0 && c.info.state == State::Open {
+            // The limit counts what the peer has not taken: give it the chance
+            // to take what is queued before judging it slow.
+            self.flush(id.0);
+            c = self.conns.get_mut(&id.0).ok_or(SendError::NoSuchConn(id))?;
+        }
+        if c.out.len + size > max && c.out.len > 0 {
+            let reason = format!(
+                "slow consumer: {} bytes queued (limit {max})",
+                c.out.len + size
+            );
+            self.drop_conn(id.0, reason);
+            return Err(SendError::SlowConsumer(id));
+        }
+        put(&mut c.out).map_err(SendError::Encode)?;
+        if !c.out.is_empty() && c.info.unsent_since.is_none() {
+            c.info.unsent_since = Some(Instant::now());
+        }
+        c.info.msgs_out += 1;
+        if c.info.state != State::Connecting && !c.dirty {
+            c.dirty = true;
+            self.dirty.push(id.0);
+        }
+        Ok(())
+    }
+
+    /// Queues `id` for writing this turn, once.
+    pub(super) fn mark_dirty(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+}
