@@ -682,4 +682,50 @@ mod tests {
         let h = node.run().unwrap();
         assert_eq!(h.connected.map(|a| a.port()), Some(port), "{:?}", h.failed);
     }
+
+    /// Queues 1 MiB on connect and waits on two marks at once.
+    #[derive(Default)]
+    struct TwoWaiters {
+        drained: Vec<usize>,
+        unsent_at_connect: bool,
+    }
+
+    impl Handler for TwoWaiters {
+        type Command = ();
+        fn on_connected(&mut self, ctx: &mut Context<'_>, conn: &ConnInfo, _alive: usize) {
+            let header = crate::protocol::Header::new().with("TP", "bulk");
+            ctx.send(conn.id, &header, &vec![7u8; 1 << 20]).unwrap();
+            self.unsent_at_connect = ctx.info(conn.id).unwrap().unsent_since.is_some();
+            ctx.notify_drained(conn.id, 0);
+            ctx.notify_drained(conn.id, 512 << 10);
+            ctx.notify_drained(conn.id, 0);
+        }
+        fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+            self.drained.push(ctx.queued(conn));
+            if ctx.queued(conn) == 0 {
+                assert!(ctx.info(conn).unwrap().unsent_since.is_none());
+                ctx.stop();
+            }
+        }
+    }
+
+    #[test]
+    fn every_drain_mark_gets_its_own_wake_up() {
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = peer.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = peer.accept().unwrap();
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+        });
+        let mut node = Node::new(Config::default(), TwoWaiters::default()).unwrap();
+        node.context().dial(&addr.to_string());
+        let h = node.run().unwrap();
+        reader.join().unwrap();
+        assert!(h.unsent_at_connect, "queued output has an unsent-since time");
+        // One call for the 512 KiB mark and one for the 0 mark (asked twice, counted once),
+        // possibly in the same flush.
+        assert_eq!(h.drained.len(), 2, "{:?}", h.drained);
+        assert_eq!(h.drained.last(), Some(&0));
+    }
 }
