@@ -2,6 +2,7 @@
 //!
 //! Layers, each knowing only those above it in this list:
 //!
+//! - [`human`]: sizes and file names in words, for messages of any layer.
 //! - [`protocol`]: the frame codec (no sockets).
 //! - [`net`]: the event loop, the [`net::Handler`] trait and its [`net::Context`].
 //! - [`command`]: the command language of the REPL and piped stdin.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod command;
 pub mod completions;
 pub mod filer;
+pub mod human;
 pub mod modes;
 pub mod net;
 pub mod protocol;

@@ -1,7 +1,8 @@
 //! File transfer events (SPEC §4): JSON `transfer` objects, human lines, and
 //! the progress block shown on a terminal.
 
-use super::{Renderer, clip_columns, human_duration, human_rate, human_size, terminal_width};
+use super::{Renderer, clip_columns, human_duration, human_rate, terminal_width};
+use crate::human::{human_size, quoted_name};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -40,17 +41,6 @@ impl TransferEvent<'_> {
             Some(n) => format!("{n} (#{})", self.peer),
             None => format!("#{} {}", self.peer, self.addr),
         }
-    }
-}
-
-/// A file name quoted for a human line, clipped to 100 characters: a peer may
-/// announce a name of tens of kilobytes (the stored name is at most 255 bytes;
-/// JSON events carry the name in full).
-pub fn quoted_name(name: &str) -> String {
-    const MAX: usize = 100;
-    match name.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{:?}…", &name[..i]),
-        None => format!("{name:?}"),
     }
 }
 

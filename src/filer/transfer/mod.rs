@@ -20,9 +20,10 @@ pub mod recv;
 pub mod send;
 pub mod wire;
 
+use crate::human::{human_size, quoted_name};
 use crate::net::{ConnId, ConnInfo, Context, State};
 use crate::protocol::Message;
-use crate::render::{Renderer, format_table, human_size};
+use crate::render::{Renderer, format_table};
 use record::{Phase, Record};
 use recv::{Incoming, Step};
 use send::{Outgoing, check_source, wire_name};
@@ -382,7 +383,7 @@ impl Transfers {
         match (phase, sending) {
             (Phase::Done, _) => Err(format!(
                 "cannot cancel transfer {id}: it has already finished ({} {} {})",
-                crate::render::quoted_name(&r.name),
+                quoted_name(&r.name),
                 if sending { "sent to" } else { "received from" },
                 r.who(peer_name(r, env.names))
             )),
