@@ -6,9 +6,10 @@
 //! - [`protocol`]: the frame codec (no sockets).
 //! - [`net`]: the event loop, the [`net::Handler`] trait and its [`net::Context`].
 //! - [`command`]: the command language of the REPL and piped stdin.
-//! - [`render`]: events as human lines or JSON lines.
+//! - [`filer`]: the filer network's roster and file transfers (facts only;
+//!   transfers report through [`filer::transfer::Report`]).
+//! - [`render`]: events as human lines or JSON lines, file transfers included.
 //! - [`repl`]: the interactive prompt and the reader of piped stdin.
-//! - [`filer`]: the filer network's roster and file transfers.
 //! - [`modes`]: `serve`, `connect`, `ipserver` and `filer`, one handler each.
 //! - [`cli`], [`app`], [`completions`]: the command line, wiring a mode to the
 //!   loop and its front end, and shell completion scripts.
