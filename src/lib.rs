@@ -2,12 +2,14 @@
 //!
 //! Layers, each knowing only those above it in this list:
 //!
+//! - [`human`]: sizes and file names in words, for messages of any layer.
 //! - [`protocol`]: the frame codec (no sockets).
 //! - [`net`]: the event loop, the [`net::Handler`] trait and its [`net::Context`].
 //! - [`command`]: the command language of the REPL and piped stdin.
-//! - [`render`]: events as human lines or JSON lines.
+//! - [`filer`]: the filer network's roster and file transfers (facts only;
+//!   transfers report through [`filer::transfer::Report`]).
+//! - [`render`]: events as human lines or JSON lines, file transfers included.
 //! - [`repl`]: the interactive prompt and the reader of piped stdin.
-//! - [`filer`]: the filer network's roster and file transfers.
 //! - [`modes`]: `serve`, `connect`, `ipserver` and `filer`, one handler each.
 //! - [`cli`], [`app`], [`completions`]: the command line, wiring a mode to the
 //!   loop and its front end, and shell completion scripts.
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod command;
 pub mod completions;
 pub mod filer;
+pub mod human;
 pub mod modes;
 pub mod net;
 pub mod protocol;

@@ -6,13 +6,12 @@ mod sink;
 mod text;
 mod transfer;
 
+pub use crate::human::{human_size, quoted_name};
 pub use body::{BodyFormat, human_body, push_hex};
 pub use json::JsonLine;
 pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_rows, terminal_width};
-pub use text::{
-    clip_columns, eta, format_table, human_duration, human_rate, human_size, short_duration,
-};
-pub use transfer::{TransferEvent, quoted_name};
+pub use text::{clip_columns, eta, format_table, human_duration, human_rate, short_duration};
+pub use transfer::TransferEvent;
 
 use crate::net::{ConnInfo, Dir};
 use crate::protocol::Message;

@@ -1,23 +1,9 @@
-//! Plain text for people: sizes, rates, durations, aligned tables, and lines
+//! Plain text for people: rates, durations, aligned tables, and lines
 //! clipped to a terminal's width. Shared by events, `list`, `peers` and
-//! `transfers`.
+//! `transfers` (sizes and quoted names are in [`crate::human`]).
 
+use crate::human::human_size;
 use std::time::Duration;
-
-/// `3 B`, `1.5 KiB`, `10.0 MiB`.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
 
 /// A rate in bytes per second as `12.3 MiB/s` (`-` for no time at all).
 pub fn human_rate(bytes: u64, d: Duration) -> String {
@@ -137,12 +123,6 @@ pub fn format_table<const N: usize>(rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_size(3), "3 B");
-        assert_eq!(human_size(10 << 20), "10.0 MiB");
-    }
 
     #[test]
     fn table_aligns() {

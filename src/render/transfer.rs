@@ -1,9 +1,15 @@
-//! File transfer events (SPEC §4): JSON `transfer` objects, human lines, and
-//! the progress block shown on a terminal.
+//! File transfers drawn (README, "File transfer"): JSON `transfer`
+//! objects, human lines, the `transfers` table and the progress block shown on
+//! a terminal. The facts come from [`crate::filer::transfer`], which reports
+//! them through its [`Report`] trait, implemented here by the [`Renderer`].
 
-use super::{Renderer, clip_columns, human_duration, human_rate, human_size, terminal_width};
+use super::{
+    Renderer, clip_columns, eta, format_table, human_duration, human_rate, terminal_width,
+};
+use crate::filer::transfer::{Change, Listed, Phase, Record, Report};
+use crate::human::{human_size, quoted_name};
 use std::fmt::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One transfer event: `started`, `progress`, `done` or `failed`.
 #[derive(Debug, Clone)]
@@ -43,14 +49,213 @@ impl TransferEvent<'_> {
     }
 }
 
-/// A file name quoted for a human line, clipped to 100 characters: a peer may
-/// announce a name of tens of kilobytes (the stored name is at most 255 bytes;
-/// JSON events carry the name in full).
-pub fn quoted_name(name: &str) -> String {
-    const MAX: usize = 100;
-    match name.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{:?}…", &name[..i]),
-        None => format!("{name:?}"),
+/// The word for a record's phase (the `state` of `transfers`).
+fn phase_word(p: Phase) -> &'static str {
+    match p {
+        Phase::Queued => "queued",
+        Phase::Active => "active",
+        Phase::Confirming => "confirming",
+        Phase::Done => "done",
+        Phase::Failed => "failed",
+    }
+}
+
+/// The `state` of a transfer event.
+fn change_word(c: Change) -> &'static str {
+    match c {
+        Change::Started => "started",
+        Change::Progress => "progress",
+        Change::Done => "done",
+        Change::Failed => "failed",
+    }
+}
+
+/// The event for record `r` on `change`.
+fn event<'a>(
+    r: &'a Record,
+    change: Change,
+    peer_name: Option<&'a str>,
+    now: Instant,
+) -> TransferEvent<'a> {
+    TransferEvent {
+        id: r.id,
+        sending: r.sending,
+        peer: r.conn.0,
+        peer_name,
+        addr: &r.addr,
+        name: &r.name,
+        bytes: r.bytes,
+        total: r.total,
+        state: change_word(change),
+        reason: r.reason.as_deref(),
+        path: if change == Change::Done && !r.sending {
+            r.path.as_deref()
+        } else {
+            None
+        },
+        elapsed: r.elapsed(now),
+    }
+}
+
+fn percent(r: &Record) -> u64 {
+    if r.total == 0 {
+        100
+    } else {
+        (r.bytes as u128 * 100 / r.total as u128) as u64
+    }
+}
+
+/// The progress line: `#3 send "a.iso" to bob  45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
+fn progress_line(r: &Record, peer_name: Option<&str>) -> String {
+    let head = format!(
+        "#{} {} {} {} {}",
+        r.id,
+        if r.sending { "send" } else { "recv" },
+        quoted_name(&r.name),
+        if r.sending { "to" } else { "from" },
+        r.who(peer_name)
+    );
+    if r.phase == Phase::Confirming {
+        return format!("{head}  100%  waiting for the receiver to confirm");
+    }
+    let rate = r.rate();
+    let shown_rate = if rate > 0.0 {
+        format!("{}/s", human_size(rate as u64))
+    } else {
+        "-".to_string()
+    };
+    let eta = if rate > 0.0 {
+        let left = r.total.saturating_sub(r.bytes) as f64 / rate;
+        format!("ETA {}", eta(left))
+    } else {
+        "ETA -".to_string()
+    };
+    format!(
+        "{head}  {:>3}%  {}/{}  {shown_rate}  {eta}",
+        percent(r),
+        human_size(r.bytes),
+        human_size(r.total)
+    )
+}
+
+/// A row of the `transfers` table: `rate` and `time` are `-` until the
+/// transfer has moved bytes (queued, or failed before its turn).
+fn row(r: &Record, peer_name: Option<&str>, now: Instant) -> [String; 9] {
+    let (rate, time) = match (r.phase, r.started) {
+        (Phase::Queued, _) | (_, None) => ("-".to_string(), "-".to_string()),
+        (phase, Some(_)) => {
+            let elapsed = r.elapsed(now);
+            let rate = if phase == Phase::Active && r.rate() > 0.0 {
+                format!("{}/s", human_size(r.rate() as u64))
+            } else {
+                human_rate(r.bytes, elapsed)
+            };
+            (rate, human_duration(elapsed))
+        }
+    };
+    let outcome = match (r.phase, &r.reason, &r.path) {
+        (Phase::Failed, Some(why), _) => format!("failed: {why}"),
+        (Phase::Done, _, Some(p)) if !r.sending => format!("done -> {p}"),
+        (p, _, _) => phase_word(p).to_string(),
+    };
+    [
+        format!("#{}", r.id),
+        if r.sending { "send" } else { "recv" }.into(),
+        r.who(peer_name),
+        quoted_name(&r.name),
+        human_size(r.total),
+        format!("{}%", percent(r)),
+        rate,
+        time,
+        outcome,
+    ]
+}
+
+/// The JSON object of `transfers --json`.
+fn json(r: &Record, peer_name: Option<&str>, now: Instant) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "transfer": r.id,
+        "dir": if r.sending { "send" } else { "recv" },
+        "peer": r.conn.0,
+        "addr": r.addr,
+        "name": r.name,
+        "bytes": r.bytes,
+        "total": r.total,
+        "state": phase_word(r.phase),
+        "elapsed_ms": r.elapsed(now).as_millis() as u64,
+    });
+    let secs = r.elapsed(now).as_secs_f64();
+    if secs > 0.0 {
+        v["rate_bps"] = ((r.bytes as f64 / secs) as u64).into();
+    }
+    if let Some(n) = peer_name {
+        v["peer_name"] = n.into();
+    }
+    if let Some(why) = &r.reason {
+        v["reason"] = why.clone().into();
+    }
+    if let Some(p) = &r.path {
+        v["path"] = p.clone().into();
+    }
+    v
+}
+
+impl Report for Renderer {
+    fn transfer(&mut self, r: &Record, change: Change, peer_name: Option<&str>, now: Instant) {
+        Renderer::transfer(self, &event(r, change, peer_name, now));
+    }
+
+    /// A table, or one JSON line with `--json`.
+    fn transfers(&mut self, all: &[Listed<'_>], now: Instant) {
+        if self.is_json() {
+            let all: Vec<serde_json::Value> = all
+                .iter()
+                .map(|l| json(l.record, l.peer_name, now))
+                .collect();
+            self.print_json(&serde_json::json!({"event": "transfers", "transfers": all}));
+            return;
+        }
+        if all.is_empty() {
+            self.print("no transfers");
+            return;
+        }
+        let mut rows = vec![[
+            "#".to_string(),
+            "dir".into(),
+            "peer".into(),
+            "name".into(),
+            "size".into(),
+            "done".into(),
+            "rate".into(),
+            "time".into(),
+            "state".into(),
+        ]];
+        rows.extend(all.iter().map(|l| row(l.record, l.peer_name, now)));
+        self.print(&format_table(&rows));
+    }
+
+    fn progress(&mut self, active: &[Listed<'_>]) {
+        let lines: Vec<String> = active
+            .iter()
+            .map(|l| progress_line(l.record, l.peer_name))
+            .collect();
+        self.status(&lines);
+    }
+
+    fn notice(&mut self, text: &str) {
+        Renderer::notice(self, text);
+    }
+
+    fn flush(&mut self) {
+        Renderer::flush(self);
+    }
+
+    fn wants_progress_events(&self) -> bool {
+        self.is_json()
+    }
+
+    fn shows_progress(&self) -> bool {
+        self.shows_status()
     }
 }
 
@@ -158,6 +363,7 @@ mod tests {
     use super::super::Style;
     use super::super::tests::render;
     use super::*;
+    use crate::net::ConnId;
 
     fn ev<'a>(state: &'a str, reason: Option<&'a str>) -> TransferEvent<'a> {
         TransferEvent {
@@ -210,5 +416,44 @@ mod tests {
         assert_eq!(v["state"], "failed");
         assert_eq!(v["reason"], "x");
         assert!(l[1].starts_with("! error: transfer 3"));
+    }
+
+    #[test]
+    fn lines() {
+        let now = Instant::now();
+        let mut r = Record::new(
+            3,
+            true,
+            ConnId(2),
+            "1.2.3.4:5".into(),
+            "a.iso".into(),
+            2 << 20,
+        );
+        r.phase = Phase::Active;
+        r.started = Some(now - Duration::from_secs(1));
+        r.bytes = 1 << 20;
+        r.sample(now - Duration::from_secs(1));
+        r.bytes = 2 << 19;
+        r.sample(now);
+        let l = progress_line(&r, Some("bob"));
+        assert!(
+            l.starts_with("#3 send \"a.iso\" to bob   50%  1.0 MiB/2.0 MiB"),
+            "{l}"
+        );
+        assert!(l.contains("ETA"), "{l}");
+        let cells = row(&r, None, now);
+        assert_eq!(cells[2], "#2 1.2.3.4:5");
+        assert_eq!(cells[5], "50%");
+        assert_eq!(cells[6], "1.0 MiB/s");
+        assert!(cells[7].ends_with('s'), "{cells:?}");
+        r.phase = Phase::Failed;
+        r.reason = Some("x".into());
+        assert_eq!(row(&r, None, now)[8], "failed: x");
+        // Queued, or failed before its turn: no rate and no time.
+        let mut q = Record::new(4, true, ConnId(2), "a".into(), "b".into(), 10);
+        assert_eq!(row(&q, None, now)[6..8], ["-", "-"]);
+        q.phase = Phase::Failed;
+        q.ended = Some(now);
+        assert_eq!(row(&q, None, now)[6..8], ["-", "-"]);
     }
 }

@@ -13,6 +13,11 @@
 //!   (1 MiB).
 //! - Receiving: see [`recv`]. A failure on either side ends that transfer only
 //!   and is told to the other side with a `TP:cancel` frame ([`wire`]).
+//!
+//! This code keeps the facts ([`Record`]s) and says what happened through
+//! [`Report`]; how that looks (lines, JSON, the `transfers` table, the progress
+//! block) is up to the implementation the mode hands in, so the transfer logic
+//! depends on no output code.
 
 pub mod naming;
 pub mod record;
@@ -20,10 +25,10 @@ pub mod recv;
 pub mod send;
 pub mod wire;
 
+use crate::human::{human_size, quoted_name};
 use crate::net::{ConnId, ConnInfo, Context, State};
 use crate::protocol::Message;
-use crate::render::{Renderer, format_table, human_size};
-use record::{Phase, Record};
+pub use record::{Change, Phase, Record};
 use recv::{Incoming, Step};
 use send::{Outgoing, check_source, wire_name};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -94,10 +99,43 @@ impl Default for TransferConfig {
     }
 }
 
-/// What the transfer code needs from the mode: the renderer and peer names.
+/// Where transfers tell what happens; the mode hands in its output, which
+/// draws these facts.
+pub trait Report {
+    /// Transfer `r` has just changed (`peer_name` as [`Listed::peer_name`]).
+    fn transfer(&mut self, r: &Record, change: Change, peer_name: Option<&str>, now: Instant);
+    /// The answer to `transfers`: every record kept, by number.
+    fn transfers(&mut self, all: &[Listed<'_>], now: Instant);
+    /// The transfers moving bytes or awaiting confirmation, for the progress
+    /// block (empty clears it). Called only when [`Report::shows_progress`].
+    fn progress(&mut self, active: &[Listed<'_>]);
+    /// A notice about no transfer in particular (an ignored frame).
+    fn notice(&mut self, text: &str);
+    /// Writes out what is pending. The loop flushes output when idle, which a
+    /// busy transfer may keep it from being for a long time.
+    fn flush(&mut self);
+    /// True when [`Change::Progress`] is wanted (JSON output); otherwise only
+    /// the other changes are reported.
+    fn wants_progress_events(&self) -> bool;
+    /// True when there is a progress block to keep up to date (human output on
+    /// a terminal).
+    fn shows_progress(&self) -> bool;
+}
+
+/// A record with its peer's name as it stands.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed<'a> {
+    /// The transfer.
+    pub record: &'a Record,
+    /// The peer's current name, else the last one seen (the name goes with
+    /// the connection when it closes); `None` if it never named itself.
+    pub peer_name: Option<&'a str>,
+}
+
+/// What the transfer code needs from the mode: where to report, and peer names.
 pub struct Env<'a> {
     /// Where events go.
-    pub out: &'a mut Renderer,
+    pub out: &'a mut dyn Report,
     /// Peer names by connection (from their identity frames, or the roster
     /// name a connection was dialled by).
     pub names: &'a HashMap<ConnId, String>,
@@ -216,11 +254,22 @@ impl Transfers {
         id
     }
 
-    fn emit(&self, env: &mut Env<'_>, id: u64, state: &str) {
+    fn emit(&self, env: &mut Env<'_>, id: u64, change: Change) {
         if let Some(r) = self.records.get(&id) {
             let name = peer_name(r, env.names);
-            env.out.transfer(&r.event(state, name, Instant::now()));
+            env.out.transfer(r, change, name, Instant::now());
         }
+    }
+
+    /// Every record with its peer's name, by number.
+    fn listed<'a>(
+        &'a self,
+        names: &'a HashMap<ConnId, String>,
+    ) -> impl Iterator<Item = Listed<'a>> {
+        self.records.values().map(|r| Listed {
+            record: r,
+            peer_name: peer_name(r, names),
+        })
     }
 
     fn start(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, id: u64, total: u64) {
@@ -232,7 +281,7 @@ impl Transfers {
                 r.peer_name = Some(n.clone());
             }
         }
-        self.emit(env, id, "started");
+        self.emit(env, id, Change::Started);
         // The loop flushes output when idle, which a busy transfer may keep it
         // from being for a long time: transfer events go out at once.
         env.out.flush();
@@ -255,14 +304,14 @@ impl Transfers {
         if let Some(n) = env.names.get(&r.conn) {
             r.peer_name = Some(n.clone());
         }
-        let state = match result {
+        let change = match result {
             Ok(path) => {
                 r.phase = Phase::Done;
                 r.bytes = r.total;
                 if let Some(p) = path {
                     r.path = Some(p.display().to_string());
                 }
-                "done"
+                Change::Done
             }
             Err(reason) => {
                 if r.sending && reason != CANCELLED {
@@ -270,10 +319,10 @@ impl Transfers {
                 }
                 r.phase = Phase::Failed;
                 r.reason = Some(reason);
-                "failed"
+                Change::Failed
             }
         };
-        self.emit(env, id, state);
+        self.emit(env, id, change);
         self.finished.push_back(id);
         while self.finished.len() > KEEP_FINISHED {
             if let Some(old) = self.finished.pop_front() {
@@ -329,38 +378,10 @@ impl Transfers {
         Ok(())
     }
 
-    /// `transfers`: a table, or one JSON line with `--json`.
+    /// `transfers`: every record kept, to the report.
     pub fn list(&self, env: &mut Env<'_>) {
-        let now = Instant::now();
-        if env.out.is_json() {
-            let all: Vec<serde_json::Value> = self
-                .records
-                .values()
-                .map(|r| r.json(peer_name(r, env.names), now))
-                .collect();
-            env.out
-                .print_json(&serde_json::json!({"event": "transfers", "transfers": all}));
-            return;
-        }
-        if self.records.is_empty() {
-            env.out.print("no transfers");
-            return;
-        }
-        let mut rows = vec![[
-            "#".to_string(),
-            "dir".into(),
-            "peer".into(),
-            "name".into(),
-            "size".into(),
-            "done".into(),
-            "rate".into(),
-            "time".into(),
-            "state".into(),
-        ]];
-        for r in self.records.values() {
-            rows.push(r.row(peer_name(r, env.names), now));
-        }
-        env.out.print(&format_table(&rows));
+        let all: Vec<Listed<'_>> = self.listed(env.names).collect();
+        env.out.transfers(&all, Instant::now());
     }
 
     /// `cancel N`: stops a transfer on both sides.
@@ -382,7 +403,7 @@ impl Transfers {
         match (phase, sending) {
             (Phase::Done, _) => Err(format!(
                 "cannot cancel transfer {id}: it has already finished ({} {} {})",
-                crate::render::quoted_name(&r.name),
+                quoted_name(&r.name),
                 if sending { "sent to" } else { "received from" },
                 r.who(peer_name(r, env.names))
             )),
@@ -962,7 +983,7 @@ impl Transfers {
             self.check_written(ctx, env, conn);
         }
         let now = Instant::now();
-        let json = env.out.is_json();
+        let progress_events = env.out.wants_progress_events();
         let mut any = false;
         for r in self.records.values_mut() {
             if r.phase.is_final() || r.phase == Phase::Queued {
@@ -970,10 +991,10 @@ impl Transfers {
             }
             any = true;
             r.sample(now);
-            if json && r.phase == Phase::Active && r.bytes != r.emitted {
+            if progress_events && r.phase == Phase::Active && r.bytes != r.emitted {
                 r.emitted = r.bytes;
                 let name = peer_name(r, env.names);
-                env.out.transfer(&r.event("progress", name, now));
+                env.out.transfer(r, Change::Progress, name, now);
             }
         }
         self.refresh_status(env);
@@ -987,15 +1008,13 @@ impl Transfers {
 
     /// Redraws the progress block (terminal only).
     fn refresh_status(&self, env: &mut Env<'_>) {
-        if !env.out.shows_status() {
+        if !env.out.shows_progress() {
             return;
         }
-        let lines: Vec<String> = self
-            .records
-            .values()
-            .filter(|r| matches!(r.phase, Phase::Active | Phase::Confirming))
-            .map(|r| r.progress_line(peer_name(r, env.names)))
+        let active: Vec<Listed<'_>> = self
+            .listed(env.names)
+            .filter(|l| matches!(l.record.phase, Phase::Active | Phase::Confirming))
             .collect();
-        env.out.status(&lines);
+        env.out.progress(&active);
     }
 }

@@ -1,8 +1,7 @@
-//! The record of every transfer of this run: what `transfers` lists, what the
-//! events carry, and the progress lines of the status block.
+//! The record of every transfer of this run: the facts `transfers` lists, the
+//! events carry and the progress block shows (drawn by the [`super::Report`]).
 
 use crate::net::ConnId;
-use crate::render::{TransferEvent, eta, human_duration, human_rate, human_size, quoted_name};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -37,21 +36,23 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// The word shown for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Queued => "queued",
-            Phase::Active => "active",
-            Phase::Confirming => "confirming",
-            Phase::Done => "done",
-            Phase::Failed => "failed",
-        }
-    }
-
     /// True once it has ended.
     pub fn is_final(self) -> bool {
         matches!(self, Phase::Done | Phase::Failed)
     }
+}
+
+/// What just happened to a transfer, as reported to [`super::Report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It began moving bytes.
+    Started,
+    /// It moved more bytes (reported once per progress tick).
+    Progress,
+    /// It completed.
+    Done,
+    /// It failed or was cancelled.
+    Failed,
 }
 
 /// One transfer.
@@ -164,31 +165,9 @@ impl Record {
         }
     }
 
-    /// The event for this record in `state`.
-    pub fn event<'a>(
-        &'a self,
-        state: &'a str,
-        peer_name: Option<&'a str>,
-        now: Instant,
-    ) -> TransferEvent<'a> {
-        TransferEvent {
-            id: self.id,
-            sending: self.sending,
-            peer: self.conn.0,
-            peer_name,
-            addr: &self.addr,
-            name: &self.name,
-            bytes: self.bytes,
-            total: self.total,
-            state,
-            reason: self.reason.as_deref(),
-            path: if state == "done" && !self.sending {
-                self.path.as_deref()
-            } else {
-                None
-            },
-            elapsed: self.elapsed(now),
-        }
+    /// Rate in bytes per second over the last `RATE_WINDOW` (0 until known).
+    pub fn rate(&self) -> f64 {
+        self.rate
     }
 
     /// The peer: its name, else `#ID ADDR`.
@@ -198,152 +177,11 @@ impl Record {
             None => format!("#{} {}", self.conn.0, self.addr),
         }
     }
-
-    fn percent(&self) -> u64 {
-        if self.total == 0 {
-            100
-        } else {
-            (self.bytes as u128 * 100 / self.total as u128) as u64
-        }
-    }
-
-    /// The progress line: `#3 send "a.iso" to bob  45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
-    pub fn progress_line(&self, peer_name: Option<&str>) -> String {
-        let head = format!(
-            "#{} {} {} {} {}",
-            self.id,
-            if self.sending { "send" } else { "recv" },
-            quoted_name(&self.name),
-            if self.sending { "to" } else { "from" },
-            self.who(peer_name)
-        );
-        if self.phase == Phase::Confirming {
-            return format!("{head}  100%  waiting for the receiver to confirm");
-        }
-        let rate = if self.rate > 0.0 {
-            format!("{}/s", human_size(self.rate as u64))
-        } else {
-            "-".to_string()
-        };
-        let eta = if self.rate > 0.0 {
-            let left = self.total.saturating_sub(self.bytes) as f64 / self.rate;
-            format!("ETA {}", eta(left))
-        } else {
-            "ETA -".to_string()
-        };
-        format!(
-            "{head}  {:>3}%  {}/{}  {rate}  {eta}",
-            self.percent(),
-            human_size(self.bytes),
-            human_size(self.total)
-        )
-    }
-
-    /// A row of the `transfers` table: `rate` and `time` are `-` until the
-    /// transfer has moved bytes (queued, or failed before its turn).
-    pub fn row(&self, peer_name: Option<&str>, now: Instant) -> [String; 9] {
-        let (rate, time) = match (self.phase, self.started) {
-            (Phase::Queued, _) | (_, None) => ("-".to_string(), "-".to_string()),
-            (phase, Some(_)) => {
-                let elapsed = self.elapsed(now);
-                let rate = if phase == Phase::Active && self.rate > 0.0 {
-                    format!("{}/s", human_size(self.rate as u64))
-                } else {
-                    human_rate(self.bytes, elapsed)
-                };
-                (rate, human_duration(elapsed))
-            }
-        };
-        let outcome = match (self.phase, &self.reason, &self.path) {
-            (Phase::Failed, Some(r), _) => format!("failed: {r}"),
-            (Phase::Done, _, Some(p)) if !self.sending => format!("done -> {p}"),
-            (p, _, _) => p.as_str().to_string(),
-        };
-        [
-            format!("#{}", self.id),
-            if self.sending { "send" } else { "recv" }.into(),
-            self.who(peer_name),
-            quoted_name(&self.name),
-            human_size(self.total),
-            format!("{}%", self.percent()),
-            rate,
-            time,
-            outcome,
-        ]
-    }
-
-    /// The JSON object of `transfers --json`.
-    pub fn json(&self, peer_name: Option<&str>, now: Instant) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "transfer": self.id,
-            "dir": if self.sending { "send" } else { "recv" },
-            "peer": self.conn.0,
-            "addr": self.addr,
-            "name": self.name,
-            "bytes": self.bytes,
-            "total": self.total,
-            "state": self.phase.as_str(),
-            "elapsed_ms": self.elapsed(now).as_millis() as u64,
-        });
-        let secs = self.elapsed(now).as_secs_f64();
-        if secs > 0.0 {
-            v["rate_bps"] = ((self.bytes as f64 / secs) as u64).into();
-        }
-        if let Some(n) = peer_name {
-            v["peer_name"] = n.into();
-        }
-        if let Some(r) = &self.reason {
-            v["reason"] = r.clone().into();
-        }
-        if let Some(p) = &self.path {
-            v["path"] = p.clone().into();
-        }
-        v
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines() {
-        let now = Instant::now();
-        let mut r = Record::new(
-            3,
-            true,
-            ConnId(2),
-            "1.2.3.4:5".into(),
-            "a.iso".into(),
-            2 << 20,
-        );
-        r.phase = Phase::Active;
-        r.started = Some(now - Duration::from_secs(1));
-        r.bytes = 1 << 20;
-        r.sample(now - Duration::from_secs(1));
-        r.bytes = 2 << 19;
-        r.sample(now);
-        let l = r.progress_line(Some("bob"));
-        assert!(
-            l.starts_with("#3 send \"a.iso\" to bob   50%  1.0 MiB/2.0 MiB"),
-            "{l}"
-        );
-        assert!(l.contains("ETA"), "{l}");
-        let row = r.row(None, now);
-        assert_eq!(row[2], "#2 1.2.3.4:5");
-        assert_eq!(row[5], "50%");
-        assert_eq!(row[6], "1.0 MiB/s");
-        assert!(row[7].ends_with('s'), "{row:?}");
-        r.phase = Phase::Failed;
-        r.reason = Some("x".into());
-        assert_eq!(r.row(None, now)[8], "failed: x");
-        // Queued, or failed before its turn: no rate and no time.
-        let mut q = Record::new(4, true, ConnId(2), "a".into(), "b".into(), 10);
-        assert_eq!(q.row(None, now)[6..8], ["-", "-"]);
-        q.phase = Phase::Failed;
-        q.ended = Some(now);
-        assert_eq!(q.row(None, now)[6..8], ["-", "-"]);
-    }
 
     /// A sender refilling its queue in 512 KiB steps every 0.8 s (650 KB/s)
     /// shows a steady rate, sampled every 250 ms as the progress tick does.

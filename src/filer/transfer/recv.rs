@@ -5,8 +5,8 @@
 //! nothing incomplete ever looks complete.
 
 use super::naming::{create_part, place, safe_name};
+use crate::human::human_size;
 use crate::net::describe;
-use crate::render::human_size;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,40 @@
+//! Sizes and file names in words, for error messages as well as rendered
+//! lines: the transfer code states reasons with them (`refused: 3.0 GiB is
+//! larger than --max-file-size (1.0 GiB)`) without depending on `render`.
+
+/// `3 B`, `1.5 KiB`, `10.0 MiB`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// A file name quoted for a human line, clipped to 100 characters: a peer may
+/// announce a name of tens of kilobytes (the stored name is at most 255 bytes;
+/// JSON events carry the name in full).
+pub fn quoted_name(name: &str) -> String {
+    const MAX: usize = 100;
+    match name.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{:?}…", &name[..i]),
+        None => format!("{name:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(3), "3 B");
+        assert_eq!(human_size(10 << 20), "10.0 MiB");
+    }
+}
