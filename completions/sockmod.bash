@@ -87,7 +87,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__connect)
-            opts="-q -h --stay --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
+            opts="-q -h --stay --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,7 +101,15 @@ _sockmod() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-pending-bodies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -125,7 +133,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__filer)
-            opts="-b -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --allow --deny --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -171,6 +179,14 @@ _sockmod() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-conns-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --body-format)
                     COMPREPLY=($(compgen -W "auto text hex base64 none" -- "${cur}"))
                     return 0
@@ -179,7 +195,15 @@ _sockmod() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-pending-bodies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -301,7 +325,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__ipserver)
-            opts="-b -q -h --bind --interval --alive --allow --deny --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -q -h --bind --interval --alive --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -331,6 +355,14 @@ _sockmod() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-conns-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --body-format)
                     COMPREPLY=($(compgen -W "auto text hex base64 none" -- "${cur}"))
                     return 0
@@ -339,7 +371,15 @@ _sockmod() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-pending-bodies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -363,7 +403,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__serve)
-            opts="-b -q -h --bind --allow --deny --json --body-format --quiet --max-body --max-queue --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -q -h --bind --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -385,6 +425,14 @@ _sockmod() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-conns-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --body-format)
                     COMPREPLY=($(compgen -W "auto text hex base64 none" -- "${cur}"))
                     return 0
@@ -393,7 +441,15 @@ _sockmod() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-pending-bodies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,13 +35,17 @@ complete -c sockmod -n "__fish_sockmod_needs_command" -f -a "help" -d 'Print thi
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT (port 0: any free port)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l handshake-timeout -d 'Close an accepted connection that has not sent one whole frame within this long (`off` for no limit). Default: 10s for filer and ipserver, off for serve (a client may connect and wait before it speaks)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'
 base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection. Default: 64MiB; 4MiB for filer, whose own frames are 256KiB file chunks' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-pending-bodies -d 'Bytes of partly received frames held for all connections together; over it, the connection holding the largest is closed and the others carry on' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads. Commands (typed or piped) wait while any queue is over 3/4 of it, and go on once every queue is under half: a script waits for its readers' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l write-timeout -d 'Drop a peer whose queued output waited this long with nothing of it written, as a slow consumer (a reader that stopped or trickles); `off` to keep such peers' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
@@ -53,8 +57,10 @@ text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'
 base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection. Default: 64MiB; 4MiB for filer, whose own frames are 256KiB file chunks' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-pending-bodies -d 'Bytes of partly received frames held for all connections together; over it, the connection holding the largest is closed and the others carry on' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads. Commands (typed or piped) wait while any queue is over 3/4 of it, and go on once every queue is under half: a script waits for its readers' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l write-timeout -d 'Drop a peer whose queued output waited this long with nothing of it written, as a slow consumer (a reader that stopped or trickles); `off` to keep such peers' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
@@ -67,13 +73,17 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l interval -d
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l alive -d 'A peer stays in the roster this long after its last report' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l handshake-timeout -d 'Close an accepted connection that has not sent one whole frame within this long (`off` for no limit). Default: 10s for filer and ipserver, off for serve (a client may connect and wait before it speaks)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'
 base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection. Default: 64MiB; 4MiB for filer, whose own frames are 256KiB file chunks' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-pending-bodies -d 'Bytes of partly received frames held for all connections together; over it, the connection holding the largest is closed and the others carry on' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads. Commands (typed or piped) wait while any queue is over 3/4 of it, and go on once every queue is under half: a script waits for its readers' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l write-timeout -d 'Drop a peer whose queued output waited this long with nothing of it written, as a slow consumer (a reader that stopped or trickles); `off` to keep such peers' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
@@ -90,13 +100,17 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -
 no\t'Refuse every incoming file; the sender is told why'"
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l handshake-timeout -d 'Close an accepted connection that has not sent one whole frame within this long (`off` for no limit). Default: 10s for filer and ipserver, off for serve (a client may connect and wait before it speaks)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'
 base64\t'Base64 of the whole body (JSON: `body_base64`)'
 none\t'Length only'"
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-body -d 'Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring more closes that connection. Default: 64MiB; 4MiB for filer, whose own frames are 256KiB file chunks' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-pending-bodies -d 'Bytes of partly received frames held for all connections together; over it, the connection holding the largest is closed and the others carry on' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-queue -d 'Largest outbound queue per connection: a peer that does not read while its queue is over this is dropped as a slow consumer. Also the largest file `send -f` reads. Commands (typed or piped) wait while any queue is over 3/4 of it, and go on once every queue is under half: a script waits for its readers' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l write-timeout -d 'Drop a peer whose queued output waited this long with nothing of it written, as a slow consumer (a reader that stopped or trickles); `off` to keep such peers' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r

@@ -6,6 +6,7 @@ use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
 use crate::modes::{Connect, Filer, FilerConfig, Ipserver, Serve, Session};
 use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
+use crate::protocol::DEFAULT_MAX_BODY;
 use crate::render::{Renderer, StdioSink, Style};
 use crate::repl::{Repl, TermGuard, spawn_stdin_reader};
 use std::io::IsTerminal;
@@ -14,8 +15,10 @@ use std::sync::{Arc, Mutex};
 /// The loop's configuration from the shared options.
 pub fn config(c: &Common) -> Config {
     Config {
-        max_body: c.max_body,
+        max_body: c.max_body.unwrap_or(DEFAULT_MAX_BODY),
         max_queue: c.max_queue,
+        write_timeout: (!c.write_timeout.is_zero()).then_some(c.write_timeout),
+        max_pending_bodies: c.max_pending_bodies,
         max_conns: c.max_conns,
         heartbeat: c.heartbeat,
         idle_timeout: c.idle_timeout,
@@ -27,9 +30,29 @@ pub fn config(c: &Common) -> Config {
 pub fn listen_config(c: &Common, a: &AccessArgs) -> Config {
     Config {
         access: a.rules(),
+        max_conns_per_ip: a.per_ip(None),
+        handshake_timeout: a.handshake(None),
         ..config(c)
     }
 }
+
+/// Per-address and first-frame limits a LAN-facing mode (`filer`, `ipserver`)
+/// applies unless told otherwise: a peer needs a handful of connections and
+/// speaks at once, so a host holding more, or silent ones, is not a peer.
+pub fn lan_config(c: &Common, a: &AccessArgs) -> Config {
+    Config {
+        max_conns_per_ip: a.per_ip(Some(LAN_CONNS_PER_IP)),
+        handshake_timeout: a.handshake(Some(LAN_HANDSHAKE)),
+        ..listen_config(c, a)
+    }
+}
+
+/// `--max-conns-per-ip` of `filer` and `ipserver` when not given.
+const LAN_CONNS_PER_IP: usize = 16;
+/// `--handshake-timeout` of `filer` and `ipserver` when not given.
+const LAN_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+/// `--max-body` of `filer` when not given: its own frames are 256 KiB chunks.
+const FILER_MAX_BODY: usize = 4 << 20;
 
 /// How a mode's handler reports its exit status.
 pub trait ExitStatus {
@@ -252,7 +275,7 @@ pub fn run(cli: Cli) -> i32 {
             let mut front = Front::new("ipserver")?;
             let s = front.session(&a.common)?;
             let h = Ipserver::new(s, a.interval, a.alive);
-            let mut node = node(listen_config(&a.common, &a.access), h)?;
+            let mut node = node(lan_config(&a.common, &a.access), h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
@@ -281,7 +304,11 @@ pub fn run(cli: Cli) -> i32 {
                     chunk_size: chunk_size(),
                 },
             };
-            let mut node = node(listen_config(&a.common, &a.access), Filer::new(s, cfg))?;
+            let config = Config {
+                max_body: a.common.max_body.unwrap_or(FILER_MAX_BODY),
+                ..lan_config(&a.common, &a.access)
+            };
+            let mut node = node(config, Filer::new(s, cfg))?;
             let port = listen_next_free(&mut node, &a.bind)?;
             node.handler().set_port(port);
             Ok(front.run(node))

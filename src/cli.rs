@@ -83,14 +83,26 @@ pub struct Common {
     #[arg(long, short)]
     pub quiet: bool,
     /// Largest body accepted from a peer (e.g. 64MiB, 1GB, 4096); a frame declaring
-    /// more closes that connection.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB", value_name = "SIZE")]
-    pub max_body: usize,
+    /// more closes that connection. Default: 64MiB; 4MiB for filer, whose own
+    /// frames are 256KiB file chunks.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_body: Option<usize>,
+    /// Bytes of partly received frames held for all connections together; over
+    /// it, the connection holding the largest is closed and the others carry on.
+    #[arg(long, value_parser = parse_positive_size, default_value = "256MiB", value_name = "SIZE")]
+    pub max_pending_bodies: usize,
     /// Largest outbound queue per connection: a peer that does not read while its
     /// queue is over this is dropped as a slow consumer. Also the largest file
     /// `send -f` reads.
+    /// Commands (typed or piped) wait while any queue is over 3/4 of it, and go
+    /// on once every queue is under half: a script waits for its readers.
     #[arg(long, value_parser = parse_positive_size, default_value = "64MiB", value_name = "SIZE")]
     pub max_queue: usize,
+    /// Drop a peer whose queued output waited this long with nothing of it
+    /// written, as a slow consumer (a reader that stopped or trickles); `off`
+    /// to keep such peers.
+    #[arg(long, value_parser = parse_duration_or_off, default_value = "10s", value_name = "DURATION")]
+    pub write_timeout: Duration,
     /// Most connections at once; more are accepted and closed at once, with a notice.
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = parse_max_conns)]
     pub max_conns: usize,
@@ -115,12 +127,34 @@ pub struct AccessArgs {
     /// Refused peers are closed at once, with a notice.
     #[arg(long, value_name = "ADDR|CIDR")]
     pub deny: Vec<Cidr>,
+    /// Most connections at once from one address; more are closed at once, with
+    /// one notice per address per burst; 0 for no limit. Default: 16 for filer
+    /// and ipserver (a LAN peer needs a handful), none for serve.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub max_conns_per_ip: Option<usize>,
+    /// Close an accepted connection that has not sent one whole frame within
+    /// this long (`off` for no limit). Default: 10s for filer and ipserver, off
+    /// for serve (a client may connect and wait before it speaks).
+    #[arg(long, value_parser = parse_duration_or_off, value_name = "DURATION")]
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl AccessArgs {
     /// The rules for the event loop.
     pub fn rules(&self) -> Access {
         Access::new(self.allow.clone(), self.deny.clone())
+    }
+
+    /// `--max-conns-per-ip`, or the mode's default when not given (0: no limit).
+    pub fn per_ip(&self, default: Option<usize>) -> Option<usize> {
+        self.max_conns_per_ip
+            .map_or(default, |n| (n > 0).then_some(n))
+    }
+
+    /// `--handshake-timeout`, or the mode's default when not given (`off`: none).
+    pub fn handshake(&self, default: Option<Duration>) -> Option<Duration> {
+        self.handshake_timeout
+            .map_or(default, |d| (!d.is_zero()).then_some(d))
     }
 }
 
@@ -246,6 +280,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration, or `off` (returned as zero) for a limit that can be turned off.
+pub fn parse_duration_or_off(s: &str) -> Result<Duration, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s).map_err(|e| format!("{e}, or off"))
+}
+
 /// `--max-conns`: a count of at least 1 (0 would refuse every peer).
 fn parse_max_conns(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -306,6 +348,9 @@ mod tests {
 
     #[test]
     fn durations() {
+        assert_eq!(parse_duration_or_off("off"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_off("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration_or_off("0s").unwrap_err().contains("or off"));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("0s").unwrap_err().contains("too short"));
         assert!(

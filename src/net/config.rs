@@ -9,11 +9,16 @@ use std::time::Duration;
 pub struct Config {
     /// Largest body accepted from a peer.
     pub max_body: usize,
-    /// Largest outbound queue before a peer is dropped as a slow consumer.
+    /// Largest outbound queue before a peer is dropped as a slow consumer. Local
+    /// input (commands) pauses while any queue is over three quarters of it, and
+    /// resumes once every queue is back under half.
     pub max_queue: usize,
+    /// Drop a peer whose queued output has waited this long with nothing of it
+    /// written (a reader that stopped, or one that trickles).
+    pub write_timeout: Option<Duration>,
     /// Most connections at once; more are accepted and closed at once.
     pub max_conns: usize,
-    /// Send `TP:Check` on connections that sent nothing for this long.
+    /// Send `TP:Check` on connections we wrote nothing to for this long.
     pub heartbeat: Option<Duration>,
     /// Close connections silent for this long.
     pub idle_timeout: Option<Duration>,
@@ -21,6 +26,13 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Who may connect (`--allow`, `--deny`), checked at accept.
     pub access: Access,
+    /// Most accepted connections at once from one address.
+    pub max_conns_per_ip: Option<usize>,
+    /// An accepted connection must complete one whole frame within this long.
+    pub handshake_timeout: Option<Duration>,
+    /// Bytes of partly received frames, summed over every connection; over it,
+    /// the connection holding the largest is closed.
+    pub max_pending_bodies: usize,
 }
 
 impl Default for Config {
@@ -28,11 +40,15 @@ impl Default for Config {
         Config {
             max_body: DEFAULT_MAX_BODY,
             max_queue: 64 << 20,
+            write_timeout: Some(Duration::from_secs(10)),
             max_conns: 10_000,
             heartbeat: None,
             idle_timeout: None,
             connect_timeout: Duration::from_secs(10),
             access: Access::default(),
+            max_conns_per_ip: None,
+            handshake_timeout: None,
+            max_pending_bodies: 256 << 20,
         }
     }
 }

@@ -377,6 +377,17 @@ pub(crate) struct Conn {
     /// A dial's other addresses (a name with several), last to try first: when a
     /// connect fails, the next one is tried before the dial is reported failed.
     pub(crate) fallbacks: Vec<SocketAddr>,
+    /// Its queue went over the input high-water mark and has not yet fallen
+    /// under the low one: local input waits (see `Core::input_gated`).
+    pub(crate) above_high: bool,
+    /// An accepted connection must complete its first frame by then
+    /// (`--handshake-timeout`); `None` once it has, or with no limit.
+    pub(crate) first_frame_by: Option<Instant>,
+    /// Bytes of an unfinished frame this connection holds, as last added to
+    /// `Core::pending_bodies`.
+    pub(crate) partial: usize,
+    /// In `Core::held_reads`, waiting for reads to resume.
+    pub(crate) held: bool,
 }
 
 #[cfg(test)]

@@ -156,6 +156,31 @@ impl Context<'_> {
         }
     }
 
+    /// While paused, nothing is read from any peer (their kernel buffers fill and
+    /// TCP slows them down); timers, writes, accepts and commands go on. For a
+    /// handler whose own output is backed up (a paused stdout): nothing is
+    /// dropped and memory stays bounded.
+    pub fn pause_reads(&mut self, paused: bool) {
+        let core = &mut *self.core;
+        if core.reads_paused == paused {
+            return;
+        }
+        core.reads_paused = paused;
+        if !paused {
+            for id in core.held_reads.drain(..) {
+                if let Some(c) = core.conns.get_mut(&id) {
+                    c.held = false;
+                    core.more_read.push_back(id);
+                }
+            }
+        }
+    }
+
+    /// True while reads are paused ([`Context::pause_reads`]).
+    pub fn reads_paused(&self) -> bool {
+        self.core.reads_paused
+    }
+
     /// Calls `on_drained(conn)` once its queue holds at most `mark` bytes. Several
     /// marks may wait at once (one call each); asking again for a mark already
     /// waiting adds nothing.

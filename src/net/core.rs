@@ -13,8 +13,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token, Waker};
 use smallvec::SmallVec;
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,22 @@ pub(super) struct Core {
     pub(super) read_buf: Vec<u8>,
     /// Host-name lookups of dials in progress.
     pub(super) resolver: Resolver,
+    /// Connections whose queue is over the input high-water mark: while any is,
+    /// commands wait in their channel, so a script waits for the network.
+    pub(super) over_high: usize,
+    /// Accepted connections open or in a handshake, by peer address.
+    pub(super) per_ip: HashMap<IpAddr, u32>,
+    /// When a connection from an address was last refused for `--max-conns-per-ip`:
+    /// one notice per burst, not one per refusal.
+    pub(super) refused_at: HashMap<IpAddr, Instant>,
+    /// Bytes of unfinished frames over every connection (`--max-pending-bodies`).
+    pub(super) pending_bodies: usize,
+    /// Reading from peers waits ([`Context::pause_reads`](super::Context::pause_reads)):
+    /// the handler's own output is backed up.
+    pub(super) reads_paused: bool,
+    /// Connections that became readable while reads were paused, read on resume
+    /// (readiness is edge-triggered: it is not reported again).
+    pub(super) held_reads: Vec<u64>,
 }
 
 impl Core {
@@ -97,6 +114,12 @@ impl Core {
             waker: waker.clone(),
             read_buf: vec![0; READ_BUF],
             resolver: Resolver::new(waker),
+            over_high: 0,
+            per_ip: HashMap::new(),
+            refused_at: HashMap::new(),
+            pending_bodies: 0,
+            reads_paused: false,
+            held_reads: Vec::new(),
         }
     }
 
@@ -108,6 +131,12 @@ impl Core {
         }
         if let Some(i) = self.config.idle_timeout {
             consider(i / 4);
+        }
+        if let Some(w) = self.config.write_timeout {
+            consider(w / 4);
+        }
+        if let Some(h) = self.config.handshake_timeout {
+            consider(h / 4);
         }
         if self.conns.values().any(|c| c.deadline.is_some()) {
             consider(Duration::from_millis(100));
@@ -133,10 +162,32 @@ impl Core {
                 expired.push((*id, why));
                 continue;
             }
+            if let Some(by) = c.first_frame_by
+                && now >= by
+                && !self.reads_paused
+            {
+                let limit = self.config.handshake_timeout.unwrap_or_default();
+                let why = format!("no frame within {}", humantime::format_duration(limit));
+                expired.push((*id, why));
+                continue;
+            }
             if c.info.state != State::Open {
                 continue;
             }
+            if let (Some(limit), Some(since)) = (self.config.write_timeout, c.info.unsent_since)
+                && now.duration_since(since) >= limit
+            {
+                let why = format!(
+                    "slow consumer: nothing written for {} ({} bytes queued)",
+                    humantime::format_duration(limit),
+                    c.out.len
+                );
+                expired.push((*id, why));
+                continue;
+            }
+            // While our reads are paused, a peer's silence is ours, not its own.
             if let Some(idle) = self.config.idle_timeout
+                && !self.reads_paused
                 && now.duration_since(c.info.last_seen) >= idle
             {
                 expired.push((
@@ -195,6 +246,15 @@ impl Core {
                 .push_back(Pending::Notice(format!("refused {addr}: {rule}")));
             return;
         }
+        if let Some(max) = self.config.max_conns_per_ip
+            && self
+                .per_ip
+                .get(&addr.ip())
+                .is_some_and(|n| *n as usize >= max)
+        {
+            self.refuse_per_ip(addr, max);
+            return;
+        }
         if self.open >= self.config.max_conns {
             self.pending.push_back(Pending::Notice(format!(
                 "refused {addr}: too many connections (max {})",
@@ -217,6 +277,13 @@ impl Core {
             return;
         }
         self.insert_conn(id, Some(transport), addr, Dir::In, State::Open, None);
+        *self.per_ip.entry(addr.ip()).or_default() += 1;
+        if let Some(limit) = self.config.handshake_timeout
+            && let Some(c) = self.conns.get_mut(&id)
+        {
+            c.first_frame_by = Instant::now().checked_add(limit);
+            self.housekeeping_stale = true;
+        }
         self.open += 1;
         if let Some(c) = self.conns.get(&id) {
             self.pending
@@ -253,6 +320,10 @@ impl Core {
                 deadline: None,
                 drain_marks: SmallVec::new(),
                 fallbacks: Vec::new(),
+                above_high: false,
+                first_frame_by: None,
+                partial: 0,
+                held: false,
             },
         );
     }
@@ -305,6 +376,7 @@ impl Core {
             if let Some(s) = c.transport.as_mut() {
                 let _ = self.poll.registry().deregister(s);
             }
+            self.forget(&c);
             self.pending
                 .push_back(Pending::ConnectFailed(c.info, reason));
         }
@@ -318,6 +390,7 @@ impl Core {
         if let Some(s) = c.transport.as_mut() {
             let _ = self.poll.registry().deregister(s);
         }
+        self.forget(&c);
         // Never reported up (a dial, or a transport still in its handshake):
         // the dial failed; nothing was counted open.
         if matches!(c.info.state, State::Connecting | State::Handshaking) {
@@ -364,10 +437,15 @@ impl Core {
                 return;
             }
         }
+        let mut gate_lowered = false;
         if c.out.len < before {
             let now = Instant::now();
             c.info.last_sent = now;
             c.info.unsent_since = (!c.out.is_empty()).then_some(now);
+            if c.above_high && c.out.len <= self.config.max_queue / 2 {
+                c.above_high = false;
+                gate_lowered = true;
+            }
         }
         if !c.drain_marks.is_empty() {
             let (len, waiting) = (c.out.len, c.drain_marks.len());
@@ -375,6 +453,9 @@ impl Core {
             for _ in c.drain_marks.len()..waiting {
                 self.pending.push_back(Pending::Drained(ConnId(id)));
             }
+        }
+        if gate_lowered {
+            self.lower_gate();
         }
     }
 
@@ -407,6 +488,10 @@ impl Core {
         if !c.out.is_empty() && c.info.unsent_since.is_none() {
             c.info.unsent_since = Some(Instant::now());
         }
+        if !c.above_high && c.out.len > max / 4 * 3 {
+            c.above_high = true;
+            self.over_high += 1;
+        }
         c.info.msgs_out += 1;
         if c.info.state != State::Connecting && !c.dirty {
             c.dirty = true;
@@ -422,6 +507,79 @@ impl Core {
         {
             c.dirty = true;
             self.dirty.push(id);
+        }
+    }
+
+    /// True while local input must wait for the network: some connection's
+    /// queue went over three quarters of `--max-queue` and has not drained to half.
+    pub(super) fn input_gated(&self) -> bool {
+        self.over_high > 0
+    }
+
+    /// One connection left the gate; the last one out lets commands flow again
+    /// (they may be waiting in the channel, so wake the loop to take them).
+    fn lower_gate(&mut self) {
+        self.over_high -= 1;
+        if self.over_high == 0 {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Releases what a removed connection held in the loop's shared accounts.
+    fn forget(&mut self, c: &Conn) {
+        if c.above_high {
+            self.lower_gate();
+        }
+        self.pending_bodies -= c.partial;
+        if c.info.dir == Dir::In
+            && let Some(n) = self.per_ip.get_mut(&c.info.addr.ip())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&c.info.addr.ip());
+            }
+        }
+    }
+
+    /// Refuses connection N+1 from one address: one notice per burst (the first
+    /// refusal after a second without any), so a flood from one host is one line.
+    fn refuse_per_ip(&mut self, addr: SocketAddr, max: usize) {
+        let now = Instant::now();
+        if self.refused_at.len() >= 4096 {
+            self.refused_at
+                .retain(|_, t| now.duration_since(*t) < Duration::from_secs(1));
+        }
+        let quiet = self
+            .refused_at
+            .insert(addr.ip(), now)
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+        if !quiet {
+            self.pending.push_back(Pending::Notice(format!(
+                "refused {}: too many connections from this address (max {max}); \
+                 more from it are closed quietly for now",
+                addr.ip()
+            )));
+        }
+    }
+
+    /// Accounts for the unfinished-frame bytes `id` holds now; over
+    /// `--max-pending-bodies`, closes the connection holding the most.
+    pub(super) fn account_partial(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let now = c.decoder.buffered();
+        self.pending_bodies = self.pending_bodies - c.partial + now;
+        c.partial = now;
+        while self.pending_bodies > self.config.max_pending_bodies {
+            let Some((&big, c)) = self.conns.iter().max_by_key(|(_, c)| c.partial) else {
+                break;
+            };
+            let why = format!(
+                "partial frames over --max-pending-bodies ({} bytes held by all, {} by this one; limit {})",
+                self.pending_bodies, c.partial, self.config.max_pending_bodies
+            );
+            self.drop_conn(big, why);
         }
     }
 }

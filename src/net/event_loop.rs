@@ -324,6 +324,14 @@ impl<H: Handler> Node<H> {
     /// handler, a small batch at a time, so decoded frames are used while they are
     /// still in the cache and memory stays flat however much arrived at once.
     fn read_conn(&mut self, id: u64) {
+        if self.core.reads_paused {
+            if let Some(c) = self.core.conns.get_mut(&id)
+                && !std::mem::replace(&mut c.held, true)
+            {
+                self.core.held_reads.push(id);
+            }
+            return;
+        }
         let mut buf = std::mem::take(&mut self.core.read_buf);
         let mut msgs = std::mem::take(&mut self.scratch);
         let mut total = 0usize;
@@ -368,6 +376,9 @@ impl<H: Handler> Node<H> {
                 let fed = conn
                     .decoder
                     .feed_some(&buf[pos..n], &mut msgs, DELIVER_BATCH);
+                if !msgs.is_empty() {
+                    conn.first_frame_by = None;
+                }
                 let alive = self.deliver(id, &mut msgs);
                 match fed {
                     Ok(k) => pos += k,
@@ -390,6 +401,8 @@ impl<H: Handler> Node<H> {
         self.core.read_buf = buf;
         if let Some(reason) = outcome {
             self.core.drop_conn(id, reason);
+        } else if total > 0 {
+            self.core.account_partial(id);
         }
     }
 
@@ -474,7 +487,11 @@ impl<H: Handler> Node<H> {
         for _ in 0..COMMAND_BUDGET {
             // Once stopping (`quit`, a signal), later commands are not run: a
             // piped `quit` ends the script there, as in a shell.
-            if self.core.commands_paused || self.core.stopping.is_some() {
+            // While a peer's queue is over the high-water mark, commands wait in
+            // their bounded channel (and the pipe or prompt behind it waits too):
+            // local input goes at the network's pace instead of overflowing queues.
+            if self.core.commands_paused || self.core.stopping.is_some() || self.core.input_gated()
+            {
                 return;
             }
             match self.rx.try_recv() {
@@ -722,7 +739,10 @@ mod tests {
         node.context().dial(&addr.to_string());
         let h = node.run().unwrap();
         reader.join().unwrap();
-        assert!(h.unsent_at_connect, "queued output has an unsent-since time");
+        assert!(
+            h.unsent_at_connect,
+            "queued output has an unsent-since time"
+        );
         // One call for the 512 KiB mark and one for the 0 mark (asked twice, counted once),
         // possibly in the same flush.
         assert_eq!(h.drained.len(), 2, "{:?}", h.drained);

@@ -271,14 +271,17 @@ pub fn spawn_stdin_reader(remote: Remote<Input>) -> std::io::Result<std::thread:
                     Ok(None) => break,
                     Ok(Some(whole)) => {
                         n += 1;
-                        if whole {
-                            let line = String::from_utf8_lossy(&buf);
-                            Input::Line(line.trim_end_matches('\r').to_string())
-                        } else {
+                        if !whole {
                             Input::Bad(format!(
                                 "input line {n} is longer than {} MiB; skipped",
                                 MAX_LINE >> 20
                             ))
+                        } else if let Ok(line) = std::str::from_utf8(&buf) {
+                            Input::Line(line.trim_end_matches('\r').to_string())
+                        } else {
+                            // Not silently changed to U+FFFD and sent: a script
+                            // that feeds binary by mistake hears about it.
+                            Input::Bad(format!("input line {n} is not valid UTF-8; not sent"))
                         }
                     }
                     Err(e) => {
