@@ -659,3 +659,88 @@ impl<M: Mode> Handler for Session<M> {
         self.core.out.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filer::transfer::TransferConfig;
+    use crate::modes::{Connect, Filer, FilerConfig, Ipserver, Serve};
+    use crate::net::{Config, Node};
+    use crate::render::{BodyFormat, MemorySink, Style};
+    use std::time::Duration;
+
+    fn core() -> Core {
+        let out = Renderer::new(
+            Style::Human,
+            BodyFormat::default(),
+            false,
+            Box::new(MemorySink::default()),
+        );
+        Core::new(out, None)
+    }
+
+    /// A node to take a [`Context`] from (its own handler is not used).
+    fn node() -> Node<Session<Serve>> {
+        Node::new(Config::default(), Session::new(core(), Serve)).unwrap()
+    }
+
+    fn unknown_name<M: Mode>(mode: &M) -> String {
+        let mut node = node();
+        let target = Target::List(vec![Item::Name("bob".into())]);
+        core().resolve(&node.context(), mode, &target).unwrap_err()
+    }
+
+    #[test]
+    fn a_name_that_names_no_connection_is_told_in_the_modes_words() {
+        let filer = Filer::new(FilerConfig {
+            id: "me".into(),
+            ipserver: "127.0.0.1:5000".into(),
+            report_interval: Duration::from_secs(1),
+            transfer: TransferConfig {
+                inbox: std::env::temp_dir(),
+                max_file_size: None,
+                accept: false,
+                chunk_size: 4096,
+            },
+        });
+        let ipserver = Ipserver::new(Duration::from_secs(1), Duration::from_secs(3));
+        for e in [
+            unknown_name(&Serve),
+            unknown_name(&Connect::new(vec![], false)),
+        ] {
+            assert!(e.starts_with("bad target \"bob\" (want an id"), "{e}");
+        }
+        assert_eq!(
+            unknown_name(&ipserver),
+            "no connection from a peer named \"bob\""
+        );
+        assert_eq!(
+            unknown_name(&filer),
+            "no connection to a peer named \"bob\" (try `dial NAME`)"
+        );
+    }
+
+    /// Leaves one connection out of `*`, as the filer does its ipserver link.
+    struct Hides(ConnId);
+
+    impl Mode for Hides {
+        const NAME: &'static str = "test";
+        fn hidden(&self, id: ConnId) -> bool {
+            id == self.0
+        }
+    }
+
+    #[test]
+    fn all_leaves_out_the_connections_the_mode_hides() {
+        let mut node = node();
+        let mut ctx = node.context();
+        let a = ctx.dial("127.0.0.1:9");
+        let b = ctx.dial("127.0.0.1:9");
+        let core = core();
+        assert_eq!(core.resolve(&ctx, &Hides(a), &Target::All), Ok(vec![b]));
+        assert_eq!(core.resolve(&ctx, &Serve, &Target::All), Ok(vec![a, b]));
+        // An id still names a hidden connection.
+        let first = Target::List(vec![Item::Id(a.0)]);
+        assert_eq!(core.resolve(&ctx, &Hides(a), &first), Ok(vec![a]));
+    }
+}
