@@ -4,7 +4,7 @@
 use crate::cli::{AcceptFiles, AccessArgs, Cli, Common, Mode};
 use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
-use crate::modes::{Connect, Filer, FilerConfig, Ipserver, Serve, Session};
+use crate::modes::{Connect, Core, Filer, FilerConfig, Ipserver, Mode as _, Serve, Session};
 use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
 use crate::protocol::DEFAULT_MAX_BODY;
 use crate::render::{Renderer, StdioSink, Style};
@@ -60,33 +60,14 @@ pub trait ExitStatus {
     fn exit_code(&self) -> i32;
 }
 
-impl ExitStatus for Serve {
+impl<M: crate::modes::Mode> ExitStatus for Session<M> {
     fn exit_code(&self) -> i32 {
-        self.s.exit_code
-    }
-}
-
-impl ExitStatus for Ipserver {
-    fn exit_code(&self) -> i32 {
-        self.s.exit_code
-    }
-}
-
-impl ExitStatus for Filer {
-    fn exit_code(&self) -> i32 {
-        self.s.exit_code
-    }
-}
-
-impl ExitStatus for Connect {
-    fn exit_code(&self) -> i32 {
-        self.s.exit_code
+        self.core.exit_code
     }
 }
 
 /// The front end: a prompt on a terminal, or piped stdin.
 pub struct Front {
-    mode: &'static str,
     repl: Option<Repl>,
     /// Completion targets shared with the prompt.
     pub targets: Arc<Mutex<Vec<String>>>,
@@ -104,11 +85,7 @@ impl Front {
         } else {
             None
         };
-        Ok(Front {
-            mode,
-            repl,
-            targets,
-        })
+        Ok(Front { repl, targets })
     }
 
     /// True when reading piped input.
@@ -116,8 +93,9 @@ impl Front {
         self.repl.is_none()
     }
 
-    /// A session whose renderer writes to the right place.
-    pub fn session(&mut self, c: &Common) -> Result<Session, String> {
+    /// The state a mode's [`Session`] shares, with a renderer that writes to the
+    /// right place.
+    pub fn core(&mut self, c: &Common) -> Result<Core, String> {
         let sink = match &mut self.repl {
             Some(r) => r.sink()?,
             None => Box::new(StdioSink::new()),
@@ -125,7 +103,7 @@ impl Front {
         let style = if c.json { Style::Json } else { Style::Human };
         let out = Renderer::new(style, c.body_format, c.quiet, sink);
         let completion = self.repl.as_ref().map(|_| self.targets.clone());
-        Ok(Session::new(self.mode, out, completion))
+        Ok(Core::new(out, completion))
     }
 
     /// Runs `node` with this front end until it stops; returns the exit status.
@@ -258,30 +236,30 @@ pub fn run(cli: Cli) -> i32 {
     raise_nofile_limit();
     let result: Result<i32, String> = match cli.mode {
         Mode::Serve(a) => (|| {
-            let mut front = Front::new("serve")?;
-            let s = front.session(&a.common)?;
-            let mut node = node(listen_config(&a.common, &a.access), Serve { s })?;
+            let mut front = Front::new(Serve::NAME)?;
+            let h = Session::new(front.core(&a.common)?, Serve);
+            let mut node = node(listen_config(&a.common, &a.access), h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
         Mode::Connect(a) => (|| {
-            let mut front = Front::new("connect")?;
-            let s = front.session(&a.common)?;
-            let h = Connect::new(s, a.addrs.clone(), a.stay);
+            let mut front = Front::new(Connect::NAME)?;
+            let mode = Connect::new(a.addrs.clone(), a.stay);
+            let h = Session::new(front.core(&a.common)?, mode);
             let node = node(config(&a.common), h)?;
             Ok(front.run(node))
         })(),
         Mode::Ipserver(a) => (|| {
-            let mut front = Front::new("ipserver")?;
-            let s = front.session(&a.common)?;
-            let h = Ipserver::new(s, a.interval, a.alive);
+            let mut front = Front::new(Ipserver::NAME)?;
+            let mode = Ipserver::new(a.interval, a.alive);
+            let h = Session::new(front.core(&a.common)?, mode);
             let mut node = node(lan_config(&a.common, &a.access), h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
         Mode::Filer(a) => (|| {
-            let mut front = Front::new("filer")?;
-            let s = front.session(&a.common)?;
+            let mut front = Front::new(Filer::NAME)?;
+            let core = front.core(&a.common)?;
             // Absolute, so every path reported names the file wherever the
             // reader stands; the directory itself is made when a file arrives.
             let inbox = std::path::absolute(&a.inbox)
@@ -308,9 +286,10 @@ pub fn run(cli: Cli) -> i32 {
                 max_body: a.common.max_body.unwrap_or(FILER_MAX_BODY),
                 ..lan_config(&a.common, &a.access)
             };
-            let mut node = node(config, Filer::new(s, cfg))?;
+            let h = Session::new(core, Filer::new(cfg));
+            let mut node = node(config, h)?;
             let port = listen_next_free(&mut node, &a.bind)?;
-            node.handler().set_port(port);
+            node.handler().mode.set_port(port);
             Ok(front.run(node))
         })(),
         Mode::Completions { shell } => {

@@ -10,7 +10,8 @@
 //!   transfers report through [`filer::transfer::Report`]).
 //! - [`render`]: events as human lines or JSON lines, file transfers included.
 //! - [`repl`]: the interactive prompt and the reader of piped stdin.
-//! - [`modes`]: `serve`, `connect`, `ipserver` and `filer`, one handler each.
+//! - [`modes`]: `serve`, `connect`, `ipserver` and `filer`, each a
+//!   [`modes::Mode`] run by the one generic handler [`modes::Session`].
 //! - [`cli`], [`app`], [`completions`]: the command line, wiring a mode to the
 //!   loop and its front end, and shell completion scripts.
 #![warn(missing_docs)]

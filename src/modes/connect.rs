@@ -1,18 +1,15 @@
 //! `sockmod connect ADDR...`: a client with many connections.
 
-use super::session::Session;
+use super::session::{Core, Mode};
 use crate::command::Input;
-use crate::net::{ConnId, ConnInfo, Context, Handler, State};
-use crate::protocol::Message;
+use crate::net::{ConnId, ConnInfo, Context, State};
 use std::collections::{HashSet, VecDeque};
 
 /// Input lines held at most while the initial dials are in progress.
 const HOLD: usize = 1024;
 
-/// The `connect` handler.
+/// The `connect` mode.
 pub struct Connect {
-    /// Shared state.
-    pub s: Session,
     /// Addresses to dial at start.
     pub addrs: Vec<String>,
     /// After end of input, keep running until every connection closes.
@@ -28,9 +25,8 @@ pub struct Connect {
 
 impl Connect {
     /// A client that dials `addrs` at start.
-    pub fn new(s: Session, addrs: Vec<String>, stay: bool) -> Self {
+    pub fn new(addrs: Vec<String>, stay: bool) -> Self {
         Connect {
-            s,
             addrs,
             stay,
             initial: HashSet::new(),
@@ -40,7 +36,7 @@ impl Connect {
         }
     }
 
-    fn dial_finished(&mut self, ctx: &mut Context<'_>, id: ConnId, ok: bool) {
+    fn dial_finished(&mut self, core: &mut Core, ctx: &mut Context<'_>, id: ConnId, ok: bool) {
         if !self.initial.remove(&id) {
             return;
         }
@@ -52,8 +48,8 @@ impl Connect {
             if self.initial_ok == 0 {
                 // Our own shutdown (a signal) fails pending dials too: not an error.
                 if !ctx.is_stopping() {
-                    self.s.out.notice("error: every connection failed");
-                    self.s.exit_code = 1;
+                    core.out.notice("error: every connection failed");
+                    core.exit_code = 1;
                 }
                 ctx.stop();
                 return;
@@ -63,12 +59,12 @@ impl Connect {
                 let Some(i) = self.held.pop_front() else {
                     break;
                 };
-                self.handle(ctx, i);
+                self.handle(core, ctx, i);
             }
         }
     }
 
-    fn handle(&mut self, ctx: &mut Context<'_>, input: Input) {
+    fn handle(&mut self, core: &mut Core, ctx: &mut Context<'_>, input: Input) {
         if !self.initial.is_empty() {
             self.held.push_back(input);
             if self.held.len() >= HOLD {
@@ -78,28 +74,28 @@ impl Connect {
         }
         match input {
             Input::Line(_) | Input::Bad(_) => {
-                if let Some(cmd) = self.s.take_input(input) {
-                    let r = self.s.run_common(ctx, cmd);
-                    self.s.report(r);
+                if let Some(cmd) = core.take_input(input) {
+                    let r = core.run_common(ctx, &*self, cmd);
+                    core.report(r);
                 }
             }
             Input::Eof => {
                 self.eof = true;
-                self.check_done(ctx);
+                self.check_done(core, ctx);
             }
         }
     }
 
     /// At end of input: exit once every dial a command started has finished and
     /// every queue is flushed (or, with `--stay`, once every connection is gone).
-    fn check_done(&mut self, ctx: &mut Context<'_>) {
+    fn check_done(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         if !self.eof || ctx.is_stopping() {
             return;
         }
         let ids = ctx.ids();
         if self.stay {
             if ids.is_empty() {
-                self.s.quit(ctx);
+                core.quit(ctx);
             }
             return;
         }
@@ -113,7 +109,7 @@ impl Connect {
             .filter(|&i| ctx.queued(i) > 0 || dialling(ctx, i))
             .collect();
         if busy.is_empty() {
-            self.s.quit(ctx);
+            core.quit(ctx);
         } else {
             for id in busy {
                 if ctx.queued(id) > 0 {
@@ -124,51 +120,58 @@ impl Connect {
     }
 }
 
-impl Handler for Connect {
-    type Command = Input;
+impl Mode for Connect {
+    const NAME: &'static str = "connect";
 
-    fn on_start(&mut self, ctx: &mut Context<'_>) {
+    fn on_start(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         for a in self.addrs.clone() {
             let id = ctx.dial(&a);
             self.initial.insert(id);
         }
-        self.s.refresh_completion(ctx);
+        core.refresh_completion(ctx, &*self);
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
-        self.s.on_connected(ctx, info, alive);
-        self.dial_finished(ctx, info.id, true);
-        self.check_done(ctx);
+    fn on_connected(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        alive: usize,
+    ) {
+        core.connected(ctx, &*self, info, alive);
+        self.dial_finished(core, ctx, info.id, true);
+        self.check_done(core, ctx);
     }
 
-    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
-        self.s.on_connect_failed(ctx, info, reason);
-        self.dial_finished(ctx, info.id, false);
-        self.check_done(ctx);
+    fn on_connect_failed(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        reason: &str,
+    ) {
+        core.connect_failed(ctx, &*self, info, reason);
+        self.dial_finished(core, ctx, info.id, false);
+        self.check_done(core, ctx);
     }
 
-    fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
-        self.s.on_closed(ctx, info, reason, alive);
-        self.check_done(ctx);
+    fn on_closed(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        reason: &str,
+        alive: usize,
+    ) {
+        core.closed(ctx, self, info, reason, alive);
+        self.check_done(core, ctx);
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
-        self.s.show_message(ctx, conn, &msg);
+    fn on_input(&mut self, core: &mut Core, ctx: &mut Context<'_>, input: Input) {
+        self.handle(core, ctx, input);
     }
 
-    fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        self.handle(ctx, input);
-    }
-
-    fn on_drained(&mut self, ctx: &mut Context<'_>, _conn: ConnId) {
-        self.check_done(ctx);
-    }
-
-    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
-        self.s.out.notice(notice);
-    }
-
-    fn on_idle(&mut self, _ctx: &mut Context<'_>) {
-        self.s.out.flush();
+    fn on_drained(&mut self, core: &mut Core, ctx: &mut Context<'_>, _conn: ConnId) {
+        self.check_done(core, ctx);
     }
 }

@@ -1,13 +1,12 @@
 //! `sockmod filer --id NAME`: a LAN peer found through an ipserver.
 
-use super::session::Session;
-use crate::command::Input;
-use crate::command::{Command, Item, Target};
+use super::session::{Core, Mode, PeerNames};
+use crate::command::{Command, Input, Item, Target, quoted};
 use crate::filer::roster::{self, Entry, check_id};
 use crate::filer::transfer::{self, Env, TransferConfig, Transfers};
-use crate::net::{ConnId, ConnInfo, Context, Dir, Handler, State};
+use crate::net::{ConnId, ConnInfo, Context, Dir, State};
 use crate::protocol::{Header, Message};
-use crate::render::format_table;
+use crate::render::{Renderer, format_table};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -27,24 +26,35 @@ pub struct FilerConfig {
     pub transfer: TransferConfig,
 }
 
-/// What the transfer code needs: the renderer, peer names, and which peers
-/// named themselves.
-fn env<'a>(s: &'a mut Session, identified: &'a HashSet<ConnId>) -> Env<'a> {
-    Env {
-        out: &mut s.out,
-        names: &s.names,
-        identified,
+/// Who the filer's peers are: what the transfer code needs besides the
+/// renderer.
+#[derive(Debug, Default)]
+struct Peers {
+    /// Peer names by connection (from their identity frames, or the roster name
+    /// a connection was dialled by).
+    names: PeerNames,
+    /// Connections whose peer sent an identity frame (a sockmod filer).
+    identified: HashSet<ConnId>,
+}
+
+impl Peers {
+    /// What the transfer code is handed with each event: these and the renderer.
+    fn env<'a>(&'a self, out: &'a mut Renderer) -> Env<'a> {
+        Env {
+            out,
+            names: self.names.as_map(),
+            identified: &self.identified,
+        }
     }
 }
 
-/// The `filer` handler.
+/// The `filer` mode.
 pub struct Filer {
-    /// Shared state.
-    pub s: Session,
     cfg: FilerConfig,
     /// Our listening port (what we report).
     port: u16,
-    /// The link to the ipserver, while dialling or up.
+    /// The link to the ipserver, while dialling or up (not a peer: left out of
+    /// `*`).
     ipserver: Option<ConnId>,
     /// Said once per outage, so retries do not flood.
     outage_noticed: bool,
@@ -57,8 +67,8 @@ pub struct Filer {
     name_clash: Option<Entry>,
     /// File transfers (`filer::transfer`).
     xfer: Transfers,
-    /// Connections whose peer sent an identity frame (a sockmod filer).
-    identified: HashSet<ConnId>,
+    /// Names of the connected peers, and which of them are filers.
+    peers: Peers,
     /// `quit` was given while files were still going out: the filer stops once
     /// they have ended (see [`Filer::quit`]).
     quitting: bool,
@@ -67,12 +77,11 @@ pub struct Filer {
 impl Filer {
     /// A filer; give it its listening port with [`Filer::set_port`] once bound.
     /// An ipserver given without a port gets the ipserver's default, 5000.
-    pub fn new(s: Session, mut cfg: FilerConfig) -> Self {
+    pub fn new(mut cfg: FilerConfig) -> Self {
         cfg.ipserver = crate::net::with_default_port(&cfg.ipserver, 5000);
         Filer {
             xfer: Transfers::new(cfg.transfer.clone()),
-            identified: HashSet::new(),
-            s,
+            peers: Peers::default(),
             cfg,
             port: 0,
             ipserver: None,
@@ -115,16 +124,18 @@ impl Filer {
     }
 
     fn dial_ipserver(&mut self, ctx: &mut Context<'_>) {
-        let id = ctx.dial(&self.cfg.ipserver);
-        self.s.hidden.insert(id);
-        self.ipserver = Some(id);
+        self.ipserver = Some(ctx.dial(&self.cfg.ipserver));
     }
 
     /// The link to the ipserver closed (`was_up`) or could not be made.
-    fn ipserver_lost(&mut self, ctx: &mut Context<'_>, reason: &str, was_up: bool) {
-        if let Some(id) = self.ipserver.take() {
-            self.s.hidden.remove(&id);
-        }
+    fn ipserver_lost(
+        &mut self,
+        out: &mut Renderer,
+        ctx: &mut Context<'_>,
+        reason: &str,
+        was_up: bool,
+    ) {
+        self.ipserver = None;
         if ctx.is_stopping() {
             // Our own shutdown, not an outage.
             return;
@@ -132,9 +143,7 @@ impl Filer {
         if was_up || !self.outage_noticed {
             self.outage_noticed = true;
             let retry = self.retry_delay();
-            self.s
-                .out
-                .ipserver_lost(&self.cfg.ipserver, reason, was_up, retry);
+            out.ipserver_lost(&self.cfg.ipserver, reason, was_up, retry);
         }
         ctx.set_timer(self.retry_delay(), RETRY_TIMER);
     }
@@ -145,13 +154,13 @@ impl Filer {
             .clamp(Duration::from_millis(100), Duration::from_secs(5))
     }
 
-    fn on_roster(&mut self, ctx: &Context<'_>, msg: &Message) {
+    fn on_roster(&mut self, core: &mut Core, ctx: &Context<'_>, msg: &Message) {
         let entries = match roster::parse(&msg.body) {
             Ok(e) => e,
             Err(e) => {
                 let text = format!("ignored roster from the ipserver: {e}");
                 if self.roster_noted.as_ref() != Some(&text) {
-                    self.s.out.notice(&text);
+                    core.out.notice(&text);
                     self.roster_noted = Some(text);
                 }
                 return;
@@ -163,7 +172,7 @@ impl Filer {
             if e.id != self.cfg.id {
                 next.insert(e.id.clone(), e);
             } else if e.port != self.port && self.name_clash.as_ref() != Some(&e) {
-                self.s.out.notice(&format!(
+                core.out.notice(&format!(
                     "another peer at {}:{} also calls itself {:?} and holds the name at the \
                      ipserver; peers cannot find this one (choose another --id)",
                     e.ip, e.port, e.id
@@ -173,42 +182,51 @@ impl Filer {
         }
         for id in self.roster.keys() {
             if !next.contains_key(id) {
-                self.s.out.peer_offline(id);
+                core.out.peer_offline(id);
             }
         }
         for (id, e) in &next {
             if self.roster.get(id) != Some(e) {
-                self.s.out.peer_online(id, &e.ip.to_string(), e.port);
+                core.out.peer_online(id, &e.ip.to_string(), e.port);
             }
         }
         self.roster = next;
-        self.s.completion_extra = self.roster.keys().cloned().collect();
-        self.s.refresh_completion(ctx);
+        core.refresh_completion(ctx, &*self);
     }
 
     /// The open (or opening) connection to the peer named `name`, if any.
     fn conn_named(&self, ctx: &Context<'_>, name: &str) -> Option<ConnId> {
-        self.s.conns_named(ctx, name).first().copied()
+        self.peers.names.conns_named(ctx, name).first().copied()
     }
 
     /// Dials a peer's listener and queues our identity frame first, so it goes
     /// out before anything sent while the dial is in progress.
-    fn dial_peer(&mut self, ctx: &mut Context<'_>, addr: &str, name: Option<&str>) -> ConnId {
+    fn dial_peer(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        addr: &str,
+        name: Option<&str>,
+    ) -> ConnId {
         let id = ctx.dial(addr);
         if let Some(n) = name {
-            self.s.names.insert(id, n.to_string());
+            self.peers.names.insert(id, n.to_string());
         }
         let _ = ctx.send(id, &self.identity(), &[]);
-        self.s.refresh_completion(ctx);
+        core.refresh_completion(ctx, &*self);
         id
     }
 
     /// Dials a roster peer by name; the id is named at once so it is a target.
     /// A peer already connected is not dialled twice.
-    fn dial_name(&mut self, ctx: &mut Context<'_>, name: &str) -> Result<ConnId, String> {
+    fn dial_name(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        name: &str,
+    ) -> Result<ConnId, String> {
         if let Some(id) = self.conn_named(ctx, name) {
-            self.s
-                .out
+            core.out
                 .notice(&format!("already connected to {name} ({id})"));
             return Ok(id);
         }
@@ -217,12 +235,17 @@ impl Filer {
             .get(name)
             .ok_or_else(|| format!("no peer named {name:?} in the roster (see `peers`)"))?;
         let addr = std::net::SocketAddr::new(e.ip, e.port).to_string();
-        Ok(self.dial_peer(ctx, &addr, Some(name)))
+        Ok(self.dial_peer(core, ctx, &addr, Some(name)))
     }
 
     /// Named targets that are in the roster but not connected get dialled, so
     /// `send NAME TEXT` works without a `dial` first.
-    fn dial_missing(&mut self, ctx: &mut Context<'_>, t: &Target) -> Result<(), String> {
+    fn dial_missing(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        t: &Target,
+    ) -> Result<(), String> {
         if let Target::List(items) = t {
             for it in items {
                 if let Item::Name(n) = it
@@ -233,7 +256,7 @@ impl Filer {
                             "no peer named {n:?}: not connected and not in the roster (see `peers`)"
                         ));
                     }
-                    self.dial_name(ctx, n)?;
+                    self.dial_name(core, ctx, n)?;
                 }
             }
         }
@@ -254,7 +277,8 @@ impl Filer {
         let mut rows = vec![["name".to_string(), "address".into(), "connection".into()]];
         for (name, e) in &self.roster {
             let conns: Vec<String> = self
-                .s
+                .peers
+                .names
                 .conns_named(ctx, name)
                 .iter()
                 .map(ConnId::to_string)
@@ -277,7 +301,13 @@ impl Filer {
             .roster
             .iter()
             .map(|(name, e)| {
-                let conns: Vec<u64> = self.s.conns_named(ctx, name).iter().map(|c| c.0).collect();
+                let conns: Vec<u64> = self
+                    .peers
+                    .names
+                    .conns_named(ctx, name)
+                    .iter()
+                    .map(|c| c.0)
+                    .collect();
                 serde_json::json!({
                     "id": name,
                     "ip": e.ip.to_string(),
@@ -294,35 +324,34 @@ impl Filer {
     }
 
     /// A peer's identity frame named connection `conn`.
-    fn on_identity(&mut self, ctx: &Context<'_>, conn: ConnId, name: &str) {
+    fn on_identity(&mut self, core: &mut Core, ctx: &Context<'_>, conn: ConnId, name: &str) {
         if let Err(e) = check_id(name) {
-            self.s
-                .out
+            core.out
                 .notice(&format!("ignored identity from {conn}: {e}"));
             return;
         }
-        if self.s.name(conn) != Some(name) {
-            self.s.names.insert(conn, name.to_string());
-            self.s.out.identified(conn.0, name);
-            self.s.refresh_completion(ctx);
+        if self.peers.names.get(conn) != Some(name) {
+            self.peers.names.insert(conn, name.to_string());
+            core.out.identified(conn.0, name);
+            core.refresh_completion(ctx, &*self);
         }
     }
 
     /// `quit`: with files of ours still queued, going out or waiting for the
     /// receiver's confirmation, waits for them to end first (saying so); a
     /// second `quit`, or a signal, stops at once.
-    fn quit(&mut self, ctx: &mut Context<'_>) {
+    fn quit(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         let n = self.xfer.sends_pending();
         if n == 0 || self.quitting || ctx.is_stopping() {
-            self.stop_now(ctx, true);
+            self.stop_now(core, ctx, true);
             return;
         }
         self.quitting = true;
-        self.s.out.notice(&format!(
+        core.out.notice(&format!(
             "waiting for {n} transfer{} to finish ({} to stop now)",
             if n == 1 { "" } else { "s" },
             // The prompt has gone once `quit` is typed there; Ctrl-C remains.
-            if self.s.piped() {
+            if core.piped() {
                 "quit again or Ctrl-C"
             } else {
                 "Ctrl-C"
@@ -334,14 +363,13 @@ impl Filer {
     /// told why ([`Transfers::stop_all`]). A file that was not delivered makes a
     /// piped session exit 1, as a failed command does (`by_command`: a `quit`;
     /// otherwise a signal, whose exit status stays as it is in every mode).
-    fn stop_now(&mut self, ctx: &mut Context<'_>, by_command: bool) {
-        self.xfer
-            .stop_all(ctx, &mut env(&mut self.s, &self.identified));
+    fn stop_now(&mut self, core: &mut Core, ctx: &mut Context<'_>, by_command: bool) {
+        self.xfer.stop_all(ctx, &mut self.peers.env(&mut core.out));
         if self.xfer.any_send_failed() {
-            self.s.failed = true;
+            core.failed = true;
         }
         if by_command {
-            self.s.quit(ctx);
+            core.quit(ctx);
         } else {
             ctx.stop();
         }
@@ -349,137 +377,133 @@ impl Filer {
 
     /// After anything that may end a transfer: a waiting `quit` goes ahead once
     /// the last of our files has ended.
-    fn check_quit(&mut self, ctx: &mut Context<'_>) {
+    fn check_quit(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         if self.quitting && !ctx.is_stopping() && self.xfer.sends_pending() == 0 {
-            self.stop_now(ctx, true);
-        }
-    }
-
-    fn run(&mut self, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
-        match cmd {
-            Command::Peers => {
-                if self.s.out.is_json() {
-                    let v = self.peers_json(ctx);
-                    self.s.out.print_json(&v);
-                } else {
-                    let t = self.peers_table(ctx);
-                    self.s.out.print(&t);
-                }
-                Ok(())
-            }
-            Command::Dial(name) => self.dial_name(ctx, &name).map(|_| ()),
-            Command::Connect(addr) => {
-                self.dial_peer(ctx, &addr, None);
-                Ok(())
-            }
-            Command::Send(ref t, _) | Command::Multicast(ref t, _) | Command::Close(ref t) => {
-                if !matches!(cmd, Command::Close(_)) {
-                    self.dial_missing(ctx, t)?;
-                }
-                self.s.run_common(ctx, cmd)
-            }
-            Command::SendFile(t, paths) => {
-                self.dial_missing(ctx, &t)?;
-                let ids = self.s.resolve(ctx, &t)?;
-                self.xfer
-                    .send_files(ctx, &mut env(&mut self.s, &self.identified), &ids, &paths)
-            }
-            Command::Transfers => {
-                self.xfer.list(&mut env(&mut self.s, &self.identified));
-                Ok(())
-            }
-            Command::Cancel(n) => self
-                .xfer
-                .cancel(ctx, &mut env(&mut self.s, &self.identified), n),
-            Command::Quit => {
-                self.quit(ctx);
-                Ok(())
-            }
-            other => self.s.run_common(ctx, other),
+            self.stop_now(core, ctx, true);
         }
     }
 }
 
-impl Handler for Filer {
-    type Command = Input;
+impl Mode for Filer {
+    const NAME: &'static str = "filer";
 
-    fn on_start(&mut self, ctx: &mut Context<'_>) {
-        if let Some(a) = ctx.local_addr() {
-            self.s.out.listening(&a.to_string());
-        }
+    fn names(&self) -> Option<&PeerNames> {
+        Some(&self.peers.names)
+    }
+
+    fn names_mut(&mut self) -> Option<&mut PeerNames> {
+        Some(&mut self.peers.names)
+    }
+
+    fn no_peer_named(name: &str) -> String {
+        format!(
+            "no connection to a peer named {} (try `dial NAME`)",
+            quoted(name)
+        )
+    }
+
+    fn hidden(&self, id: ConnId) -> bool {
+        self.ipserver == Some(id)
+    }
+
+    fn completion_words(&self) -> Vec<&str> {
+        self.roster.keys().map(String::as_str).collect()
+    }
+
+    fn on_start(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
+        core.listening(ctx);
         self.dial_ipserver(ctx);
         ctx.set_timer(self.cfg.report_interval, REPORT_TIMER);
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
+    fn on_connected(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        alive: usize,
+    ) {
         if Some(info.id) == self.ipserver {
             self.outage_noticed = false;
-            self.s.out.ipserver_connected(&self.cfg.ipserver);
+            core.out.ipserver_connected(&self.cfg.ipserver);
             self.report(ctx);
             return;
         }
-        self.s.on_connected(ctx, info, alive);
+        core.connected(ctx, &*self, info, alive);
         if info.dir == Dir::In {
             // Dialled connections queued theirs when the dial started.
             let _ = ctx.send(info.id, &self.identity(), &[]);
         }
         self.xfer
-            .on_connected(ctx, &mut env(&mut self.s, &self.identified), info.id);
-        self.check_quit(ctx);
+            .on_connected(ctx, &mut self.peers.env(&mut core.out), info.id);
+        self.check_quit(core, ctx);
     }
 
-    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
+    fn on_connect_failed(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        reason: &str,
+    ) {
         if Some(info.id) == self.ipserver {
-            self.ipserver_lost(ctx, reason, false);
+            self.ipserver_lost(&mut core.out, ctx, reason, false);
             return;
         }
         self.xfer
-            .on_connect_failed(&mut env(&mut self.s, &self.identified), info.id, reason);
-        self.s.names.remove(&info.id);
+            .on_connect_failed(&mut self.peers.env(&mut core.out), info.id, reason);
+        self.peers.names.remove(info.id);
         // Our identity frame, queued first on every dial, is not the user's message.
         let mut info = info.clone();
         info.msgs_out = info.msgs_out.saturating_sub(1);
-        self.s.on_connect_failed(ctx, &info, reason);
-        self.check_quit(ctx);
+        core.connect_failed(ctx, &*self, &info, reason);
+        self.check_quit(core, ctx);
     }
 
-    fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+    fn on_closed(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        reason: &str,
+        alive: usize,
+    ) {
         if Some(info.id) == self.ipserver {
-            self.ipserver_lost(ctx, reason, true);
+            self.ipserver_lost(&mut core.out, ctx, reason, true);
             return;
         }
         self.xfer
-            .on_closed(&mut env(&mut self.s, &self.identified), info, reason);
-        self.identified.remove(&info.id);
-        self.s.on_closed(ctx, info, reason, alive);
-        self.check_quit(ctx);
+            .on_closed(&mut self.peers.env(&mut core.out), info, reason);
+        self.peers.identified.remove(&info.id);
+        core.closed(ctx, self, info, reason, alive);
+        self.check_quit(core, ctx);
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+    fn on_message(&mut self, core: &mut Core, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
         if Some(conn) == self.ipserver {
             if msg.header.contains("Broadcast") {
-                self.on_roster(ctx, &msg);
+                self.on_roster(core, ctx, &msg);
             }
             return;
         }
         if msg.header.is_check() {
             if let Some(name) = msg.header.get("ID") {
-                self.identified.insert(conn);
-                self.on_identity(ctx, conn, name);
+                self.peers.identified.insert(conn);
+                self.on_identity(core, ctx, conn, name);
             }
             return;
         }
         if self
             .xfer
-            .on_message(ctx, &mut env(&mut self.s, &self.identified), conn, &msg)
+            .on_message(ctx, &mut self.peers.env(&mut core.out), conn, &msg)
         {
-            self.check_quit(ctx);
+            self.check_quit(core, ctx);
             return;
         }
-        self.s.show_message(ctx, conn, &msg);
+        core.show_message(ctx, &*self, conn, &msg);
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
+    fn on_timer(&mut self, core: &mut Core, ctx: &mut Context<'_>, token: u64) {
         match token {
             REPORT_TIMER => {
                 self.report(ctx);
@@ -489,38 +513,71 @@ impl Handler for Filer {
                 self.dial_ipserver(ctx);
             }
             transfer::TIMER => {
-                self.xfer
-                    .on_timer(ctx, &mut env(&mut self.s, &self.identified));
-                self.check_quit(ctx);
+                self.xfer.on_timer(ctx, &mut self.peers.env(&mut core.out));
+                self.check_quit(core, ctx);
             }
             _ => {}
         }
     }
 
-    fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        if let Some(cmd) = self.s.take_input(input) {
-            let r = self.run(ctx, cmd);
-            self.s.report(r);
-            self.check_quit(ctx);
+    fn on_input(&mut self, core: &mut Core, ctx: &mut Context<'_>, input: Input) {
+        if let Some(cmd) = core.take_input(input) {
+            let r = self.run(core, ctx, cmd);
+            core.report(r);
+            self.check_quit(core, ctx);
         }
     }
 
-    fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+    fn run(&mut self, core: &mut Core, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
+        match cmd {
+            Command::Peers => {
+                if core.out.is_json() {
+                    let v = self.peers_json(ctx);
+                    core.out.print_json(&v);
+                } else {
+                    let t = self.peers_table(ctx);
+                    core.out.print(&t);
+                }
+                Ok(())
+            }
+            Command::Dial(name) => self.dial_name(core, ctx, &name).map(|_| ()),
+            Command::Connect(addr) => {
+                self.dial_peer(core, ctx, &addr, None);
+                Ok(())
+            }
+            Command::Send(ref t, _) | Command::Multicast(ref t, _) | Command::Close(ref t) => {
+                if !matches!(cmd, Command::Close(_)) {
+                    self.dial_missing(core, ctx, t)?;
+                }
+                core.run_common(ctx, &*self, cmd)
+            }
+            Command::SendFile(t, paths) => {
+                self.dial_missing(core, ctx, &t)?;
+                let ids = core.resolve(ctx, &*self, &t)?;
+                self.xfer
+                    .send_files(ctx, &mut self.peers.env(&mut core.out), &ids, &paths)
+            }
+            Command::Transfers => {
+                self.xfer.list(&mut self.peers.env(&mut core.out));
+                Ok(())
+            }
+            Command::Cancel(n) => self.xfer.cancel(ctx, &mut self.peers.env(&mut core.out), n),
+            Command::Quit => {
+                self.quit(core, ctx);
+                Ok(())
+            }
+            other => core.run_common(ctx, &*self, other),
+        }
+    }
+
+    fn on_drained(&mut self, core: &mut Core, ctx: &mut Context<'_>, conn: ConnId) {
         self.xfer
-            .on_drained(ctx, &mut env(&mut self.s, &self.identified), conn);
-        self.check_quit(ctx);
+            .on_drained(ctx, &mut self.peers.env(&mut core.out), conn);
+        self.check_quit(core, ctx);
     }
 
     /// SIGINT or SIGTERM: stop at once, telling peers of running transfers.
-    fn on_interrupt(&mut self, ctx: &mut Context<'_>) {
-        self.stop_now(ctx, false);
-    }
-
-    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
-        self.s.out.notice(notice);
-    }
-
-    fn on_idle(&mut self, _ctx: &mut Context<'_>) {
-        self.s.out.flush();
+    fn on_interrupt(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
+        self.stop_now(core, ctx, false);
     }
 }

@@ -3,13 +3,12 @@
 //! The roster frame is encoded once when the roster changes and shared by every
 //! recipient (`Context::send_frame`), so a round costs one queue append per peer.
 
-use super::session::Session;
-use crate::command::Command;
-use crate::command::Input;
+use super::session::{Core, Mode, PeerNames};
+use crate::command::{Command, quoted};
 use crate::filer::roster::{self, Entry, check_id};
-use crate::net::{ConnId, ConnInfo, Context, Handler};
+use crate::net::{ConnId, ConnInfo, Context};
 use crate::protocol::{Header, Message, encode};
-use crate::render::{format_table, short_duration};
+use crate::render::{Renderer, format_table, short_duration};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,10 +24,11 @@ struct Report {
     stale: bool,
 }
 
-/// The `ipserver` handler.
+/// The `ipserver` mode.
 pub struct Ipserver {
-    /// Shared state.
-    pub s: Session,
+    /// Each reporting connection's ID, as it last reported it (targets, and the
+    /// name shown in its events).
+    names: PeerNames,
     interval: Duration,
     alive: Duration,
     reports: BTreeMap<ConnId, Report>,
@@ -54,9 +54,9 @@ pub struct Ipserver {
 
 impl Ipserver {
     /// An ipserver multicasting every `interval` to peers that reported within `alive`.
-    pub fn new(s: Session, interval: Duration, alive: Duration) -> Self {
+    pub fn new(interval: Duration, alive: Duration) -> Self {
         Ipserver {
-            s,
+            names: PeerNames::default(),
             interval,
             alive,
             reports: BTreeMap::new(),
@@ -74,9 +74,9 @@ impl Ipserver {
     }
 
     /// A notice about `conn`, unless it is the same as the last one about it.
-    fn note_once(&mut self, conn: ConnId, text: String) {
+    fn note_once(&mut self, out: &mut Renderer, conn: ConnId, text: String) {
         if self.noted.get(&conn) != Some(&text) {
-            self.s.out.notice(&text);
+            out.notice(&text);
             self.noted.insert(conn, text);
         }
     }
@@ -92,17 +92,17 @@ impl Ipserver {
 
     /// Brings the announced roster up to date for `id`, with an online or offline
     /// event when it changed.
-    fn sync_id(&mut self, id: &str) {
+    fn sync_id(&mut self, out: &mut Renderer, id: &str) {
         let now = self.holder(id).map(|(_, e)| e.clone());
         match (self.shown.get(id), now) {
             (Some(a), Some(b)) if *a == b => {}
             (_, Some(b)) => {
-                self.s.out.peer_online(&b.id, &b.ip.to_string(), b.port);
+                out.peer_online(&b.id, &b.ip.to_string(), b.port);
                 self.shown.insert(b.id.clone(), b);
                 self.frame = None;
             }
             (Some(_), None) => {
-                self.s.out.peer_offline(id);
+                out.peer_offline(id);
                 self.shown.remove(id);
                 self.frame = None;
             }
@@ -126,7 +126,7 @@ impl Ipserver {
         })
     }
 
-    fn report(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: &Message) {
+    fn report(&mut self, out: &mut Renderer, ctx: &Context<'_>, conn: ConnId, msg: &Message) {
         let Some(info) = ctx.info(conn) else { return };
         let addr = info.addr;
         // A peer reached through an IPv6 socket shows as ::ffff:a.b.c.d; give
@@ -134,7 +134,7 @@ impl Ipserver {
         let entry = match Self::parse_report(msg, addr.ip().to_canonical()) {
             Ok(e) => e,
             Err(e) => {
-                self.note_once(conn, format!("ignored report from {conn} {addr}: {e}"));
+                self.note_once(out, conn, format!("ignored report from {conn} {addr}: {e}"));
                 return;
             }
         };
@@ -156,7 +156,7 @@ impl Ipserver {
                  left out of the roster while that one stays",
                 e.ip, e.port
             );
-            self.note_once(conn, text);
+            self.note_once(out, conn, text);
         } else {
             self.noted.remove(&conn);
         }
@@ -169,14 +169,14 @@ impl Ipserver {
         if let Some(r) = old
             && r.entry.id != id
         {
-            self.sync_id(&r.entry.id);
+            self.sync_id(out, &r.entry.id);
         }
-        self.sync_id(&id);
-        self.s.names.insert(conn, id);
+        self.sync_id(out, &id);
+        self.names.insert(conn, id);
     }
 
     /// Marks peers silent for longer than `alive` as stale (out of the roster).
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, out: &mut Renderer, now: Instant) {
         let expired: Vec<ConnId> = self
             .reports
             .iter()
@@ -189,13 +189,13 @@ impl Ipserver {
             };
             r.stale = true;
             let id = r.entry.id.clone();
-            self.sync_id(&id);
+            self.sync_id(out, &id);
         }
     }
 
     /// The roster frame, rebuilt only when the roster changed: one entry per ID
     /// (its holder's), in the order the peers connected.
-    fn roster_frame(&mut self) -> Option<Arc<[u8]>> {
+    fn roster_frame(&mut self, out: &mut Renderer) -> Option<Arc<[u8]>> {
         if let Some(f) = &self.frame {
             return Some(f.clone());
         }
@@ -214,16 +214,16 @@ impl Ipserver {
                 Some(f)
             }
             Err(e) => {
-                self.s.out.notice(&format!("cannot send the roster: {e}"));
+                out.notice(&format!("cannot send the roster: {e}"));
                 None
             }
         }
     }
 
     /// Sends the roster to every connection that reported within `alive`.
-    fn roster_round(&mut self, ctx: &mut Context<'_>) {
+    fn roster_round(&mut self, out: &mut Renderer, ctx: &mut Context<'_>) {
         let start = Instant::now();
-        self.expire(start);
+        self.expire(out, start);
         let mut live = std::mem::take(&mut self.live);
         live.clear();
         live.extend(
@@ -233,7 +233,7 @@ impl Ipserver {
                 .map(|(c, _)| *c),
         );
         if !live.is_empty()
-            && let Some(frame) = self.roster_frame()
+            && let Some(frame) = self.roster_frame(out)
         {
             for &id in &live {
                 // A failure here (the peer is closing, or was dropped as a slow
@@ -307,49 +307,58 @@ impl Ipserver {
     }
 }
 
-impl Handler for Ipserver {
-    type Command = Input;
+impl Mode for Ipserver {
+    const NAME: &'static str = "ipserver";
 
-    fn on_start(&mut self, ctx: &mut Context<'_>) {
-        if let Some(a) = ctx.local_addr() {
-            self.s.out.listening(&a.to_string());
-        }
+    fn names(&self) -> Option<&PeerNames> {
+        Some(&self.names)
+    }
+
+    fn names_mut(&mut self) -> Option<&mut PeerNames> {
+        Some(&mut self.names)
+    }
+
+    fn no_peer_named(name: &str) -> String {
+        format!("no connection from a peer named {}", quoted(name))
+    }
+
+    fn on_start(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
+        core.listening(ctx);
         self.next_round = Instant::now() + self.interval;
         ctx.set_timer(self.interval, ROSTER_TIMER);
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
-        self.s.on_connected(ctx, info, alive);
-    }
-
-    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
-        self.s.on_connect_failed(ctx, info, reason);
-    }
-
-    fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+    fn on_closed(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        reason: &str,
+        alive: usize,
+    ) {
         self.noted.remove(&info.id);
         if let Some(r) = self.reports.remove(&info.id) {
             // Leaves the roster at once; a peer waiting for the name takes it.
-            self.sync_id(&r.entry.id);
+            self.sync_id(&mut core.out, &r.entry.id);
         }
-        self.s.on_closed(ctx, info, reason, alive);
+        core.closed(ctx, self, info, reason, alive);
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+    fn on_message(&mut self, core: &mut Core, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
         if msg.header.is_check() {
             // A probe, or a filer's identity frame: nothing to show.
             return;
         }
         if msg.header.contains("ID") || msg.header.contains("Port") {
-            self.report(ctx, conn, &msg);
+            self.report(&mut core.out, ctx, conn, &msg);
             return;
         }
-        self.s.show_message(ctx, conn, &msg);
+        core.show_message(ctx, &*self, conn, &msg);
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
+    fn on_timer(&mut self, core: &mut Core, ctx: &mut Context<'_>, token: u64) {
         if token == ROSTER_TIMER {
-            self.roster_round(ctx);
+            self.roster_round(&mut core.out, ctx);
             let now = Instant::now();
             self.next_round += self.interval;
             if self.next_round <= now {
@@ -360,35 +369,27 @@ impl Handler for Ipserver {
         }
     }
 
-    fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
-        let Some(cmd) = self.s.take_input(input) else {
-            return;
-        };
+    fn run(&mut self, core: &mut Core, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
         if cmd == Command::Peers {
-            if self.s.out.is_json() {
+            if core.out.is_json() {
                 let v = self.peers_json();
-                self.s.out.print_json(&v);
+                core.out.print_json(&v);
             } else {
                 let t = self.peers_table();
-                self.s.out.print(&t);
+                core.out.print(&t);
             }
+            Ok(())
         } else {
-            let r = self.s.run_common(ctx, cmd);
-            self.s.report(r);
+            core.run_common(ctx, &*self, cmd)
         }
     }
 
-    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
-        self.s.out.notice(notice);
-    }
-
-    fn on_idle(&mut self, _ctx: &mut Context<'_>) {
+    fn on_idle(&mut self, _core: &mut Core, _ctx: &mut Context<'_>) {
         // The loop writes queued frames before it idles: the round is on the wire
-        // (or in the kernel's buffers) by now.
+        // (or in the kernel's buffers) by now (the renderer is flushed next).
         if let Some(t) = self.round_started.take() {
             self.last_round_flushed = t.elapsed();
         }
-        self.s.out.flush();
     }
 }
 

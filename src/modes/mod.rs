@@ -1,4 +1,5 @@
-//! The modes: each one a [`Handler`](crate::net::Handler) on the shared loop.
+//! The modes: each one a [`Mode`] (what it does differently), run on the loop by
+//! the one generic handler [`Session`] (what they all share).
 
 pub mod connect;
 pub mod filer;
@@ -10,4 +11,4 @@ pub use connect::Connect;
 pub use filer::{Filer, FilerConfig};
 pub use ipserver::Ipserver;
 pub use serve::Serve;
-pub use session::Session;
+pub use session::{Core, Mode, PeerNames, Session};

@@ -1,47 +1,191 @@
-//! What every mode shares: the renderer, target resolution, and the commands of
-//! SPEC §3 that work the same in all of them.
+//! What every mode shares, written once: the [`Mode`] trait for what differs
+//! between modes, the shared state [`Core`] (renderer, failure flag, exit
+//! status, completion list), and [`Session`], the one [`Handler`] that runs a
+//! mode on the loop. The shared commands are those of README "Command language".
 
 use crate::command::{
     BodySource, Command, CompletionTargets, Input, Item, Outgoing, Target, help_text, quoted,
 };
-use crate::net::{ConnId, ConnInfo, Context, SendError, State};
+use crate::net::{ConnId, ConnInfo, Context, Handler, SendError, State};
+use crate::protocol::Message;
 use crate::render::{Renderer, format_table, human_size, short_duration};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
-/// State and behaviour common to all modes.
-pub struct Session {
-    /// `serve`, `connect`, `ipserver` or `filer` (for help and errors).
-    pub mode: &'static str,
+/// What differs between modes. Every callback gets the shared [`Core`] apart
+/// from the mode, so a mode's own state and the renderer borrow separately.
+///
+/// The defaults are what `serve` does: render events, run the shared commands.
+pub trait Mode {
+    /// `serve`, `connect`, `ipserver` or `filer`: selects the help and names the
+    /// mode in errors.
+    const NAME: &'static str;
+
+    /// Peer names by connection, in modes whose peers have names.
+    fn names(&self) -> Option<&PeerNames> {
+        None
+    }
+
+    /// [`Mode::names`], to change.
+    fn names_mut(&mut self) -> Option<&mut PeerNames> {
+        None
+    }
+
+    /// The error for a name target that names no connection.
+    fn no_peer_named(name: &str) -> String {
+        format!(
+            "bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)",
+            quoted(name)
+        )
+    }
+
+    /// True for a connection that is not a peer (the filer's ipserver link): left
+    /// out of `*`.
+    fn hidden(&self, _id: ConnId) -> bool {
+        false
+    }
+
+    /// Names offered for completion besides the connections and their names
+    /// (the filer's roster).
+    fn completion_words(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
+    /// Once, before the first poll.
+    fn on_start(&mut self, _core: &mut Core, _ctx: &mut Context<'_>) {}
+
+    /// A connection is up.
+    fn on_connected(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        alive: usize,
+    ) {
+        core.connected(ctx, &*self, info, alive);
+    }
+
+    /// A dial failed.
+    fn on_connect_failed(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        reason: &str,
+    ) {
+        core.connect_failed(ctx, &*self, info, reason);
+    }
+
+    /// A connection ended.
+    fn on_closed(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<'_>,
+        info: &ConnInfo,
+        reason: &str,
+        alive: usize,
+    ) {
+        core.closed(ctx, self, info, reason, alive);
+    }
+
+    /// A frame arrived.
+    fn on_message(&mut self, core: &mut Core, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+        core.show_message(ctx, &*self, conn, &msg);
+    }
+
+    /// A timer the mode set fired.
+    fn on_timer(&mut self, _core: &mut Core, _ctx: &mut Context<'_>, _token: u64) {}
+
+    /// A line (or the end) of input arrived: runs the command it holds.
+    fn on_input(&mut self, core: &mut Core, ctx: &mut Context<'_>, input: Input) {
+        if let Some(cmd) = core.take_input(input) {
+            let r = self.run(core, ctx, cmd);
+            core.report(r);
+        }
+    }
+
+    /// Runs a command; `Err` is the one-line error to show.
+    fn run(&mut self, core: &mut Core, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
+        core.run_common(ctx, &*self, cmd)
+    }
+
+    /// An outbound queue fell to the mark the mode asked for.
+    fn on_drained(&mut self, _core: &mut Core, _ctx: &mut Context<'_>, _conn: ConnId) {}
+
+    /// SIGINT or SIGTERM: stops the node.
+    fn on_interrupt(&mut self, _core: &mut Core, ctx: &mut Context<'_>) {
+        ctx.stop();
+    }
+
+    /// The loop is about to block; the renderer is flushed right after.
+    fn on_idle(&mut self, _core: &mut Core, _ctx: &mut Context<'_>) {}
+}
+
+/// Peer names by connection: what a filer's identity frame or dial named it,
+/// or what an ipserver report called it.
+#[derive(Debug, Default)]
+pub struct PeerNames(HashMap<ConnId, String>);
+
+impl PeerNames {
+    /// The name of a connection, if known.
+    pub fn get(&self, id: ConnId) -> Option<&str> {
+        self.0.get(&id).map(String::as_str)
+    }
+
+    /// Names a connection.
+    pub fn insert(&mut self, id: ConnId, name: String) {
+        self.0.insert(id, name);
+    }
+
+    /// Forgets a connection's name, returning it.
+    pub fn remove(&mut self, id: ConnId) -> Option<String> {
+        self.0.remove(&id)
+    }
+
+    /// Every name given (some perhaps alike).
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.values().map(String::as_str)
+    }
+
+    /// The names as a map (what the transfer code reads).
+    pub fn as_map(&self) -> &HashMap<ConnId, String> {
+        &self.0
+    }
+
+    /// The live connections to the peer named `name`, in id order.
+    pub fn conns_named(&self, ctx: &Context<'_>, name: &str) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self
+            .0
+            .iter()
+            .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// State every mode shares.
+pub struct Core {
     /// Where events go.
     pub out: Renderer,
     /// A command failed (piped mode then exits 1).
     pub failed: bool,
     /// Exit status once stopped.
     pub exit_code: i32,
-    /// Peer names by connection (filer).
-    pub names: HashMap<ConnId, String>,
     /// Shared with the REPL's completer; `None` when reading piped input.
     completion: Option<CompletionTargets>,
-    /// Names offered for completion besides the connections (the filer's roster).
-    pub completion_extra: Vec<String>,
-    /// Connections that are not peers (the filer's ipserver link): left out of `*`.
-    pub hidden: HashSet<ConnId>,
 }
 
-impl Session {
-    /// A session for `mode`: at a prompt when `completion` is given (the list
-    /// the prompt completes from), else reading piped input.
-    pub fn new(mode: &'static str, out: Renderer, completion: Option<CompletionTargets>) -> Self {
-        Session {
-            mode,
+impl Core {
+    /// Shared state: at a prompt when `completion` is given (the list the
+    /// prompt completes from), else reading piped input.
+    pub fn new(out: Renderer, completion: Option<CompletionTargets>) -> Self {
+        Core {
             out,
             failed: false,
             exit_code: 0,
-            names: HashMap::new(),
             completion,
-            completion_extra: Vec::new(),
-            hidden: HashSet::new(),
         }
     }
 
@@ -64,14 +208,22 @@ impl Session {
         ctx.stop();
     }
 
-    /// Updates the completion list: the live connections, the peer names, and
-    /// [`Session::completion_extra`].
-    pub fn refresh_completion(&mut self, ctx: &Context<'_>) {
+    /// Renders the listening event, for a mode with a listener.
+    pub fn listening(&mut self, ctx: &Context<'_>) {
+        if let Some(a) = ctx.local_addr() {
+            self.out.listening(&a.to_string());
+        }
+    }
+
+    /// Updates the completion list: the live connections, the mode's peer names
+    /// and its [`Mode::completion_words`].
+    pub fn refresh_completion<M: Mode + ?Sized>(&mut self, ctx: &Context<'_>, mode: &M) {
         if let Some(c) = &self.completion {
             let mut v: Vec<String> = ctx.ids().iter().map(|i| i.to_string()).collect();
-            for n in self.names.values().chain(&self.completion_extra) {
-                if !v.contains(n) {
-                    v.push(n.clone());
+            let names = mode.names().into_iter().flat_map(PeerNames::values);
+            for n in names.chain(mode.completion_words()) {
+                if !v.iter().any(|x| x == n) {
+                    v.push(n.to_string());
                 }
             }
             if let Ok(mut g) = c.lock() {
@@ -80,57 +232,60 @@ impl Session {
         }
     }
 
-    /// The peer name of a connection, if known.
-    pub fn name(&self, id: ConnId) -> Option<&str> {
-        self.names.get(&id).map(String::as_str)
-    }
-
-    /// The live connections to the peer named `name`, in id order.
-    pub fn conns_named(&self, ctx: &Context<'_>, name: &str) -> Vec<ConnId> {
-        let mut ids: Vec<ConnId> = self
-            .names
-            .iter()
-            .filter(|(id, n)| *n == name && ctx.info(**id).is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
-        ids
-    }
-
     /// Renders a message event (nothing for `TP:Check` frames, which are probes
     /// and identities, never messages).
-    pub fn show_message(
+    pub fn show_message<M: Mode + ?Sized>(
         &mut self,
         ctx: &Context<'_>,
+        mode: &M,
         conn: ConnId,
-        msg: &crate::protocol::Message,
+        msg: &Message,
     ) {
         if self.out.is_quiet() || msg.header.is_check() {
             return;
         }
         if let Some(i) = ctx.info(conn) {
-            let from = self.names.get(&conn).map(String::as_str);
+            let from = mode.names().and_then(|n| n.get(conn));
             self.out.message(conn.0, &i.addr, i.dir, from, msg);
         }
     }
 
     /// Renders a connected event.
-    pub fn on_connected(&mut self, ctx: &Context<'_>, info: &ConnInfo, alive: usize) {
-        let name = self.names.get(&info.id).cloned();
-        self.out.connected(info, name.as_deref(), alive);
-        self.refresh_completion(ctx);
+    pub fn connected<M: Mode + ?Sized>(
+        &mut self,
+        ctx: &Context<'_>,
+        mode: &M,
+        info: &ConnInfo,
+        alive: usize,
+    ) {
+        let name = mode.names().and_then(|n| n.get(info.id));
+        self.out.connected(info, name, alive);
+        self.refresh_completion(ctx, mode);
     }
 
     /// Renders a closed event and forgets the connection's name.
-    pub fn on_closed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
-        let name = self.names.remove(&info.id);
+    pub fn closed<M: Mode + ?Sized>(
+        &mut self,
+        ctx: &Context<'_>,
+        mode: &mut M,
+        info: &ConnInfo,
+        reason: &str,
+        alive: usize,
+    ) {
+        let name = mode.names_mut().and_then(|n| n.remove(info.id));
         self.out.closed(info, name.as_deref(), reason, alive);
-        self.refresh_completion(ctx);
+        self.refresh_completion(ctx, &*mode);
     }
 
     /// Renders a failed dial (event on stdout, error on stderr), saying how many
     /// messages sent to it while it was being dialled were dropped.
-    pub fn on_connect_failed(&mut self, ctx: &Context<'_>, info: &ConnInfo, reason: &str) {
+    pub fn connect_failed<M: Mode + ?Sized>(
+        &mut self,
+        ctx: &Context<'_>,
+        mode: &M,
+        info: &ConnInfo,
+        reason: &str,
+    ) {
         let target = info.target.clone().unwrap_or_else(|| info.addr.to_string());
         let reason = match info.msgs_out {
             0 => reason.to_string(),
@@ -148,15 +303,20 @@ impl Session {
             self.out
                 .notice(&format!("error: cannot connect to {target}: {reason}"));
         }
-        self.refresh_completion(ctx);
+        self.refresh_completion(ctx, mode);
     }
 
     /// Resolves a target to connection ids; an unknown one is an error.
-    pub fn resolve(&self, ctx: &Context<'_>, target: &Target) -> Result<Vec<ConnId>, String> {
+    pub fn resolve<M: Mode + ?Sized>(
+        &self,
+        ctx: &Context<'_>,
+        mode: &M,
+        target: &Target,
+    ) -> Result<Vec<ConnId>, String> {
         match target {
             Target::All => {
                 let mut ids = ctx.ids();
-                ids.retain(|i| !self.hidden.contains(i));
+                ids.retain(|i| !mode.hidden(*i));
                 if ids.is_empty() {
                     Err("no connections".into())
                 } else {
@@ -166,7 +326,7 @@ impl Session {
             Target::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for it in items {
-                    let id = self.resolve_item(ctx, it)?;
+                    let id = Self::resolve_item(ctx, mode, it)?;
                     if !out.contains(&id) {
                         out.push(id);
                     }
@@ -177,7 +337,11 @@ impl Session {
     }
 
     /// The connection one element of a target list names.
-    fn resolve_item(&self, ctx: &Context<'_>, it: &Item) -> Result<ConnId, String> {
+    fn resolve_item<M: Mode + ?Sized>(
+        ctx: &Context<'_>,
+        mode: &M,
+        it: &Item,
+    ) -> Result<ConnId, String> {
         let found = match it {
             Item::Id(n) => ctx.info(ConnId(*n)).map(|i| i.id),
             Item::Addr(a) => ctx
@@ -185,22 +349,14 @@ impl Session {
                 .iter()
                 .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
                 .map(|i| i.id),
-            Item::Name(n) => self.conns_named(ctx, n).first().copied(),
+            Item::Name(n) => mode
+                .names()
+                .and_then(|names| names.conns_named(ctx, n).first().copied()),
         };
         found.ok_or_else(|| match it {
             Item::Id(n) => format!("no connection #{n}"),
             Item::Addr(a) => format!("no connection to {}", quoted(a)),
-            Item::Name(n) => match self.mode {
-                "filer" => format!(
-                    "no connection to a peer named {} (try `dial NAME`)",
-                    quoted(n)
-                ),
-                "ipserver" => format!("no connection from a peer named {}", quoted(n)),
-                _ => format!(
-                    "bad target {} (want an id like 1 or #1, a list 1,3, HOST:PORT or *)",
-                    quoted(n)
-                ),
-            },
+            Item::Name(n) => M::no_peer_named(n),
         })
     }
 
@@ -281,34 +437,39 @@ impl Session {
     }
 
     /// Runs a command every mode shares; `Err` is the one-line error to show.
-    pub fn run_common(&mut self, ctx: &mut Context<'_>, cmd: Command) -> Result<(), String> {
+    pub fn run_common<M: Mode + ?Sized>(
+        &mut self,
+        ctx: &mut Context<'_>,
+        mode: &M,
+        cmd: Command,
+    ) -> Result<(), String> {
         match cmd {
             Command::Help(topic) => {
-                let text = help_text(self.mode, topic.as_deref())?;
+                let text = help_text(M::NAME, topic.as_deref())?;
                 self.out.print(&text);
             }
             Command::List => {
                 if self.out.is_json() {
-                    self.list_json(ctx);
+                    self.list_json(ctx, mode);
                 } else {
-                    let table = self.list_table(ctx);
+                    let table = Self::list_table(ctx, mode);
                     self.out.print(&table);
                 }
             }
             Command::Connect(addr) => {
                 ctx.dial(&addr);
-                self.refresh_completion(ctx);
+                self.refresh_completion(ctx, mode);
             }
             Command::Send(t, msg) | Command::Multicast(t, msg) => {
-                let ids = self.resolve(ctx, &t)?;
+                let ids = self.resolve(ctx, mode, &t)?;
                 self.send_to(ctx, &ids, &msg)?;
             }
             Command::Broadcast(msg) => {
-                let ids = self.resolve(ctx, &Target::All)?;
+                let ids = self.resolve(ctx, mode, &Target::All)?;
                 self.send_to(ctx, &ids, &msg)?;
             }
             Command::Close(t) => {
-                for id in self.resolve(ctx, &t)? {
+                for id in self.resolve(ctx, mode, &t)? {
                     ctx.close(id, "closed by user");
                 }
             }
@@ -317,7 +478,7 @@ impl Session {
                 return Err(format!(
                     "{} is not available in {} mode",
                     other.name(),
-                    self.mode
+                    M::NAME
                 ));
             }
         }
@@ -325,7 +486,8 @@ impl Session {
     }
 
     /// `list` with `--json`: one `{"event":"list","conns":[…]}` line.
-    fn list_json(&mut self, ctx: &Context<'_>) {
+    fn list_json<M: Mode + ?Sized>(&mut self, ctx: &Context<'_>, mode: &M) {
+        let names = mode.names();
         let now = Instant::now();
         let conns: Vec<serde_json::Value> = ctx
             .conns()
@@ -343,8 +505,8 @@ impl Session {
                     "bytes_in": i.bytes_in,
                     "bytes_out": i.bytes_out,
                 });
-                if let Some(n) = self.names.get(&i.id) {
-                    v["name"] = n.clone().into();
+                if let Some(n) = names.and_then(|names| names.get(i.id)) {
+                    v["name"] = n.into();
                 }
                 v
             })
@@ -354,7 +516,8 @@ impl Session {
     }
 
     /// The `list` table.
-    fn list_table(&self, ctx: &Context<'_>) -> String {
+    fn list_table<M: Mode + ?Sized>(ctx: &Context<'_>, mode: &M) -> String {
+        let names = mode.names();
         let conns = ctx.conns();
         if conns.is_empty() {
             return "no connections".to_string();
@@ -372,7 +535,7 @@ impl Session {
         ]];
         for i in conns {
             let mut addr = i.addr.to_string();
-            if let Some(n) = self.names.get(&i.id) {
+            if let Some(n) = names.and_then(|names| names.get(i.id)) {
                 addr = format!("{addr} ({n})");
             }
             let seen = if i.state == State::Connecting {
@@ -395,7 +558,7 @@ impl Session {
     }
 }
 
-impl Session {
+impl Core {
     /// Parses a line, reporting a bad one; `None` when there is nothing to run.
     pub fn parse_line(&mut self, line: &str) -> Option<Command> {
         self.out.input_line();
@@ -427,5 +590,157 @@ impl Session {
             }
             Input::Eof => None,
         }
+    }
+}
+
+/// The one [`Handler`] of every mode: the events go to the mode `M` with the
+/// shared [`Core`]; notices and the flush before each poll are handled here.
+pub struct Session<M> {
+    /// State every mode shares.
+    pub core: Core,
+    /// What this mode adds.
+    pub mode: M,
+}
+
+impl<M: Mode> Session<M> {
+    /// Runs `mode` with the shared state `core`.
+    pub fn new(core: Core, mode: M) -> Self {
+        Session { core, mode }
+    }
+}
+
+impl<M: Mode> Handler for Session<M> {
+    type Command = Input;
+
+    fn on_start(&mut self, ctx: &mut Context<'_>) {
+        self.mode.on_start(&mut self.core, ctx);
+    }
+
+    fn on_connected(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, alive: usize) {
+        self.mode.on_connected(&mut self.core, ctx, info, alive);
+    }
+
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str) {
+        self.mode
+            .on_connect_failed(&mut self.core, ctx, info, reason);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Context<'_>, info: &ConnInfo, reason: &str, alive: usize) {
+        self.mode
+            .on_closed(&mut self.core, ctx, info, reason, alive);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, msg: Message) {
+        self.mode.on_message(&mut self.core, ctx, conn, msg);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
+        self.mode.on_timer(&mut self.core, ctx, token);
+    }
+
+    fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {
+        self.mode.on_input(&mut self.core, ctx, input);
+    }
+
+    fn on_interrupt(&mut self, ctx: &mut Context<'_>) {
+        self.mode.on_interrupt(&mut self.core, ctx);
+    }
+
+    fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        self.mode.on_drained(&mut self.core, ctx, conn);
+    }
+
+    fn on_notice(&mut self, _ctx: &mut Context<'_>, notice: &str) {
+        self.core.out.notice(notice);
+    }
+
+    fn on_idle(&mut self, ctx: &mut Context<'_>) {
+        self.mode.on_idle(&mut self.core, ctx);
+        self.core.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filer::transfer::TransferConfig;
+    use crate::modes::{Connect, Filer, FilerConfig, Ipserver, Serve};
+    use crate::net::{Config, Node};
+    use crate::render::{BodyFormat, MemorySink, Style};
+    use std::time::Duration;
+
+    fn core() -> Core {
+        let out = Renderer::new(
+            Style::Human,
+            BodyFormat::default(),
+            false,
+            Box::new(MemorySink::default()),
+        );
+        Core::new(out, None)
+    }
+
+    /// A node to take a [`Context`] from (its own handler is not used).
+    fn node() -> Node<Session<Serve>> {
+        Node::new(Config::default(), Session::new(core(), Serve)).unwrap()
+    }
+
+    fn unknown_name<M: Mode>(mode: &M) -> String {
+        let mut node = node();
+        let target = Target::List(vec![Item::Name("bob".into())]);
+        core().resolve(&node.context(), mode, &target).unwrap_err()
+    }
+
+    #[test]
+    fn a_name_that_names_no_connection_is_told_in_the_modes_words() {
+        let filer = Filer::new(FilerConfig {
+            id: "me".into(),
+            ipserver: "127.0.0.1:5000".into(),
+            report_interval: Duration::from_secs(1),
+            transfer: TransferConfig {
+                inbox: std::env::temp_dir(),
+                max_file_size: None,
+                accept: false,
+                chunk_size: 4096,
+            },
+        });
+        let ipserver = Ipserver::new(Duration::from_secs(1), Duration::from_secs(3));
+        for e in [
+            unknown_name(&Serve),
+            unknown_name(&Connect::new(vec![], false)),
+        ] {
+            assert!(e.starts_with("bad target \"bob\" (want an id"), "{e}");
+        }
+        assert_eq!(
+            unknown_name(&ipserver),
+            "no connection from a peer named \"bob\""
+        );
+        assert_eq!(
+            unknown_name(&filer),
+            "no connection to a peer named \"bob\" (try `dial NAME`)"
+        );
+    }
+
+    /// Leaves one connection out of `*`, as the filer does its ipserver link.
+    struct Hides(ConnId);
+
+    impl Mode for Hides {
+        const NAME: &'static str = "test";
+        fn hidden(&self, id: ConnId) -> bool {
+            id == self.0
+        }
+    }
+
+    #[test]
+    fn all_leaves_out_the_connections_the_mode_hides() {
+        let mut node = node();
+        let mut ctx = node.context();
+        let a = ctx.dial("127.0.0.1:9");
+        let b = ctx.dial("127.0.0.1:9");
+        let core = core();
+        assert_eq!(core.resolve(&ctx, &Hides(a), &Target::All), Ok(vec![b]));
+        assert_eq!(core.resolve(&ctx, &Serve, &Target::All), Ok(vec![a, b]));
+        // An id still names a hidden connection.
+        let first = Target::List(vec![Item::Id(a.0)]);
+        assert_eq!(core.resolve(&ctx, &Hides(a), &first), Ok(vec![a]));
     }
 }
