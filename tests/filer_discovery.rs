@@ -734,7 +734,8 @@ fn roster_load(n: usize, interval_ms: u64) -> (u64, Duration, u64, u64) {
     let (mut ips, ips_addr) = spawn_ipserver(
         "127.0.0.1:0",
         &interval_arg,
-        &["--quiet", "--alive", "120s"],
+        // Every raw peer comes from 127.0.0.1: lift the per-address limit.
+        &["--quiet", "--alive", "120s", "--max-conns-per-ip", "0"],
     );
     let mut clients: Vec<Client> = (0..n)
         .map(|i| {

@@ -614,7 +614,9 @@ fn broadcast_flood_drops_only_the_slow_consumer_and_memory_stays_bounded() {
     let body_path = tmp_path("flood-body");
     std::fs::write(&body_path, random_bytes(BODY, 99)).unwrap();
     let mq = format!("{max_queue_mib}MiB");
-    let (mut srv, addr) = serve(&["--max-queue", &mq, "--quiet"]);
+    // Commands wait while the never-reading client's queue is over 3/4 of
+    // --max-queue, until --write-timeout drops it.
+    let (mut srv, addr) = serve(&["--max-queue", &mq, "--quiet", "--write-timeout", "2s"]);
     let pid = srv.pid();
 
     // A never reads.

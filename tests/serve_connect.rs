@@ -235,7 +235,9 @@ fn invalid_frame_closes_only_its_sender() {
 /// buffers are full and A is dropped. B gets every frame, in order.
 #[test]
 fn slow_consumer_is_dropped_and_a_reading_client_gets_everything() {
-    let (mut srv, addr) = serve(&["--max-queue", "64KiB"]);
+    // Commands wait while the slow client's queue is over 3/4 of --max-queue,
+    // until --write-timeout drops it.
+    let (mut srv, addr) = serve(&["--max-queue", "64KiB", "--write-timeout", "1s"]);
     let slow = Client::connect(addr); // never reads
     let idslow = srv.expect_connected(&slow);
     let mut fast = Client::connect(addr);

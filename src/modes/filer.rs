@@ -3,15 +3,12 @@
 use super::session::{Core, Mode, PeerNames};
 use crate::command::{Command, Input, Item, Target, quoted};
 use crate::filer::roster::{self, Entry, check_id};
-use crate::filer::transfer::{self, Env, TransferConfig, Transfers};
-use crate::net::{ConnId, ConnInfo, Context, Dir, State};
+use crate::filer::transfer::{Env, TransferConfig, Transfers};
+use crate::net::{ConnId, ConnInfo, Context, Dir, State, TimerId};
 use crate::protocol::{Header, Message};
 use crate::render::{Renderer, format_table};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-
-const REPORT_TIMER: u64 = 1;
-const RETRY_TIMER: u64 = 2;
 
 /// Settings of a filer.
 #[derive(Debug, Clone)]
@@ -72,6 +69,10 @@ pub struct Filer {
     /// `quit` was given while files were still going out: the filer stops once
     /// they have ended (see [`Filer::quit`]).
     quitting: bool,
+    /// The timer of the next report to the ipserver.
+    report_timer: Option<TimerId>,
+    /// The timer of the next attempt to reach the ipserver, while it is away.
+    retry_timer: Option<TimerId>,
 }
 
 impl Filer {
@@ -90,6 +91,8 @@ impl Filer {
             roster_noted: None,
             name_clash: None,
             quitting: false,
+            report_timer: None,
+            retry_timer: None,
         }
     }
 
@@ -145,7 +148,7 @@ impl Filer {
             let retry = self.retry_delay();
             out.ipserver_lost(&self.cfg.ipserver, reason, was_up, retry);
         }
-        ctx.set_timer(self.retry_delay(), RETRY_TIMER);
+        self.retry_timer = Some(ctx.set_timer(self.retry_delay()));
     }
 
     fn retry_delay(&self) -> Duration {
@@ -413,7 +416,7 @@ impl Mode for Filer {
     fn on_start(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         core.listening(ctx);
         self.dial_ipserver(ctx);
-        ctx.set_timer(self.cfg.report_interval, REPORT_TIMER);
+        self.report_timer = Some(ctx.set_timer(self.cfg.report_interval));
     }
 
     fn on_connected(
@@ -503,20 +506,18 @@ impl Mode for Filer {
         core.show_message(ctx, &*self, conn, &msg);
     }
 
-    fn on_timer(&mut self, core: &mut Core, ctx: &mut Context<'_>, token: u64) {
-        match token {
-            REPORT_TIMER => {
-                self.report(ctx);
-                ctx.set_timer(self.cfg.report_interval, REPORT_TIMER);
-            }
-            RETRY_TIMER if self.ipserver.is_none() && !ctx.is_stopping() => {
+    fn on_timer(&mut self, core: &mut Core, ctx: &mut Context<'_>, timer: TimerId) {
+        if self.report_timer == Some(timer) {
+            self.report(ctx);
+            self.report_timer = Some(ctx.set_timer(self.cfg.report_interval));
+        } else if self.retry_timer == Some(timer) {
+            self.retry_timer = None;
+            if self.ipserver.is_none() && !ctx.is_stopping() {
                 self.dial_ipserver(ctx);
             }
-            transfer::TIMER => {
-                self.xfer.on_timer(ctx, &mut self.peers.env(&mut core.out));
-                self.check_quit(core, ctx);
-            }
-            _ => {}
+        } else if self.xfer.owns_timer(timer) {
+            self.xfer.on_timer(ctx, &mut self.peers.env(&mut core.out));
+            self.check_quit(core, ctx);
         }
     }
 

@@ -6,14 +6,12 @@
 use super::session::{Core, Mode, PeerNames};
 use crate::command::{Command, quoted};
 use crate::filer::roster::{self, Entry, check_id};
-use crate::net::{ConnId, ConnInfo, Context};
+use crate::net::{ConnId, ConnInfo, Context, TimerId};
 use crate::protocol::{Header, Message, encode};
 use crate::render::{Renderer, format_table, short_duration};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const ROSTER_TIMER: u64 = 1;
 
 /// What a connection last reported.
 #[derive(Debug, Clone)]
@@ -50,6 +48,8 @@ pub struct Ipserver {
     /// The last notice given per connection, so a peer repeating a bad report
     /// every interval is mentioned once, not every time.
     noted: HashMap<ConnId, String>,
+    /// The timer of the next roster round.
+    round_timer: Option<TimerId>,
 }
 
 impl Ipserver {
@@ -65,6 +65,7 @@ impl Ipserver {
             live: Vec::new(),
             // Set when the node starts.
             next_round: Instant::now(),
+            round_timer: None,
             rounds: 0,
             last_round: Duration::ZERO,
             last_round_flushed: Duration::ZERO,
@@ -325,7 +326,7 @@ impl Mode for Ipserver {
     fn on_start(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         core.listening(ctx);
         self.next_round = Instant::now() + self.interval;
-        ctx.set_timer(self.interval, ROSTER_TIMER);
+        self.round_timer = Some(ctx.set_timer(self.interval));
     }
 
     fn on_closed(
@@ -356,8 +357,8 @@ impl Mode for Ipserver {
         core.show_message(ctx, &*self, conn, &msg);
     }
 
-    fn on_timer(&mut self, core: &mut Core, ctx: &mut Context<'_>, token: u64) {
-        if token == ROSTER_TIMER {
+    fn on_timer(&mut self, core: &mut Core, ctx: &mut Context<'_>, timer: TimerId) {
+        if self.round_timer == Some(timer) {
             self.roster_round(&mut core.out, ctx);
             let now = Instant::now();
             self.next_round += self.interval;
@@ -365,7 +366,7 @@ impl Mode for Ipserver {
                 // Fell behind (a stalled machine): start the cadence afresh.
                 self.next_round = now + self.interval;
             }
-            ctx.set_timer(self.next_round - now, ROSTER_TIMER);
+            self.round_timer = Some(ctx.set_timer(self.next_round - now));
         }
     }
 

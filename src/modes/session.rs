@@ -6,7 +6,7 @@
 use crate::command::{
     BodySource, Command, CompletionTargets, Input, Item, Outgoing, Target, help_text, quoted,
 };
-use crate::net::{ConnId, ConnInfo, Context, Handler, SendError, State};
+use crate::net::{ConnId, ConnInfo, Context, Handler, SendError, State, TimerId};
 use crate::protocol::Message;
 use crate::render::{Renderer, format_table, human_size, short_duration};
 use std::collections::HashMap;
@@ -94,7 +94,7 @@ pub trait Mode {
     }
 
     /// A timer the mode set fired.
-    fn on_timer(&mut self, _core: &mut Core, _ctx: &mut Context<'_>, _token: u64) {}
+    fn on_timer(&mut self, _core: &mut Core, _ctx: &mut Context<'_>, _timer: TimerId) {}
 
     /// A line (or the end) of input arrived: runs the command it holds.
     fn on_input(&mut self, core: &mut Core, ctx: &mut Context<'_>, input: Input) {
@@ -634,8 +634,8 @@ impl<M: Mode> Handler for Session<M> {
         self.mode.on_message(&mut self.core, ctx, conn, msg);
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
-        self.mode.on_timer(&mut self.core, ctx, token);
+    fn on_timer(&mut self, ctx: &mut Context<'_>, timer: TimerId) {
+        self.mode.on_timer(&mut self.core, ctx, timer);
     }
 
     fn on_command(&mut self, ctx: &mut Context<'_>, input: Input) {

@@ -12,6 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A timer set with [`Context::set_timer`], as handed back to
+/// [`Handler::on_timer`](super::Handler::on_timer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(pub(super) u64);
+
 /// A broadcast frame up to this size is copied into each queue (cheaper than a
 /// shared chunk for tiny frames); a larger one is shared, so a broadcast to many
 /// connections costs one copy of the frame, not one per connection.
@@ -133,15 +138,17 @@ impl Context<'_> {
         ConnId(id)
     }
 
-    /// Calls `on_timer(token)` after `after` (never, if that is beyond what the
-    /// clock can represent).
-    pub fn set_timer(&mut self, after: Duration, token: u64) {
-        let Some(at) = Instant::now().checked_add(after) else {
-            return;
-        };
+    /// Calls `on_timer` with the returned id after `after` (never, if that is
+    /// beyond what the clock can represent). Ids are unique in a node's life, so
+    /// each owner (a mode, its transfers) keeps the ids it set and recognises
+    /// its own: no shared numbering to keep apart.
+    pub fn set_timer(&mut self, after: Duration) -> TimerId {
         self.core.timer_seq += 1;
         let seq = self.core.timer_seq;
-        self.core.timers.push(Reverse((at, seq, token)));
+        if let Some(at) = Instant::now().checked_add(after) {
+            self.core.timers.push(Reverse((at, seq)));
+        }
+        TimerId(seq)
     }
 
     /// While paused, commands from other threads wait in their bounded channel

@@ -45,7 +45,7 @@ pub(super) struct Core {
     pub(super) conns: IdMap<Conn>,
     pub(super) next_id: u64,
     pub(super) open: usize,
-    pub(super) timers: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    pub(super) timers: BinaryHeap<Reverse<(Instant, u64)>>,
     pub(super) timer_seq: u64,
     pub(super) pending: VecDeque<Pending>,
     /// Connections that may have more to read (read budget ran out).

@@ -5,7 +5,7 @@
 use super::addr::parse_bind;
 use super::config::Config;
 use super::conn::{ConnId, State};
-use super::context::Context;
+use super::context::{Context, TimerId};
 use super::core::{ACCEPT_RETRY, Core, Pending};
 use super::error::describe;
 use super::handler::Handler;
@@ -240,7 +240,7 @@ impl<H: Handler> Node<H> {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let mut next: Option<Instant> = c.timers.peek().map(|Reverse((t, _, _))| *t);
+        let mut next: Option<Instant> = c.timers.peek().map(|Reverse((t, _))| *t);
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -516,7 +516,7 @@ impl<H: Handler> Node<H> {
             self.core.housekeeping_stale = true;
             self.core.housekeeping(now);
         }
-        while let Some(Reverse((t, _, token))) = self.core.timers.peek().copied() {
+        while let Some(Reverse((t, seq))) = self.core.timers.peek().copied() {
             if t > now {
                 break;
             }
@@ -524,7 +524,7 @@ impl<H: Handler> Node<H> {
             let mut ctx = Context {
                 core: &mut self.core,
             };
-            self.handler.on_timer(&mut ctx, token);
+            self.handler.on_timer(&mut ctx, TimerId(seq));
             self.dispatch_pending();
         }
     }
@@ -657,11 +657,11 @@ mod tests {
         fn on_command(&mut self, ctx: &mut Context<'_>, n: i64) {
             if n == 0 {
                 ctx.pause_commands(true);
-                ctx.set_timer(Duration::from_millis(20), 1);
+                ctx.set_timer(Duration::from_millis(20));
             }
             self.note(ctx, n);
         }
-        fn on_timer(&mut self, ctx: &mut Context<'_>, _: u64) {
+        fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
             ctx.pause_commands(false);
             self.note(ctx, -1);
         }

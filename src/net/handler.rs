@@ -1,7 +1,7 @@
 //! The callbacks a node's behaviour is made of.
 
 use super::conn::{ConnId, ConnInfo};
-use super::context::Context;
+use super::context::{Context, TimerId};
 use crate::protocol::Message;
 
 /// Behaviour of a node: override the callbacks you need.
@@ -38,7 +38,7 @@ pub trait Handler {
     fn on_message(&mut self, _ctx: &mut Context<'_>, _conn: ConnId, _msg: Message) {}
 
     /// A timer set with [`Context::set_timer`] fired.
-    fn on_timer(&mut self, _ctx: &mut Context<'_>, _token: u64) {}
+    fn on_timer(&mut self, _ctx: &mut Context<'_>, _timer: TimerId) {}
 
     /// A command arrived from another thread.
     fn on_command(&mut self, _ctx: &mut Context<'_>, _cmd: Self::Command) {}

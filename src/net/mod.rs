@@ -24,7 +24,7 @@ pub use access::{Access, Cidr};
 pub use addr::{has_port, parse_bind, parse_bind_addr, parse_host_port, with_default_port};
 pub use config::Config;
 pub use conn::{ConnId, ConnInfo, Dir, State};
-pub use context::Context;
+pub use context::{Context, TimerId};
 pub use error::{SendError, SendResult, describe};
 pub use event_loop::Node;
 pub use handler::Handler;

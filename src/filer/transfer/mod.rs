@@ -26,7 +26,7 @@ pub mod send;
 pub mod wire;
 
 use crate::human::{human_size, quoted_name};
-use crate::net::{ConnId, ConnInfo, Context, State};
+use crate::net::{ConnId, ConnInfo, Context, State, TimerId};
 use crate::protocol::Message;
 pub use record::{Change, Phase, Record};
 use recv::{Incoming, Step};
@@ -54,9 +54,6 @@ pub const CHUNK_SIZE: usize = 256 << 10;
 /// The pump keeps at most this many chunks in a connection's outbound queue,
 /// and refills once it has drained to half of that.
 const QUEUE_CHUNKS: usize = 4;
-
-/// The filer's timer token for progress ticks.
-pub const TIMER: u64 = 0x7846_4552;
 
 /// How often progress is refreshed (JSON progress events, the status block).
 const TICK: Duration = Duration::from_millis(250);
@@ -191,7 +188,8 @@ pub struct Transfers {
     finished: VecDeque<u64>,
     sends: HashMap<ConnId, SendQueue>,
     recvs: HashMap<ConnId, RecvState>,
-    ticking: bool,
+    /// The progress timer while one is set (transfers are running).
+    tick: Option<TimerId>,
     /// Files this filer was asked to send that failed (not counting `cancel`).
     send_failures: u64,
 }
@@ -229,7 +227,7 @@ impl Transfers {
             finished: VecDeque::new(),
             sends: HashMap::new(),
             recvs: HashMap::new(),
-            ticking: false,
+            tick: None,
             send_failures: 0,
         }
     }
@@ -285,9 +283,8 @@ impl Transfers {
         // The loop flushes output when idle, which a busy transfer may keep it
         // from being for a long time: transfer events go out at once.
         env.out.flush();
-        if !self.ticking {
-            self.ticking = true;
-            ctx.set_timer(TICK, TIMER);
+        if self.tick.is_none() {
+            self.tick = Some(ctx.set_timer(TICK));
         }
     }
 
@@ -976,7 +973,12 @@ impl Transfers {
         }
     }
 
-    /// The progress timer ([`TIMER`]) fired.
+    /// True for the progress timer these transfers set.
+    pub fn owns_timer(&self, timer: TimerId) -> bool {
+        self.tick == Some(timer)
+    }
+
+    /// The progress timer fired ([`Transfers::owns_timer`]).
     pub fn on_timer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>) {
         let conns: Vec<ConnId> = self.sends.keys().copied().collect();
         for conn in conns {
@@ -999,11 +1001,7 @@ impl Transfers {
         }
         self.refresh_status(env);
         env.out.flush();
-        if any {
-            ctx.set_timer(TICK, TIMER);
-        } else {
-            self.ticking = false;
-        }
+        self.tick = any.then(|| ctx.set_timer(TICK));
     }
 
     /// Redraws the progress block (terminal only).
