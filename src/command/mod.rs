@@ -1,4 +1,4 @@
-//! The command language of the REPL and of piped stdin (SPEC §3).
+//! The command language of the REPL and of piped stdin (README, "Command language").
 //!
 //! A line is split like a shell (quotes work) and parsed into a [`Command`]. This
 //! module knows nothing of sockets: it only says what the user asked for.

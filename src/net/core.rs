@@ -1,7 +1,7 @@
 //! The loop's state: the connection table and every operation on it (admit,
 //! dial, queue, flush, drop), timers, pending events and housekeeping. Handlers
-//! reach it through [`Context`](super::Context); the loop in
-//! [`event_loop`](super::event_loop) drives it. It knows nothing of the handler.
+//! reach it through `Context`; the loop in
+//! `event_loop` drives it. It knows nothing of the handler.
 
 use super::access::canonical_addr;
 use super::config::Config;
@@ -63,7 +63,7 @@ pub(super) struct Core {
     /// otherwise the idle loop would scan every connection on every turn.
     pub(super) housekeeping_stale: bool,
     pub(super) stopping: Option<Instant>,
-    /// Commands wait in the channel ([`Context::pause_commands`](super::Context::pause_commands)).
+    /// Commands wait in the channel (`Context::pause_commands`).
     pub(super) commands_paused: bool,
     /// Wakes the loop from its own callbacks.
     pub(super) waker: Arc<Waker>,
@@ -80,7 +80,7 @@ pub(super) struct Core {
     pub(super) refused_at: HashMap<IpAddr, Instant>,
     /// Bytes of unfinished frames over every connection (`--max-pending-bodies`).
     pub(super) pending_bodies: usize,
-    /// Reading from peers waits ([`Context::pause_reads`](super::Context::pause_reads)):
+    /// Reading from peers waits (`Context::pause_reads`):
     /// the handler's own output is backed up.
     pub(super) reads_paused: bool,
     /// Connections that became readable while reads were paused, read on resume

@@ -89,7 +89,7 @@ impl std::error::Error for ProtocolError {}
 
 /// Parses header text (without the length prefix) into a [`Header`] and the `CL`.
 ///
-/// Lenient as SPEC §1 requires: empty pairs skipped, split at the first `:`,
+/// Lenient as docs/PROTOCOL.md §2.1 describes: empty pairs skipped, split at the first `:`,
 /// whitespace trimmed, `%XX` decoded, last duplicate wins.
 pub fn parse_header(raw: &[u8], max_body: usize) -> Result<(Header, usize), ProtocolError> {
     let text = std::str::from_utf8(raw).map_err(|_| ProtocolError::HeaderNotUtf8)?;

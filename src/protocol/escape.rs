@@ -1,4 +1,4 @@
-//! Percent-escaping of header keys and values (SPEC §1).
+//! Percent-escaping of header keys and values (docs/PROTOCOL.md §1.2).
 //!
 //! Only `%`, `:`, `;` and leading/trailing whitespace are escaped, so any string
 //! without them is written exactly as the original implementations wrote it.

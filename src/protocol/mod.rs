@@ -1,4 +1,4 @@
-//! The sockmod wire protocol (SPEC §1): frames of a key/value header and a body.
+//! The sockmod wire protocol (docs/PROTOCOL.md §1–2): frames of a key/value header and a body.
 //!
 //! This module knows nothing of sockets: it turns bytes into [`Message`]s and back.
 //!

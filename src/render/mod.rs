@@ -1,4 +1,4 @@
-//! Events to human lines or JSON objects (SPEC §2, §4). Knows nothing of sockets.
+//! Events to human lines or JSON objects (docs/PROTOCOL.md §6 for the JSON shapes). Knows nothing of sockets.
 
 mod body;
 mod json;
@@ -279,7 +279,7 @@ fn reads_plain(s: &str, key: bool) -> bool {
     }
 }
 
-/// Filer-network events (SPEC §4).
+/// Filer-network events (docs/PROTOCOL.md §6.6–6.8).
 impl Renderer {
     /// A peer appeared in the roster.
     pub fn peer_online(&mut self, id: &str, ip: &str, port: u16) {

@@ -1,4 +1,4 @@
-//! File transfer between filers (SPEC §4): sending with flow control, receiving
+//! File transfer between filers (docs/PROTOCOL.md §5): sending with flow control, receiving
 //! into the inbox, failures on both sides, progress, `transfers` and `cancel`.
 //!
 //! The filer handler owns one [`Transfers`] and hands it the events that concern

@@ -1,4 +1,4 @@
-//! The file frames on the wire (SPEC §4) and sockmod's two extension frames.
+//! The file frames on the wire (docs/PROTOCOL.md §5) and sockmod's two extension frames.
 //!
 //! - Chunk (original Qt Filer format): `TP:file;N:NAME;L:TOTAL;index:I`, the chunk
 //!   as body; `index` counts 0, 1, 2, … and the last chunk has `index:-1` (a file
