@@ -17,6 +17,19 @@ pub fn human_size(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
+/// True for characters that must never reach a human line as they are: control
+/// characters, and the invisible and direction-changing ones (zero-width
+/// spaces and joiners, the left-to-right and right-to-left marks, embeddings,
+/// overrides and isolates, the byte-order mark) with which a peer could make
+/// `photo\u{202E}gpj.exe` read `photoexe.jpg`, or two names look the same.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'
+        )
+}
+
 /// A file name quoted for a human line, clipped to 100 characters: a peer may
 /// announce a name of tens of kilobytes (the stored name is at most 255 bytes;
 /// JSON events carry the name in full).
@@ -31,6 +44,20 @@ pub fn quoted_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invisible_and_bidirectional_characters_are_deceptive() {
+        for c in [
+            '\n', '\u{1b}', '\u{200B}', '\u{200F}', '\u{202E}', '\u{2066}', '\u{FEFF}',
+        ] {
+            assert!(is_deceptive(c), "{c:?}");
+            // Debug formatting, which quoted names use, escapes every one.
+            assert!(format!("{:?}", c.to_string()).contains('\\'), "{c:?}");
+        }
+        for c in ['a', 'é', '中', ' ', '\u{2010}', '\u{2070}'] {
+            assert!(!is_deceptive(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -13,7 +13,8 @@ pub struct Entry {
     pub port: u16,
 }
 
-/// Checks a peer name: non-empty, no `,` `;` `:`, no control characters, and no
+/// Checks a peer name: non-empty, no `,` `;` `:`, no control, invisible or
+/// direction-changing characters (a name must read as what it is), and no
 /// leading or trailing whitespace (receivers trim header values and roster fields,
 /// so `" ann"` would come back as `"ann"`).
 pub fn check_id(id: &str) -> Result<(), String> {
@@ -22,10 +23,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
     }
     if let Some(c) = id
         .chars()
-        .find(|c| matches!(c, ',' | ';' | ':') || c.is_control())
+        .find(|c| matches!(c, ',' | ';' | ':') || crate::human::is_deceptive(*c))
     {
         return Err(format!(
-            "peer name {} contains {:?}; names may not contain , ; : or control characters",
+            "peer name {} contains {:?}; names may not contain , ; : or control, invisible or direction-changing characters",
             shown(id),
             c
         ));

@@ -327,10 +327,13 @@ impl Filer {
     }
 
     /// A peer's identity frame named connection `conn`.
-    fn on_identity(&mut self, core: &mut Core, ctx: &Context<'_>, conn: ConnId, name: &str) {
+    fn on_identity(&mut self, core: &mut Core, ctx: &mut Context<'_>, conn: ConnId, name: &str) {
         if let Err(e) = check_id(name) {
-            core.out
-                .notice(&format!("ignored identity from {conn}: {e}"));
+            ctx.malformed(
+                conn,
+                "identity",
+                format!("ignored identity from {conn}: {e}"),
+            );
             return;
         }
         if self.peers.names.get(conn) != Some(name) {

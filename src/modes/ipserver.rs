@@ -127,7 +127,7 @@ impl Ipserver {
         })
     }
 
-    fn report(&mut self, out: &mut Renderer, ctx: &Context<'_>, conn: ConnId, msg: &Message) {
+    fn report(&mut self, out: &mut Renderer, ctx: &mut Context<'_>, conn: ConnId, msg: &Message) {
         let Some(info) = ctx.info(conn) else { return };
         let addr = info.addr;
         // A peer reached through an IPv6 socket shows as ::ffff:a.b.c.d; give
@@ -135,7 +135,13 @@ impl Ipserver {
         let entry = match Self::parse_report(msg, addr.ip().to_canonical()) {
             Ok(e) => e,
             Err(e) => {
-                self.note_once(out, conn, format!("ignored report from {conn} {addr}: {e}"));
+                // The same bad report repeated every interval is said once and
+                // kept; a stream of different bad frames is malformed input.
+                let text = format!("ignored report from {conn} {addr}: {e}");
+                if self.noted.get(&conn) != Some(&text) {
+                    self.noted.insert(conn, text.clone());
+                    ctx.malformed(conn, "report", text);
+                }
                 return;
             }
         };

@@ -388,6 +388,20 @@ pub(crate) struct Conn {
     pub(crate) partial: usize,
     /// In `Core::held_reads`, waiting for reads to resume.
     pub(crate) held: bool,
+    /// Malformed frames in a row (`Context::malformed`), and the `msgs_in`
+    /// count at the last one: a frame delivered in between breaks the row.
+    pub(crate) malformed: (u32, u64),
+    /// The notices about this connection being coalesced now.
+    pub(crate) run: Option<NoticeRun>,
+}
+
+/// Notices of one kind about one connection within a second: the first is
+/// shown, the rest counted and summed up in one line when the second is over.
+#[derive(Debug)]
+pub(crate) struct NoticeRun {
+    pub(crate) kind: &'static str,
+    pub(crate) started: Instant,
+    pub(crate) more: u32,
 }
 
 #[cfg(test)]

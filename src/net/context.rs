@@ -201,6 +201,20 @@ impl Context<'_> {
         }
     }
 
+    /// Reports a notice about `conn` through the handler's `on_notice`,
+    /// coalesced: repeats of the same `kind` within a second become one
+    /// `… and N more like this from #7` line.
+    pub fn notice_from(&mut self, conn: ConnId, kind: &'static str, text: impl Into<String>) {
+        self.core.notice_from(conn.0, kind, text.into());
+    }
+
+    /// A frame from `conn` that the handler cannot use (a bad report, file
+    /// frame, identity): a coalesced notice as [`Context::notice_from`], and the
+    /// connection is closed when it sends more than a handful of them in a row.
+    pub fn malformed(&mut self, conn: ConnId, kind: &'static str, text: impl Into<String>) {
+        self.core.malformed(conn.0, kind, text.into());
+    }
+
     /// Reports a notice through the handler's `on_notice`.
     pub fn notice(&mut self, text: impl Into<String>) {
         self.core.pending.push_back(Pending::Notice(text.into()));

@@ -5,7 +5,9 @@
 
 use super::access::canonical_addr;
 use super::config::Config;
-use super::conn::{Conn, ConnId, ConnInfo, Dir, Flush, IdMap, OutQueue, State, Transport};
+use super::conn::{
+    Conn, ConnId, ConnInfo, Dir, Flush, IdMap, NoticeRun, OutQueue, State, Transport,
+};
 use super::error::{SendError, describe};
 use super::resolver::Resolver;
 use crate::protocol::{Decoder, EncodeError, Header, encode_into};
@@ -23,6 +25,16 @@ use std::time::{Duration, Instant};
 const WRITE_BUDGET: usize = 4 << 20;
 /// Size of the shared read buffer.
 const READ_BUF: usize = 256 << 10;
+/// Notices of one kind from one connection within this window are one line.
+const NOTICE_WINDOW: Duration = Duration::from_secs(1);
+/// Malformed frames in a row that a connection may send before it is closed.
+const MALFORMED_IN_ROW: u32 = 8;
+
+/// The line that sums up a run of coalesced notices.
+fn more_like_this(n: u32, id: u64) -> String {
+    format!("… and {n} more like this from #{id}")
+}
+
 /// While accepting is impossible (no descriptors), retry this often.
 pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
@@ -86,6 +98,8 @@ pub(super) struct Core {
     /// Connections that became readable while reads were paused, read on resume
     /// (readiness is edge-triggered: it is not reported again).
     pub(super) held_reads: Vec<u64>,
+    /// Connections with coalesced notices to sum up (`NoticeRun::more` > 0).
+    pub(super) runs_open: usize,
 }
 
 impl Core {
@@ -120,6 +134,7 @@ impl Core {
             pending_bodies: 0,
             reads_paused: false,
             held_reads: Vec::new(),
+            runs_open: 0,
         }
     }
 
@@ -138,6 +153,9 @@ impl Core {
         if let Some(h) = self.config.handshake_timeout {
             consider(h / 4);
         }
+        if self.runs_open > 0 {
+            consider(NOTICE_WINDOW / 4);
+        }
         if self.conns.values().any(|c| c.deadline.is_some()) {
             consider(Duration::from_millis(100));
         }
@@ -148,6 +166,21 @@ impl Core {
     }
 
     pub(super) fn housekeeping(&mut self, now: Instant) {
+        if self.runs_open > 0 {
+            let over: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.run
+                        .as_ref()
+                        .is_some_and(|r| now.duration_since(r.started) >= NOTICE_WINDOW)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in over {
+                self.end_run(id);
+            }
+        }
         let mut expired: Vec<(u64, String)> = Vec::new();
         let mut ping: Vec<u64> = Vec::new();
         for (id, c) in &self.conns {
@@ -324,6 +357,8 @@ impl Core {
                 first_frame_by: None,
                 partial: 0,
                 held: false,
+                malformed: (0, 0),
+                run: None,
             },
         );
     }
@@ -391,6 +426,12 @@ impl Core {
             let _ = self.poll.registry().deregister(s);
         }
         self.forget(&c);
+        if let Some(r) = c.run.take()
+            && r.more > 0
+        {
+            self.pending
+                .push_back(Pending::Notice(more_like_this(r.more, id)));
+        }
         // Never reported up (a dial, or a transport still in its handshake):
         // the dial failed; nothing was counted open.
         if matches!(c.info.state, State::Connecting | State::Handshaking) {
@@ -525,8 +566,75 @@ impl Core {
         }
     }
 
+    /// A notice about connection `id`, coalesced: the first of a kind is shown;
+    /// more of the same kind within a second are counted and summed up in one
+    /// line (`… and 41 more like this from #7`) when the second is over or the
+    /// connection closes. So a peer flooding bad frames costs a few lines.
+    pub(super) fn notice_from(&mut self, id: u64, kind: &'static str, text: String) {
+        let now = Instant::now();
+        let Some(c) = self.conns.get_mut(&id) else {
+            self.pending.push_back(Pending::Notice(text));
+            return;
+        };
+        if let Some(r) = &mut c.run
+            && r.kind == kind
+            && now.duration_since(r.started) < NOTICE_WINDOW
+        {
+            r.more += 1;
+            if r.more == 1 {
+                self.runs_open += 1;
+                self.housekeeping_stale = true;
+            }
+            return;
+        }
+        self.end_run(id);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.run = Some(NoticeRun {
+                kind,
+                started: now,
+                more: 0,
+            });
+        }
+        self.pending.push_back(Pending::Notice(text));
+    }
+
+    /// Ends connection `id`'s run of coalesced notices, summing it up.
+    fn end_run(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(r) = c.run.take()
+            && r.more > 0
+        {
+            self.runs_open -= 1;
+            self.pending
+                .push_back(Pending::Notice(more_like_this(r.more, id)));
+        }
+    }
+
+    /// A malformed frame from `id`, with a notice (coalesced); more than
+    /// [`MALFORMED_IN_ROW`] in a row (no good frame between) close it.
+    pub(super) fn malformed(&mut self, id: u64, kind: &'static str, text: String) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let (row, at) = c.malformed;
+        let row = if at + 1 == c.info.msgs_in { row + 1 } else { 1 };
+        c.malformed = (row, c.info.msgs_in);
+        self.notice_from(id, kind, text);
+        if row > MALFORMED_IN_ROW {
+            self.drop_conn(
+                id,
+                format!("{row} malformed frames in a row (last: {kind})"),
+            );
+        }
+    }
+
     /// Releases what a removed connection held in the loop's shared accounts.
     fn forget(&mut self, c: &Conn) {
+        if c.run.as_ref().is_some_and(|r| r.more > 0) {
+            self.runs_open -= 1;
+        }
         if c.above_high {
             self.lower_gate();
         }

@@ -13,6 +13,7 @@ pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_rows, terminal
 pub use text::{clip_columns, eta, format_table, human_duration, human_rate, short_duration};
 pub use transfer::TransferEvent;
 
+use crate::human::is_deceptive;
 use crate::net::{ConnInfo, Dir};
 use crate::protocol::Message;
 use base64::Engine;
@@ -275,7 +276,7 @@ fn reads_plain(s: &str, key: bool) -> bool {
                 .all(|b| b.is_ascii_graphic() && b != b'"' && !(key && b == b'='))
     } else {
         !s.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || (key && c == '='))
+            .any(|c| c.is_whitespace() || is_deceptive(c) || c == '"' || (key && c == '='))
     }
 }
 

@@ -716,10 +716,11 @@ impl Transfers {
         if let Some(k) = c.index
             && k > 0
         {
-            env.out.notice(&format!(
+            let text = format!(
                 "ignored chunk {k} of {:?} from {conn}: no such file in progress",
                 wire::clean_text(c.name)
-            ));
+            );
+            ctx.malformed(conn, "chunk", text);
             return None;
         }
         let id = self.new_record(ctx, false, conn, c.name, c.total);
@@ -903,8 +904,11 @@ impl Transfers {
                         self.recvs.insert(conn, s);
                     }
                 } else {
-                    env.out
-                        .notice(&format!("ignored frame from {conn}: {reason}"));
+                    ctx.malformed(
+                        conn,
+                        "frame",
+                        format!("ignored frame from {conn}: {reason}"),
+                    );
                 }
             }
         }

@@ -16,10 +16,10 @@ pub const FALLBACK: &str = "file";
 const MAX_EXT: usize = 16;
 
 /// True for characters that must not appear in a stored name: C0 and C1
-/// controls, DEL, and the bidirectional overrides that can disguise a name
-/// (`photo\u{202E}gpj.exe` shows as `photoexe.jpg`).
+/// controls, DEL, and the invisible and bidirectional characters that can
+/// disguise a name (`photo\u{202E}gpj.exe` shows as `photoexe.jpg`).
 fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    crate::human::is_deceptive(c)
 }
 
 /// Reduces a name received from a peer to a safe base name.

@@ -181,7 +181,13 @@ pub fn clean_text(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(200)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if crate::human::is_deceptive(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if s.chars().count() > 200 {
         out.push('…');
