@@ -2,6 +2,7 @@
 
 use super::access::Access;
 use crate::protocol::DEFAULT_MAX_BODY;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Limits and timers of a node.
@@ -33,6 +34,19 @@ pub struct Config {
     /// Bytes of partly received frames, summed over every connection; over it,
     /// the connection holding the largest is closed.
     pub max_pending_bodies: usize,
+    /// TLS on accepted connections, when listening with it.
+    pub tls: Option<TlsListen>,
+}
+
+/// A listener's TLS policy.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// The server side's configuration (identity, client certificates).
+    pub config: Arc<rustls::ServerConfig>,
+    /// Also admit peers that speak plaintext on the same port (told apart by
+    /// their first bytes): original peers of the filer network. Without it they
+    /// are closed with `peer spoke plaintext`.
+    pub plaintext_too: bool,
 }
 
 impl Default for Config {
@@ -49,6 +63,7 @@ impl Default for Config {
             max_conns_per_ip: None,
             handshake_timeout: None,
             max_pending_bodies: 256 << 20,
+            tls: None,
         }
     }
 }

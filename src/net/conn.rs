@@ -1,5 +1,6 @@
 //! One connection's state: its transport, decoder, outbound queue and statistics.
 
+use super::tls::{Tls, TlsInfo};
 use crate::protocol::Decoder;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -127,6 +128,8 @@ pub struct ConnInfo {
     /// For a dialled connection, the target as given to `dial` (`HOST:PORT`): what
     /// to show when the dial fails before an address is known.
     pub target: Option<String>,
+    /// For a TLS connection past its handshake: what it agreed on.
+    pub tls: Option<TlsInfo>,
 }
 
 impl ConnInfo {
@@ -153,6 +156,7 @@ impl ConnInfo {
             msgs_out: 0,
             bytes_out: 0,
             target,
+            tls: None,
         }
     }
 }
@@ -278,7 +282,13 @@ impl OutQueue {
         Ok(Flush::Done)
     }
 
-    fn consume(&mut self, mut n: usize) {
+    /// The bytes to write next (the front chunk's unwritten part).
+    pub(crate) fn front(&self) -> Option<&[u8]> {
+        self.chunks.front().map(|c| &c.as_slice()[self.offset..])
+    }
+
+    /// Drops `n` written bytes from the front.
+    pub(crate) fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front() else {
@@ -306,24 +316,35 @@ impl OutQueue {
 pub(crate) enum Transport {
     /// Plain TCP: the socket's bytes are the frames.
     Tcp(TcpStream),
+    /// TLS over the socket: frames are the decrypted bytes.
+    Tls(Box<Tls>),
+    /// Accepted by a TLS listener, first bytes not seen yet: a ClientHello makes
+    /// it `Tls`; anything else is a plaintext peer (kept or refused by the
+    /// listener's policy).
+    Sniffing(TcpStream),
 }
 
 impl Transport {
     /// The TCP socket underneath.
     pub(crate) fn socket(&self) -> &TcpStream {
         match self {
-            Transport::Tcp(s) => s,
+            Transport::Tcp(s) | Transport::Sniffing(s) => s,
+            Transport::Tls(t) => &t.sock,
         }
     }
 
-    /// Reads decrypted (for TCP: raw) bytes into `buf`; `Ok(0)` is the peer's end.
+    /// Reads decrypted (for TCP: raw) bytes into `buf`; `Ok(0)` is the peer's
+    /// end; `WouldBlock` when nothing is ready (a TLS handshake, a sniff).
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.read(buf),
+            Transport::Tls(t) => t.read(buf),
+            Transport::Sniffing(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
-    /// Writes out what `queue` holds, until done, blocked, or `budget` bytes.
+    /// Writes out what `queue` holds, until done, blocked, or `budget` bytes
+    /// (TLS: also the handshake's own messages).
     pub(crate) fn write_from(
         &mut self,
         queue: &mut OutQueue,
@@ -332,6 +353,37 @@ impl Transport {
     ) -> io::Result<Flush> {
         match self {
             Transport::Tcp(s) => queue.write_to(s, budget, written),
+            Transport::Tls(t) => t.write_from(queue, budget, written),
+            Transport::Sniffing(_) => Ok(Flush::Blocked),
+        }
+    }
+
+    /// A TLS handshake is still going on.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Tls(t) => t.is_handshaking(),
+            Transport::Sniffing(_) => true,
+            Transport::Tcp(_) => false,
+        }
+    }
+
+    /// Output of the transport's own (a handshake message) waits to be written.
+    pub(crate) fn wants_write(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.wants_write())
+    }
+
+    /// What TLS agreed on, for a TLS connection past its handshake.
+    pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
+        match self {
+            Transport::Tls(t) if !t.is_handshaking() => Some(t.info()),
+            _ => None,
+        }
+    }
+
+    /// Says goodbye at the transport's level (TLS close_notify), best effort.
+    pub(crate) fn close(&mut self) {
+        if let Transport::Tls(t) = self {
+            t.close_notify();
         }
     }
 }
@@ -340,19 +392,22 @@ impl Transport {
 impl mio::event::Source for Transport {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         match self {
-            Transport::Tcp(s) => s.register(r, t, i),
+            Transport::Tcp(s) | Transport::Sniffing(s) => s.register(r, t, i),
+            Transport::Tls(tls) => tls.sock.register(r, t, i),
         }
     }
 
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         match self {
-            Transport::Tcp(s) => s.reregister(r, t, i),
+            Transport::Tcp(s) | Transport::Sniffing(s) => s.reregister(r, t, i),
+            Transport::Tls(tls) => tls.sock.reregister(r, t, i),
         }
     }
 
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         match self {
-            Transport::Tcp(s) => s.deregister(r),
+            Transport::Tcp(s) | Transport::Sniffing(s) => s.deregister(r),
+            Transport::Tls(tls) => tls.sock.deregister(r),
         }
     }
 }
@@ -388,6 +443,11 @@ pub(crate) struct Conn {
     pub(crate) partial: usize,
     /// In `Core::held_reads`, waiting for reads to resume.
     pub(crate) held: bool,
+    /// A dial to wrap in TLS once its TCP connect completes.
+    pub(crate) dial_tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// Malformed frames in a row (`Context::malformed`), and the `msgs_in`
     /// count at the last one: a frame delivered in between breaks the row.
     pub(crate) malformed: (u32, u64),

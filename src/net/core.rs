@@ -10,6 +10,7 @@ use super::conn::{
 };
 use super::error::{SendError, describe};
 use super::resolver::Resolver;
+use super::tls::{Tls, looks_like_tls};
 use crate::protocol::{Decoder, EncodeError, Header, encode_into};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token, Waker};
@@ -100,6 +101,8 @@ pub(super) struct Core {
     pub(super) held_reads: Vec<u64>,
     /// Connections with coalesced notices to sum up (`NoticeRun::more` > 0).
     pub(super) runs_open: usize,
+    /// Accepted connections still in their handshake (not yet in `open`).
+    pub(super) handshaking_in: usize,
 }
 
 impl Core {
@@ -135,6 +138,7 @@ impl Core {
             reads_paused: false,
             held_reads: Vec::new(),
             runs_open: 0,
+            handshaking_in: 0,
         }
     }
 
@@ -200,7 +204,10 @@ impl Core {
                 && !self.reads_paused
             {
                 let limit = self.config.handshake_timeout.unwrap_or_default();
-                let why = format!("no frame within {}", humantime::format_duration(limit));
+                let why = match c.info.state {
+                    State::Handshaking => "handshake timed out".to_string(),
+                    _ => format!("no frame within {}", humantime::format_duration(limit)),
+                };
                 expired.push((*id, why));
                 continue;
             }
@@ -288,7 +295,7 @@ impl Core {
             self.refuse_per_ip(addr, max);
             return;
         }
-        if self.open >= self.config.max_conns {
+        if self.open + self.handshaking_in >= self.config.max_conns {
             self.pending.push_back(Pending::Notice(format!(
                 "refused {addr}: too many connections (max {})",
                 self.config.max_conns
@@ -296,7 +303,12 @@ impl Core {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let mut transport = Transport::Tcp(stream);
+        let tls = self.config.tls.is_some();
+        let mut transport = if tls {
+            Transport::Sniffing(stream)
+        } else {
+            Transport::Tcp(stream)
+        };
         let id = self.new_id();
         if let Err(e) = self.poll.registry().register(
             &mut transport,
@@ -309,7 +321,8 @@ impl Core {
             )));
             return;
         }
-        self.insert_conn(id, Some(transport), addr, Dir::In, State::Open, None);
+        let state = if tls { State::Handshaking } else { State::Open };
+        self.insert_conn(id, Some(transport), addr, Dir::In, state, None);
         *self.per_ip.entry(addr.ip()).or_default() += 1;
         if let Some(limit) = self.config.handshake_timeout
             && let Some(c) = self.conns.get_mut(&id)
@@ -317,10 +330,99 @@ impl Core {
             c.first_frame_by = Instant::now().checked_add(limit);
             self.housekeeping_stale = true;
         }
+        if tls {
+            // Reported once its first bytes say what it speaks.
+            self.handshaking_in += 1;
+            return;
+        }
         self.open += 1;
         if let Some(c) = self.conns.get(&id) {
             self.pending
                 .push_back(Pending::Connected(c.info.clone(), self.open));
+        }
+    }
+
+    /// True for an accepted connection whose first bytes are not seen yet.
+    pub(super) fn is_sniffing(&self, id: u64) -> bool {
+        self.conns
+            .get(&id)
+            .is_some_and(|c| matches!(c.transport, Some(Transport::Sniffing(_))))
+    }
+
+    /// Looks at the first bytes of a sniffing connection: `Some(true)` once it
+    /// is TLS or an admitted plaintext peer (read it now), `Some(false)` while
+    /// too few bytes came to tell, `None` when it was closed.
+    pub(super) fn sniff(&mut self, id: u64) -> Option<bool> {
+        let c = self.conns.get_mut(&id)?;
+        let Some(Transport::Sniffing(sock)) = &c.transport else {
+            return Some(true);
+        };
+        let mut first = [0u8; 3];
+        let n = match sock.peek(&mut first) {
+            Ok(0) => {
+                self.drop_conn(id, "peer closed".into());
+                return None;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(false),
+            Err(e) => {
+                self.drop_conn(id, describe(&e));
+                return None;
+            }
+        };
+        let first = &first[..n];
+        let could_be_tls = first[0] == 0x16 && first.get(1).is_none_or(|b| *b == 0x03);
+        if n < 3 && could_be_tls {
+            return Some(false);
+        }
+        let listen = self.config.tls.clone()?;
+        let c = self.conns.get_mut(&id)?;
+        let Some(Transport::Sniffing(sock)) = c.transport.take() else {
+            return None;
+        };
+        if looks_like_tls(first) {
+            match Tls::server(sock, listen.config) {
+                Ok(t) => c.transport = Some(Transport::Tls(Box::new(t))),
+                Err(e) => {
+                    self.drop_conn(id, describe(&e));
+                    return None;
+                }
+            }
+        } else if listen.plaintext_too {
+            c.transport = Some(Transport::Tcp(sock));
+            self.promote(id);
+        } else {
+            c.transport = Some(Transport::Tcp(sock));
+            self.drop_conn(
+                id,
+                "peer spoke plaintext (this listener requires TLS)".into(),
+            );
+            return None;
+        }
+        Some(true)
+    }
+
+    /// A connection past its handshake (or told plaintext) is up: counted open
+    /// and reported connected, with what TLS agreed on.
+    pub(super) fn promote(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.info.state != State::Handshaking {
+            return;
+        }
+        c.info.state = State::Open;
+        c.info.tls = c.transport.as_ref().and_then(Transport::tls_info);
+        if c.info.dir == Dir::In {
+            self.handshaking_in -= 1;
+        } else {
+            c.deadline = None;
+        }
+        self.open += 1;
+        self.pending
+            .push_back(Pending::Connected(c.info.clone(), self.open));
+        if !c.out.is_empty() {
+            self.mark_dirty(id);
         }
     }
 
@@ -357,6 +459,7 @@ impl Core {
                 first_frame_by: None,
                 partial: 0,
                 held: false,
+                dial_tls: None,
                 malformed: (0, 0),
                 run: None,
             },
@@ -423,6 +526,9 @@ impl Core {
             return;
         };
         if let Some(s) = c.transport.as_mut() {
+            if c.info.state != State::Handshaking {
+                s.close();
+            }
             let _ = self.poll.registry().deregister(s);
         }
         self.forget(&c);
@@ -433,11 +539,20 @@ impl Core {
                 .push_back(Pending::Notice(more_like_this(r.more, id)));
         }
         // Never reported up (a dial, or a transport still in its handshake):
-        // the dial failed; nothing was counted open.
-        if matches!(c.info.state, State::Connecting | State::Handshaking) {
-            self.pending
-                .push_back(Pending::ConnectFailed(c.info, reason));
-            return;
+        // a dial failed; an accepted peer is closed; nothing was counted open.
+        match (c.info.state, c.info.dir) {
+            (State::Connecting, _) | (State::Handshaking, Dir::Out) => {
+                self.pending
+                    .push_back(Pending::ConnectFailed(c.info, reason));
+                return;
+            }
+            (State::Handshaking, Dir::In) => {
+                self.handshaking_in -= 1;
+                self.pending
+                    .push_back(Pending::Closed(c.info, reason, self.open));
+                return;
+            }
+            _ => {}
         }
         self.open = self.open.saturating_sub(1);
         // A descriptor came free: a paused accept may succeed now.

@@ -4,12 +4,13 @@
 
 use super::addr::parse_bind;
 use super::config::Config;
-use super::conn::{ConnId, State};
+use super::conn::{ConnId, State, Transport};
 use super::context::{Context, TimerId};
 use super::core::{ACCEPT_RETRY, Core, Pending};
 use super::error::describe;
 use super::handler::Handler;
 use super::remote::Remote;
+use super::tls::Tls;
 use crate::protocol::Message;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -193,6 +194,10 @@ impl<H: Handler> Node<H> {
                             self.finish_connect(id);
                             continue;
                         }
+                        if self.core.is_sniffing(id) {
+                            self.sniff(id);
+                            continue;
+                        }
                         if ev.is_writable() {
                             self.core.mark_dirty(id);
                         }
@@ -300,23 +305,49 @@ impl<H: Handler> Node<H> {
         match result {
             Ok(()) => {
                 let _ = stream.set_nodelay(true);
-                conn.info.state = State::Open;
                 let now = Instant::now();
                 conn.info.since = now;
                 conn.info.last_seen = now;
                 conn.info.last_sent = now;
-                conn.deadline = None;
-                self.core.open += 1;
-                self.core
-                    .pending
-                    .push_back(Pending::Connected(conn.info.clone(), self.core.open));
-                if !conn.out.is_empty() {
+                if let Some((cfg, name)) = conn.dial_tls.take() {
+                    // Connected at the TCP level; usable once the handshake is
+                    // over (still within the dial's deadline).
+                    let Some(Transport::Tcp(sock)) = conn.transport.take() else {
+                        return;
+                    };
+                    match Tls::client(sock, cfg, name) {
+                        Ok(t) => conn.transport = Some(Transport::Tls(Box::new(t))),
+                        Err(e) => return self.core.fail_connect(id, describe(&e)),
+                    }
+                    conn.info.state = State::Handshaking;
+                    // The ClientHello goes out now.
                     self.core.mark_dirty(id);
+                } else {
+                    conn.info.state = State::Open;
+                    conn.deadline = None;
+                    self.core.open += 1;
+                    self.core
+                        .pending
+                        .push_back(Pending::Connected(conn.info.clone(), self.core.open));
+                    if !conn.out.is_empty() {
+                        self.core.mark_dirty(id);
+                    }
                 }
                 // Data may already be waiting.
                 self.read_conn(id);
             }
             Err(e) => self.core.connect_failed(id, describe(&e)),
+        }
+    }
+
+    /// An accepted connection of a TLS listener sent its first bytes: a
+    /// ClientHello starts the TLS server side; anything else is a plaintext
+    /// peer, kept or refused by the listener's policy.
+    fn sniff(&mut self, id: u64) {
+        match self.core.sniff(id) {
+            Some(true) => self.read_conn(id),
+            Some(false) => {}
+            None => self.dispatch_pending(),
         }
     }
 
@@ -344,7 +375,17 @@ impl<H: Handler> Node<H> {
             let Some(transport) = conn.transport.as_mut() else {
                 break;
             };
-            let n = match transport.read(&mut buf) {
+            let read = transport.read(&mut buf);
+            if conn.info.state == State::Handshaking && !transport.is_handshaking() {
+                // The handshake just ended: the connection is up, and its
+                // `connected` event goes before any of its messages.
+                self.core.promote(id);
+                self.dispatch_pending();
+            }
+            let Some(conn) = self.core.conns.get_mut(&id) else {
+                break;
+            };
+            let n = match read {
                 Ok(0) => {
                     // Bytes of an unfinished frame are worth a word: often the peer
                     // does not speak the protocol (plain text from netcat).
@@ -392,10 +433,14 @@ impl<H: Handler> Node<H> {
                 }
             }
         }
-        if total > 0
-            && let Some(conn) = self.core.conns.get_mut(&id)
-        {
-            conn.info.last_seen = Instant::now();
+        if let Some(conn) = self.core.conns.get_mut(&id) {
+            if total > 0 {
+                conn.info.last_seen = Instant::now();
+            }
+            // Reading may have produced TLS output (handshake messages).
+            if conn.transport.as_ref().is_some_and(|t| t.wants_write()) {
+                self.core.mark_dirty(id);
+            }
         }
         self.scratch = msgs;
         self.core.read_buf = buf;

@@ -19,10 +19,11 @@ mod handler;
 mod limits;
 mod remote;
 mod resolver;
+mod tls;
 
 pub use access::{Access, Cidr};
 pub use addr::{has_port, parse_bind, parse_bind_addr, parse_host_port, with_default_port};
-pub use config::Config;
+pub use config::{Config, TlsListen};
 pub use conn::{ConnId, ConnInfo, Dir, State};
 pub use context::{Context, TimerId};
 pub use error::{SendError, SendResult, describe};
@@ -30,3 +31,7 @@ pub use event_loop::Node;
 pub use handler::Handler;
 pub use limits::raise_nofile_limit;
 pub use remote::Remote;
+pub use tls::{
+    Identity, TlsInfo, Trust, client_config, fingerprint, parse_fingerprint, server_config,
+    server_name,
+};
