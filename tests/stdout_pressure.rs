@@ -123,9 +123,12 @@ fn reader_gone_stops_serve_cleanly() {
     // `head` exits: the read end of the pipe closes.
     let closed = Instant::now();
     drop(p.stdout.take());
-    let status = p
-        .wait_exit(TIMEOUT)
-        .unwrap_or_else(|| panic!("still running {TIMEOUT:?} after stdout closed\n{}", p.stderr()));
+    let status = p.wait_exit(TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "still running {TIMEOUT:?} after stdout closed\n{}",
+            p.stderr()
+        )
+    });
     let took = closed.elapsed();
     eprintln!("exited {took:?} after its stdout reader went away: {status:?}");
     assert_eq!(status.code(), Some(0), "{status:?}\n{}", p.stderr());
@@ -228,9 +231,19 @@ fn stalled_stdout_pauses_reads_not_the_loop() {
             }
             let v: Value = serde_json::from_str(line.trim_end()).expect("JSON line");
             if v["body_len"] != BODY as u64 || v["body"].as_str().map(str::len) != Some(BODY) {
-                bad.push(format!("message {} with body_len {}", got.len(), v["body_len"]));
+                bad.push(format!(
+                    "message {} with body_len {}",
+                    got.len(),
+                    v["body_len"]
+                ));
             }
-            got.push(v["header"]["info"].as_str().unwrap_or("").parse().unwrap_or(u64::MAX));
+            got.push(
+                v["header"]["info"]
+                    .as_str()
+                    .unwrap_or("")
+                    .parse()
+                    .unwrap_or(u64::MAX),
+            );
         }
         let _ = lines_tx.send((got, bad, stdout));
     });
