@@ -7,7 +7,7 @@ use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
 use crate::modes::{Connect, Core, Filer, FilerConfig, Ipserver, Mode as _, Serve, Session};
 use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
 use crate::protocol::DEFAULT_MAX_BODY;
-use crate::render::{Renderer, StdioSink, Style};
+use crate::render::{Paced, Renderer, StdioSink, Style};
 use crate::repl::{Repl, TermGuard, spawn_stdin_reader};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -63,6 +63,12 @@ pub trait ExitStatus {
 impl<M: crate::modes::Mode> ExitStatus for Session<M> {
     fn exit_code(&self) -> i32 {
         self.core.exit_code
+    }
+}
+
+impl<H: ExitStatus> ExitStatus for Paced<H> {
+    fn exit_code(&self) -> i32 {
+        self.inner.exit_code()
     }
 }
 
@@ -162,8 +168,12 @@ impl Front {
     }
 }
 
-fn node<H: Handler>(config: Config, handler: H) -> Result<Node<H>, String> {
-    Node::new(config, handler).map_err(|e| format!("cannot start: {}", describe(&e)))
+/// A node running `handler`, whose reading pauses while stdout is backed up.
+fn node<H: Handler>(config: Config, handler: H) -> Result<Node<Paced<H>>, String> {
+    let node = Node::new(config, Paced::new(handler))
+        .map_err(|e| format!("cannot start: {}", describe(&e)))?;
+    crate::render::stdout::attach(&node.remote());
+    Ok(node)
 }
 
 fn listen<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<(), String> {

@@ -36,6 +36,14 @@ impl<C> Remote<C> {
     }
 }
 
+impl<C> Remote<C> {
+    /// Wakes the loop for one more turn (it re-checks whatever state another
+    /// thread changed, such as output that drained). Never blocks.
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
 impl<C: Send> Remote<C> {
     /// Sends a command and wakes the loop; `Err` gives it back if the loop is gone.
     pub fn send(&self, cmd: C) -> Result<(), C> {

@@ -3,6 +3,7 @@
 mod body;
 mod json;
 mod sink;
+pub mod stdout;
 mod text;
 mod transfer;
 
@@ -10,6 +11,7 @@ pub use crate::human::{human_size, quoted_name};
 pub use body::{BodyFormat, human_body, push_hex};
 pub use json::JsonLine;
 pub use sink::{MemorySink, Sink, StatusBlock, StdioSink, terminal_rows, terminal_width};
+pub use stdout::Paced;
 pub use text::{clip_columns, eta, format_table, human_duration, human_rate, short_duration};
 pub use transfer::TransferEvent;
 

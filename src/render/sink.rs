@@ -1,7 +1,8 @@
 //! Where rendered lines go: buffered stdout, or above a REPL prompt.
 
+use super::stdout::{CHUNK, Fd, Stdout, stdout};
 use std::fmt::Write as _;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 
 /// A destination for rendered event lines (stdout) and notices (stderr).
 pub trait Sink: Send {
@@ -125,10 +126,18 @@ pub fn terminal_rows() -> Option<usize> {
         .map(|w| w.ws_row as usize)
 }
 
-/// Buffered stdout for events and unbuffered stderr for notices: for pipes.
+/// Stdout for events, written by its own thread ([`super::stdout`]) so the loop
+/// never waits for it, and stderr for notices: for pipes, files and terminals
+/// without a prompt.
+///
+/// Lines are gathered into chunks of [`CHUNK`] bytes and handed over when full
+/// and at every [`Sink::flush`]. On a terminal, notices go through the writer
+/// too, in order with the events and the status block around them; otherwise
+/// they are written to stderr at once (after handing over the events before
+/// them), so a stalled stdout does not hold errors back.
 pub struct StdioSink {
-    out: io::BufWriter<io::Stdout>,
-    broken: bool,
+    out: &'static Stdout,
+    buf: Vec<u8>,
     /// Stdout is a terminal: a status block may be shown on it.
     tty: bool,
     block: StatusBlock,
@@ -136,11 +145,11 @@ pub struct StdioSink {
 }
 
 impl StdioSink {
-    /// A sink over the process's stdout and stderr.
+    /// A sink over the process's stdout and stderr; starts the stdout writer.
     pub fn new() -> Self {
         StdioSink {
-            out: io::BufWriter::with_capacity(1 << 16, io::stdout()),
-            broken: false,
+            out: stdout(),
+            buf: Vec::with_capacity(CHUNK),
             tty: io::stdout().is_terminal(),
             block: StatusBlock::default(),
             scratch: String::new(),
@@ -152,10 +161,12 @@ impl StdioSink {
         if self.block.is_shown() {
             self.scratch.clear();
             self.block.erase(&mut self.scratch);
-            if self.out.write_all(self.scratch.as_bytes()).is_err() {
-                self.broken = true;
-            }
+            self.buf.extend_from_slice(self.scratch.as_bytes());
         }
+    }
+
+    fn hand_over(&mut self) {
+        self.out.push(Fd::Out, &mut self.buf);
     }
 }
 
@@ -165,35 +176,46 @@ impl Default for StdioSink {
     }
 }
 
+impl Drop for StdioSink {
+    /// Writes everything still buffered (unless stdout's reader is gone) before
+    /// the process goes on to exit.
+    fn drop(&mut self) {
+        self.flush();
+        self.out.finish();
+    }
+}
+
 impl Sink for StdioSink {
     fn event(&mut self, line: &[u8]) {
-        if self.broken {
+        if self.out.is_discarding() {
+            // Reader gone (e.g. `| head`): stop writing; the loop is told.
             return;
         }
         self.erase_block();
-        if self
-            .out
-            .write_all(line)
-            .and_then(|_| self.out.write_all(b"\n"))
-            .is_err()
-        {
-            // Reader gone (e.g. `| head`): stop writing, keep serving.
-            self.broken = true;
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        if self.buf.len() >= CHUNK {
+            self.hand_over();
         }
     }
 
     fn notice(&mut self, line: &str) {
-        if !self.broken {
+        if self.tty && !self.out.is_discarding() {
             self.erase_block();
-            if self.out.flush().is_err() {
-                self.broken = true;
-            }
+            self.hand_over();
+            let mut l = Vec::with_capacity(line.len() + 1);
+            l.extend_from_slice(line.as_bytes());
+            l.push(b'\n');
+            self.out.push(Fd::Err, &mut l);
+            return;
         }
+        self.hand_over();
         eprintln!("{line}");
     }
 
     fn flush(&mut self) {
-        if self.broken {
+        if self.out.is_discarding() {
+            self.buf.clear();
             return;
         }
         if self.tty && self.block.needs_draw() {
@@ -202,13 +224,9 @@ impl Sink for StdioSink {
             if self.block.draw(&mut self.scratch) > 0 {
                 self.scratch.push('\n');
             }
-            if self.out.write_all(self.scratch.as_bytes()).is_err() {
-                self.broken = true;
-            }
+            self.buf.extend_from_slice(self.scratch.as_bytes());
         }
-        if self.out.flush().is_err() {
-            self.broken = true;
-        }
+        self.hand_over();
     }
 
     fn is_terminal(&self) -> bool {
