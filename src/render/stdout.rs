@@ -19,7 +19,7 @@
 //! use. Without a [`StdioSink`](super::StdioSink) (the REPL prints through its
 //! own sink) there is no writer and nothing is ever paused.
 
-use crate::net::{ConnId, ConnInfo, Context, Handler, Remote};
+use crate::net::{ConnId, ConnInfo, Context, Handler, Remote, TimerId};
 use crate::protocol::Message;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -353,7 +353,7 @@ impl<H: Handler> Handler for Paced<H> {
         self.check(ctx);
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
+    fn on_timer(&mut self, ctx: &mut Context<'_>, token: TimerId) {
         self.inner.on_timer(ctx, token);
         self.check(ctx);
     }
