@@ -1,20 +1,25 @@
 //! Wires a parsed command line to a mode: builds the handler, the node, the input
 //! thread (REPL or piped stdin) and signal handling, and returns the exit status.
 
-use crate::cli::{AcceptFiles, AccessArgs, Cli, Common, Mode};
+use crate::cli::{AcceptFiles, AccessArgs, Cli, Common, Mode, TlsArgs};
 use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
 use crate::modes::{Connect, Core, Filer, FilerConfig, Ipserver, Mode as _, Serve, Session};
-use crate::net::{Config, Handler, Node, describe, parse_bind, raise_nofile_limit};
+use crate::net::{
+    Config, Handler, Node, TlsDial, TlsListen, Trust, client_config, describe, parse_bind,
+    raise_nofile_limit, server_config, system_roots,
+};
+use crate::trust;
 use crate::protocol::DEFAULT_MAX_BODY;
 use crate::render::{Paced, Renderer, StdioSink, Style};
 use crate::repl::{Repl, TermGuard, spawn_stdin_reader};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
-/// The loop's configuration from the shared options.
-pub fn config(c: &Common) -> Config {
-    Config {
+/// The loop's configuration from the shared options (a dialling mode: `--tls`
+/// means every dial uses TLS).
+pub fn config(c: &Common) -> Result<Config, String> {
+    Ok(Config {
         max_body: c.max_body.unwrap_or(DEFAULT_MAX_BODY),
         max_queue: c.max_queue,
         write_timeout: (!c.write_timeout.is_zero()).then_some(c.write_timeout),
@@ -22,29 +27,83 @@ pub fn config(c: &Common) -> Config {
         max_conns: c.max_conns,
         heartbeat: c.heartbeat,
         idle_timeout: c.idle_timeout,
+        tls_dial: tls_dial(&c.tls, c.tls.tls, true)?,
         ..Config::default()
-    }
+    })
 }
 
-/// The configuration of a listening mode: shared options plus access rules.
-pub fn listen_config(c: &Common, a: &AccessArgs) -> Config {
-    Config {
+/// The configuration of a listening mode named `mode`: shared options, access
+/// rules, and TLS on accepted connections with `--tls`.
+pub fn listen_config(c: &Common, a: &AccessArgs, mode: &str) -> Result<Config, String> {
+    Ok(Config {
         access: a.rules(),
         max_conns_per_ip: a.per_ip(None),
         handshake_timeout: a.handshake(None),
-        ..config(c)
-    }
+        tls: tls_listen(&c.tls, mode, false)?,
+        tls_dial: tls_dial(&c.tls, false, false)?,
+        ..config(c)?
+    })
 }
 
 /// Per-address and first-frame limits a LAN-facing mode (`filer`, `ipserver`)
 /// applies unless told otherwise: a peer needs a handful of connections and
 /// speaks at once, so a host holding more, or silent ones, is not a peer.
-pub fn lan_config(c: &Common, a: &AccessArgs) -> Config {
-    Config {
+pub fn lan_config(c: &Common, a: &AccessArgs, mode: &str) -> Result<Config, String> {
+    Ok(Config {
         max_conns_per_ip: a.per_ip(Some(LAN_CONNS_PER_IP)),
         handshake_timeout: a.handshake(Some(LAN_HANDSHAKE)),
-        ..listen_config(c, a)
+        ..listen_config(c, a, mode)?
+    })
+}
+
+/// A listener's TLS with `--tls`: the certificate from `--tls-cert`/`--tls-key`,
+/// else the identity generated for `name` and kept in the state directory.
+fn tls_listen(t: &TlsArgs, name: &str, plaintext_too: bool) -> Result<Option<TlsListen>, String> {
+    if !t.tls {
+        return Ok(None);
     }
+    let id = match (&t.tls_cert, &t.tls_key) {
+        (Some(cert), Some(key)) => trust::load_identity(cert, key)?,
+        _ => trust::generated_identity(name)?,
+    };
+    let client_roots = match &t.tls_client_ca {
+        Some(f) => Some(Arc::new(trust::load_roots(f)?)),
+        None => None,
+    };
+    Ok(Some(TlsListen {
+        config: server_config(&id, client_roots)?,
+        plaintext_too,
+        fingerprint: id.fingerprint(),
+    }))
+}
+
+/// How TLS dials are verified: `--tls-insecure`, `--tls-pin`, `--tls-ca`, else
+/// the system's roots; `all` when every dial uses TLS. A dialling mode
+/// (`client_cert`) presents `--tls-cert` when the server asks for one. Without
+/// any TLS option, `None`: a `tls://` target then uses the system's roots.
+fn tls_dial(t: &TlsArgs, all: bool, client_cert: bool) -> Result<Option<TlsDial>, String> {
+    let shown_cert = client_cert && t.tls_cert.is_some();
+    if !all && t.tls_ca.is_none() && t.tls_pin.is_empty() && !t.tls_insecure && !shown_cert {
+        return Ok(None);
+    }
+    let trust = if t.tls_insecure {
+        Trust::Anything
+    } else if !t.tls_pin.is_empty() {
+        Trust::Pins(t.tls_pin.clone())
+    } else if let Some(ca) = &t.tls_ca {
+        Trust::Roots(Arc::new(trust::load_roots(ca)?))
+    } else {
+        Trust::Roots(Arc::new(system_roots()))
+    };
+    let id = match (&t.tls_cert, &t.tls_key) {
+        (Some(cert), Some(key)) if client_cert => Some(trust::load_identity(cert, key)?),
+        _ => None,
+    };
+    Ok(Some(TlsDial {
+        config: client_config(trust, id.as_ref())?,
+        all,
+        insecure: t.tls_insecure,
+    }))
 }
 
 /// `--max-conns-per-ip` of `filer` and `ipserver` when not given.
@@ -248,7 +307,7 @@ pub fn run(cli: Cli) -> i32 {
         Mode::Serve(a) => (|| {
             let mut front = Front::new(Serve::NAME)?;
             let h = Session::new(front.core(&a.common)?, Serve);
-            let mut node = node(listen_config(&a.common, &a.access), h)?;
+            let mut node = node(listen_config(&a.common, &a.access, "serve")?, h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
@@ -256,14 +315,14 @@ pub fn run(cli: Cli) -> i32 {
             let mut front = Front::new(Connect::NAME)?;
             let mode = Connect::new(a.addrs.clone(), a.stay);
             let h = Session::new(front.core(&a.common)?, mode);
-            let node = node(config(&a.common), h)?;
+            let node = node(config(&a.common)?, h)?;
             Ok(front.run(node))
         })(),
         Mode::Ipserver(a) => (|| {
             let mut front = Front::new(Ipserver::NAME)?;
             let mode = Ipserver::new(a.interval, a.alive);
             let h = Session::new(front.core(&a.common)?, mode);
-            let mut node = node(lan_config(&a.common, &a.access), h)?;
+            let mut node = node(lan_config(&a.common, &a.access, "ipserver")?, h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
@@ -294,7 +353,7 @@ pub fn run(cli: Cli) -> i32 {
             };
             let config = Config {
                 max_body: a.common.max_body.unwrap_or(FILER_MAX_BODY),
-                ..lan_config(&a.common, &a.access)
+                ..lan_config(&a.common, &a.access, &format!("filer-{}", a.id))?
             };
             let h = Session::new(core, Filer::new(cfg));
             let mut node = node(config, h)?;

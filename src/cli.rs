@@ -114,6 +114,48 @@ pub struct Common {
     /// (e.g. 30s, 1m); off unless given.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
+    /// TLS options.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS, for listening (`serve`, `ipserver`, `filer`) and for dialling
+/// (`connect`, and the `connect`/`dial` commands of every mode).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Listening modes: accept TLS only (with a certificate from --tls-cert and
+    /// --tls-key, or one generated on first use and kept in the state directory).
+    /// connect: dial every ADDR with TLS. A single dial can also say tls://HOST:PORT.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM certificate chain: the listener's, or the client certificate a dial
+    /// presents when the server asks.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Listening: require client certificates issued by this CA (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Dialling: trust servers whose certificate this CA (PEM) issued, instead of
+    /// the system's roots.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tls_pin", "tls_insecure"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Dialling: trust exactly the certificate with this SHA-256 fingerprint
+    /// (64 hex digits, colons optional, as `listening on` prints); repeatable.
+    #[arg(long, value_name = "FINGERPRINT", value_parser = parse_pin, conflicts_with = "tls_insecure")]
+    pub tls_pin: Vec<[u8; 32]>,
+    /// Dialling: do not verify the server's certificate (still encrypted, but
+    /// anyone on the path can pretend to be the server); warns on every connection.
+    #[arg(long)]
+    pub tls_insecure: bool,
+}
+
+/// `--tls-pin`: a SHA-256 fingerprint.
+fn parse_pin(s: &str) -> Result<[u8; 32], String> {
+    crate::net::parse_fingerprint(s)
 }
 
 /// Who may connect to a listening mode (`serve`, `ipserver`, `filer`).

@@ -27,3 +27,4 @@ pub mod net;
 pub mod protocol;
 pub mod render;
 pub mod repl;
+pub mod trust;

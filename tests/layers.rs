@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["human"],
     &["protocol"],
     &["net"],
-    &["command", "filer"],
+    &["command", "filer", "trust"],
     &["render"],
     &["repl"],
     &["modes"],

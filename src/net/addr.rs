@@ -24,9 +24,13 @@ fn port_of(s: &str) -> Option<u16> {
     s.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
 
-/// Checks a dial target: `HOST:PORT`.
+/// The prefix of a dial target to reach over TLS: `tls://HOST:PORT`.
+pub const TLS_SCHEME: &str = "tls://";
+
+/// Checks a dial target: `HOST:PORT`, or `tls://HOST:PORT` for TLS.
 pub fn parse_host_port(s: &str) -> Result<String, String> {
-    match port_of(s) {
+    let hp = s.strip_prefix(TLS_SCHEME).unwrap_or(s);
+    match port_of(hp) {
         Some(_) => Ok(s.to_string()),
         None if has_port(s) => Err(format!("{s:?}: the port must be a number from 0 to 65535")),
         None => Err(format!("{s:?} is not HOST:PORT")),
@@ -99,6 +103,8 @@ mod tests {
             assert!(parse_bind_addr(bad).is_err(), "{bad}");
         }
         assert!(parse_host_port("h:1").is_ok());
+        assert_eq!(parse_host_port("tls://h:1").as_deref(), Ok("tls://h:1"));
+        assert!(parse_host_port("tls://h").is_err());
         assert!(
             parse_host_port("h:70000")
                 .unwrap_err()

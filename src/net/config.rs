@@ -36,6 +36,21 @@ pub struct Config {
     pub max_pending_bodies: usize,
     /// TLS on accepted connections, when listening with it.
     pub tls: Option<TlsListen>,
+    /// How TLS dials are verified, and whether every dial uses TLS. Without it,
+    /// `tls://` targets are checked against the system's roots.
+    pub tls_dial: Option<TlsDial>,
+}
+
+/// A dialler's TLS policy.
+#[derive(Debug, Clone)]
+pub struct TlsDial {
+    /// The client side's configuration (trust, client certificate).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Every dial uses TLS (`connect --tls`), not only `tls://` targets.
+    pub all: bool,
+    /// Certificates are not verified (`--tls-insecure`): each TLS connection
+    /// gets a warning.
+    pub insecure: bool,
 }
 
 /// A listener's TLS policy.
@@ -47,6 +62,8 @@ pub struct TlsListen {
     /// their first bytes): original peers of the filer network. Without it they
     /// are closed with `peer spoke plaintext`.
     pub plaintext_too: bool,
+    /// The SHA-256 fingerprint of the certificate it presents.
+    pub fingerprint: String,
 }
 
 impl Default for Config {
@@ -64,6 +81,7 @@ impl Default for Config {
             handshake_timeout: None,
             max_pending_bodies: 256 << 20,
             tls: None,
+            tls_dial: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What handler callbacks use to act on the node: send, broadcast, multicast,
 //! close, dial, timers, and read-only views of the connection table.
 
-use super::addr::has_port;
+use super::addr::{TLS_SCHEME, has_port};
+use super::tls::server_name;
 use super::config::Config;
 use super::conn::{ConnId, ConnInfo, Dir, State};
 use super::core::{Core, Pending};
@@ -109,9 +110,52 @@ impl Context<'_> {
 
     /// Dials `addr` (`HOST:PORT`) without blocking the loop: a host name is looked
     /// up on a helper thread, and the connect itself is non-blocking. The outcome
-    /// arrives as `on_connected` or `on_connect_failed` (within the connect timeout);
-    /// frames sent to the id meanwhile wait in its queue.
+    /// arrives as `on_connected` or `on_connect_failed` (within the connect timeout,
+    /// a TLS handshake included); frames sent to the id meanwhile wait in its queue.
+    ///
+    /// `tls://HOST:PORT`, or any target when the node dials everything with TLS
+    /// (`Config::tls_dial`), is wrapped in TLS and verified as configured (the
+    /// system's roots by default).
     pub fn dial(&mut self, addr: &str) -> ConnId {
+        let (tls, plain) = match addr.strip_prefix(TLS_SCHEME) {
+            Some(rest) => (true, rest),
+            None => (self.core.config.tls_dial.as_ref().is_some_and(|d| d.all), addr),
+        };
+        if !tls {
+            return self.dial_with(plain, addr, None);
+        }
+        let cfg = match self.core.client_config() {
+            Ok(c) => c,
+            Err(e) => {
+                let id = self.dial_with(plain, addr, None);
+                self.core.fail_connect(id.0, e);
+                return id;
+            }
+        };
+        self.dial_tls(addr, cfg)
+    }
+
+    /// Dials `addr` (`HOST:PORT`, or `tls://HOST:PORT`) with TLS as `cfg` says
+    /// (a filer dialling a peer whose key it knows).
+    pub fn dial_tls(&mut self, addr: &str, cfg: Arc<rustls::ClientConfig>) -> ConnId {
+        let plain = addr.strip_prefix(TLS_SCHEME).unwrap_or(addr);
+        match server_name(plain) {
+            Ok(name) => self.dial_with(plain, addr, Some((cfg, name))),
+            Err(e) => {
+                let id = self.dial_with(plain, addr, None);
+                self.core.fail_connect(id.0, e);
+                id
+            }
+        }
+    }
+
+    /// Starts a dial of `addr`, shown as `shown_target`, wrapped in TLS when asked.
+    fn dial_with(
+        &mut self,
+        addr: &str,
+        shown_target: &str,
+        tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    ) -> ConnId {
         let core = &mut *self.core;
         let literal = addr.parse::<SocketAddr>().ok();
         // Until a name is looked up, the address shown is the unspecified one.
@@ -119,9 +163,10 @@ impl Context<'_> {
         let id = core.new_id();
         let (dir, state) = (Dir::Out, State::Connecting);
         let shown = literal.unwrap_or(placeholder);
-        core.insert_conn(id, None, shown, dir, state, Some(addr.to_string()));
+        core.insert_conn(id, None, shown, dir, state, Some(shown_target.to_string()));
         if let Some(c) = core.conns.get_mut(&id) {
             c.deadline = Instant::now().checked_add(core.config.connect_timeout);
+            c.dial_tls = tls;
         }
         core.housekeeping_stale = true;
         match literal {

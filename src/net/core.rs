@@ -10,7 +10,7 @@ use super::conn::{
 };
 use super::error::{SendError, describe};
 use super::resolver::Resolver;
-use super::tls::{Tls, looks_like_tls};
+use super::tls::{Tls, Trust, client_config, looks_like_tls, system_roots};
 use crate::protocol::{Decoder, EncodeError, Header, encode_into};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token, Waker};
@@ -103,6 +103,9 @@ pub(super) struct Core {
     pub(super) runs_open: usize,
     /// Accepted connections still in their handshake (not yet in `open`).
     pub(super) handshaking_in: usize,
+    /// The client configuration of `tls://` dials without `Config::tls_dial`,
+    /// made on first use (reading the system's roots takes a while).
+    pub(super) default_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Core {
@@ -139,6 +142,7 @@ impl Core {
             held_reads: Vec::new(),
             runs_open: 0,
             handshaking_in: 0,
+            default_client: None,
         }
     }
 
@@ -342,6 +346,19 @@ impl Core {
         }
     }
 
+    /// The client configuration for TLS dials.
+    pub(super) fn client_config(&mut self) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(d) = &self.config.tls_dial {
+            return Ok(d.config.clone());
+        }
+        if let Some(c) = &self.default_client {
+            return Ok(c.clone());
+        }
+        let cfg = client_config(Trust::Roots(Arc::new(system_roots())), None)?;
+        self.default_client = Some(cfg.clone());
+        Ok(cfg)
+    }
+
     /// True for an accepted connection whose first bytes are not seen yet.
     pub(super) fn is_sniffing(&self, id: u64) -> bool {
         self.conns
@@ -413,6 +430,13 @@ impl Core {
         }
         c.info.state = State::Open;
         c.info.tls = c.transport.as_ref().and_then(Transport::tls_info);
+        let insecure = self.config.tls_dial.as_ref().is_some_and(|d| d.insecure);
+        if c.info.dir == Dir::Out && c.info.tls.is_some() && insecure {
+            self.pending.push_back(Pending::Notice(format!(
+                "warning: {} {}: TLS certificate not verified (--tls-insecure): anyone on the path can read and change this connection",
+                c.info.id, c.info.addr
+            )));
+        }
         if c.info.dir == Dir::In {
             self.handshaking_in -= 1;
         } else {

@@ -22,8 +22,8 @@ mod resolver;
 mod tls;
 
 pub use access::{Access, Cidr};
-pub use addr::{has_port, parse_bind, parse_bind_addr, parse_host_port, with_default_port};
-pub use config::{Config, TlsListen};
+pub use addr::{TLS_SCHEME, has_port, parse_bind, parse_bind_addr, parse_host_port, with_default_port};
+pub use config::{Config, TlsDial, TlsListen};
 pub use conn::{ConnId, ConnInfo, Dir, State};
 pub use context::{Context, TimerId};
 pub use error::{SendError, SendResult, describe};
@@ -33,5 +33,5 @@ pub use limits::raise_nofile_limit;
 pub use remote::Remote;
 pub use tls::{
     Identity, TlsInfo, Trust, client_config, fingerprint, parse_fingerprint, server_config,
-    server_name,
+    server_name, system_roots,
 };

@@ -36,6 +36,17 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The system's trusted roots (rustls-native-certs: /etc/ssl/certs and the
+/// like); certificates that fail to load are skipped.
+pub fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
 /// The SHA-256 fingerprint of a DER certificate, as `AB:CD:…` (what
 /// `openssl x509 -fingerprint -sha256` prints).
 pub fn fingerprint(der: &[u8]) -> String {
