@@ -10,10 +10,11 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use sockmod::protocol::{Decoder, Header, Message, encode};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -843,6 +844,126 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read fd dir")
         .count()
+}
+
+// ---------------------------------------------------------------------------
+// Measuring processes (from /proc) and raw sockets
+// ---------------------------------------------------------------------------
+
+/// Prints a figure as a `figure: NAME = VALUE` line on stderr (see them with
+/// `cargo test --test NAME -- --nocapture --test-threads=1`).
+pub fn figure(name: &str, value: impl std::fmt::Display) {
+    eprintln!("figure: {name} = {value}");
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &s[s.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// The test process itself opens hundreds of sockets.
+pub fn raise_own_limit() {
+    sockmod::net::raise_nofile_limit();
+}
+
+/// Waits until `f()` has not changed for `quiet`; returns the settled value.
+pub fn settle(timeout: Duration, quiet: Duration, mut f: impl FnMut() -> usize) -> usize {
+    let deadline = Instant::now() + timeout;
+    let mut last = f();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = f();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet || Instant::now() >= deadline {
+            return last;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw sockets
+// ---------------------------------------------------------------------------
+
+/// Connects to `dst` from source address `src` (e.g. 127.0.0.2).
+pub fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+    s.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
+    s.connect_timeout(&SockAddr::from(dst), TIMEOUT)?;
+    Ok(s.into())
+}
+
+/// Waits for the server to end a raw connection; returns how long it took, or
+/// `None` if it is still open after `timeout` (data that arrives is discarded).
+pub fn time_to_close(s: &mut TcpStream, timeout: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    while t0.elapsed() < timeout {
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t0.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Some(t0.elapsed()),
+        }
+    }
+    None
+}
+
+/// True when nothing ended the connection within `window`.
+pub fn stays_open(s: &mut TcpStream, window: Duration) -> bool {
+    time_to_close(s, window).is_none()
+}
+
+pub fn frame(h: &Header, body: &[u8]) -> Vec<u8> {
+    encode(h, body).expect("encode")
+}
+
+/// A frame's length prefix and header text, with any `CL` (no body).
+pub fn raw_header(text: &str) -> Vec<u8> {
+    raw_frame(text, b"")
+}
+
+/// A good client checks in: returns (time until the server showed its message,
+/// time until it got the server's reply).
+pub fn good_client_round_trip(srv: &mut Proc, addr: SocketAddr) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let mut c = Client::connect(addr);
+    c.send_info("good client");
+    let me = c.local_addr().to_string();
+    let v = srv.expect_json("the good client's message", |v| {
+        v["event"] == "message" && v["addr"] == me.as_str()
+    });
+    let served = t0.elapsed();
+    let id = v["peer"].as_u64().expect("peer id");
+    srv.send_line(&format!("send {id} reply"));
+    assert_eq!(info(&c.expect_frame()), "reply");
+    (served, t0.elapsed())
+}
+
+/// Whether speed bounds (deadlines, minimum rates) are checked. They hold on a
+/// quiet machine but not always on a loaded 2-core CI, so the default
+/// `cargo test` only prints the figures; check them with
+/// `SOCKMOD_TIMING=1 cargo test --test NAME -- --test-threads=1`. Lower
+/// bounds ("not before") and the timeouts that only stop a hang are always
+/// checked.
+pub fn timing_checked() -> bool {
+    std::env::var_os("SOCKMOD_TIMING").is_some_and(|v| v != "0")
 }
 
 // --- pseudo-terminals -----------------------------------------------------------
