@@ -6,7 +6,8 @@
 //! read timeouts); nothing synchronises with a bare sleep. Child processes are
 //! killed when their [`Proc`] is dropped, so a failing test leaks nothing.
 //!
-//! Use from a test file with `mod common;` and `use common::*;`.
+//! Use from a test file with `mod common;` and `use common::*;`. The benchmark
+//! (`benches/compare/main.rs`) includes it too, for the same process handling.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -729,7 +730,7 @@ pub fn accept_within(l: &TcpListener, timeout: Duration) -> Client {
 }
 
 // ---------------------------------------------------------------------------
-// Shared by the filer, discovery and hardening tests: filers and ipservers,
+// Shared by the filer, discovery and filer_safety tests: filers and ipservers,
 // counting events, and what /proc and the inbox hold
 // ---------------------------------------------------------------------------
 
@@ -964,6 +965,121 @@ pub fn good_client_round_trip(srv: &mut Proc, addr: SocketAddr) -> (Duration, Du
 /// checked.
 pub fn timing_checked() -> bool {
     std::env::var_os("SOCKMOD_TIMING").is_some_and(|v| v != "0")
+}
+
+// ---------------------------------------------------------------------------
+// Also used by the benchmark (benches/compare/main.rs includes this module)
+// ---------------------------------------------------------------------------
+
+/// A child process killed (and reaped) on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The address of a JSON `listening` event line (`"addr":"IP:PORT"`), found
+/// without parsing the JSON.
+pub fn listening_addr_in(line: &str) -> Option<SocketAddr> {
+    line.split("\"addr\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|a| a.parse().ok())
+}
+
+/// Reads a child's stdout in large chunks on the caller's thread; counts lines
+/// cheaply or returns them (the benchmark's reader: no thread, no copies kept,
+/// so a fast stream of events is measured, not the reading of it).
+pub struct LineReader<R> {
+    r: R,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> LineReader<R> {
+    pub fn new(r: R) -> Self {
+        LineReader {
+            r,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn fill(&mut self) -> Result<(), String> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        match self.r.read(&mut self.buf[self.end..]) {
+            Ok(0) => Err("serve's stdout closed".into()),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(e) => Err(format!("reading serve's stdout: {e}")),
+        }
+    }
+
+    /// The next whole line (without the newline).
+    pub fn next_line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(p) = self.buf[self.start..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let line = String::from_utf8_lossy(&self.buf[self.start..self.start + p]);
+                let line = line.into_owned();
+                self.start += p + 1;
+                return Ok(line);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Skips `n` lines without looking at them.
+    pub fn skip_lines(&mut self, mut n: usize) -> Result<(), String> {
+        while n > 0 {
+            let chunk = &self.buf[self.start..self.end];
+            let mut consumed = chunk.len();
+            for (i, &b) in chunk.iter().enumerate() {
+                if b == b'\n' {
+                    n -= 1;
+                    if n == 0 {
+                        consumed = i + 1;
+                        break;
+                    }
+                }
+            }
+            self.start += consumed;
+            if n > 0 {
+                self.fill()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    pub fn until(&mut self, needle: &str) -> Result<String, String> {
+        loop {
+            let l = self.next_line()?;
+            if l.contains(needle) {
+                return Ok(l);
+            }
+        }
+    }
 }
 
 // --- pseudo-terminals -----------------------------------------------------------
