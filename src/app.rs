@@ -9,10 +9,10 @@ use crate::net::{
     Config, Handler, Node, TlsDial, TlsListen, Trust, client_config, describe, parse_bind,
     raise_nofile_limit, server_config, system_roots,
 };
-use crate::trust;
 use crate::protocol::DEFAULT_MAX_BODY;
 use crate::render::{Paced, Renderer, StdioSink, Style};
 use crate::repl::{Repl, TermGuard, spawn_stdin_reader};
+use crate::trust;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 

@@ -27,7 +27,8 @@ pub fn state_dir() -> Result<PathBuf, String> {
 
 /// Makes `dir` (and its parents) with owner-only permissions on the last one.
 fn make_private_dir(dir: &Path) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {}", dir.display(), describe(&e)))?;
+    fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {}: {}", dir.display(), describe(&e)))?;
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
     Ok(())
 }
@@ -94,14 +95,24 @@ pub fn generated_identity(name: &str) -> Result<Identity, String> {
     let dir = state_dir()?.join("keys");
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let (cert, key) = (dir.join(format!("{safe}.crt")), dir.join(format!("{safe}.key")));
+    let (cert, key) = (
+        dir.join(format!("{safe}.crt")),
+        dir.join(format!("{safe}.key")),
+    );
     if cert.exists() && key.exists() {
         return load_identity(&cert, &key);
     }
-    let made = rcgen::generate_simple_self_signed(vec!["sockmod".to_string(), "localhost".to_string()])
-        .map_err(|e| format!("cannot generate a key: {e}"))?;
+    let made =
+        rcgen::generate_simple_self_signed(vec!["sockmod".to_string(), "localhost".to_string()])
+            .map_err(|e| format!("cannot generate a key: {e}"))?;
     // The key first: a certificate without its key is never left behind.
     write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
     write_private(&cert, made.cert.pem().as_bytes())?;

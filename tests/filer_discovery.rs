@@ -1,6 +1,7 @@
-//! `sockmod ipserver` and `sockmod filer` end to end (SPEC §4, issue 3): discovery,
-//! roster, direct peer messaging, interop with original-protocol peers, bad input,
-//! and a 200-peer roster load. Real binary, loopback, port 0, short intervals.
+//! `sockmod ipserver` and `sockmod filer` end to end (README: "ipserver and
+//! filer"; issue 3): discovery, roster, direct peer messaging, interop with
+//! original-protocol peers, bad input, and a 200-peer roster load. Real binary,
+//! loopback, port 0, short intervals.
 
 mod common;
 
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 const INTERVAL: Duration = Duration::from_millis(300);
 const INTERVAL_ARG: &str = "300ms";
 /// Scheduling allowance on top of a protocol deadline (a loaded 2-core machine).
+/// Deadlines built on it are speed bounds, checked only with `SOCKMOD_TIMING=1`
+/// (see `common::timing_checked`); otherwise waits end at [`TIMEOUT`].
 const SLACK: Duration = Duration::from_millis(900);
 
 fn ipserver_at(bind: &str, extra: &[&str]) -> (Proc, SocketAddr) {
@@ -116,9 +119,16 @@ fn three_filers_find_each_other_and_see_one_leave() {
     for (i, (p, _)) in filers.iter().enumerate() {
         for (j, (_, port)) in filers.iter().enumerate() {
             if i != j {
-                let left =
-                    (all_up + 2 * INTERVAL + SLACK).saturating_duration_since(Instant::now());
-                expect_online(p, names[j], *port, left);
+                expect_online(p, names[j], *port, TIMEOUT);
+                if timing_checked() {
+                    assert!(
+                        all_up.elapsed() <= 2 * INTERVAL + SLACK,
+                        "{} listed {} after {:?}",
+                        names[i],
+                        names[j],
+                        all_up.elapsed()
+                    );
+                }
             }
         }
         assert_eq!(
@@ -171,12 +181,18 @@ fn three_filers_find_each_other_and_see_one_leave() {
     ips.expect_event("peer_offline", &[("id", json!("cat"))]);
     let closed = Instant::now();
     for (p, _) in &filers {
-        let left = (closed + INTERVAL + SLACK).saturating_duration_since(Instant::now());
         p.expect_json_within(
             "peer_offline cat",
             |v| v["event"] == "peer_offline" && v["id"] == "cat",
-            left,
+            TIMEOUT,
         );
+        if timing_checked() {
+            assert!(
+                closed.elapsed() <= INTERVAL + SLACK,
+                "peer_offline cat after {:?}",
+                closed.elapsed()
+            );
+        }
     }
     // Nobody else flapped.
     for (p, _) in &filers {
@@ -208,8 +224,10 @@ fn raw_reporters_are_in_the_roster_and_listed_by_filers() {
     expect_roster_with(&mut y, &want);
     // Rosters keep coming every interval, to every reporter.
     let started = Instant::now();
-    let three = x.expect_frames(3, 3 * INTERVAL + SLACK);
-    assert!(started.elapsed() <= 3 * INTERVAL + SLACK);
+    let three = x.expect_frames(3, TIMEOUT);
+    if timing_checked() {
+        assert!(started.elapsed() <= 3 * INTERVAL + SLACK);
+    }
     for m in &three {
         assert_eq!(roster_entries(m).len(), 4);
     }
@@ -235,8 +253,15 @@ fn raw_reporters_are_in_the_roster_and_listed_by_filers() {
         if !roster_entries(&m).contains(&entry("x", 40000)) {
             break;
         }
+        if timing_checked() {
+            assert!(
+                gone.elapsed() <= INTERVAL + SLACK,
+                "x still in the roster {:?} after it closed",
+                gone.elapsed()
+            );
+        }
         assert!(
-            gone.elapsed() <= INTERVAL + SLACK,
+            gone.elapsed() <= TIMEOUT,
             "x still in the roster {:?} after it closed",
             gone.elapsed()
         );
@@ -768,13 +793,16 @@ fn roster_load(n: usize, interval_ms: u64) -> (u64, Duration, u64, u64) {
     let elapsed = t0.elapsed();
     let r1 = end["rounds"].as_u64().unwrap();
     let full_rounds = r1 - r0 - 1; // the first may have been built before the last report
-    // The cadence holds: about one round per interval.
+    // The cadence holds: about one round per interval (a minimum rate, checked
+    // only with SOCKMOD_TIMING=1; see `timing_checked`).
     let expected = (elapsed.as_secs_f64() / interval.as_secs_f64()) as u64;
-    assert!(
-        r1 - r0 + 2 >= expected,
-        "{} rounds in {elapsed:?} at a {interval:?} interval",
-        r1 - r0
-    );
+    if timing_checked() {
+        assert!(
+            r1 - r0 + 2 >= expected,
+            "{} rounds in {elapsed:?} at a {interval:?} interval",
+            r1 - r0
+        );
+    }
     for (i, c) in clients.iter_mut().enumerate() {
         let mut full = 0;
         let deadline = Instant::now() + TIMEOUT;

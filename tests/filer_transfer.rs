@@ -1,6 +1,7 @@
-//! End-to-end tests of filer file transfer (SPEC §4) through the real binary on
-//! 127.0.0.1: two filers connected directly, or a raw client speaking the wire
-//! format (the original implementations' frames, and hostile ones).
+//! End-to-end tests of filer file transfer (README: "File transfer") through the
+//! real binary on 127.0.0.1: two filers connected directly, or a raw client
+//! speaking the wire format (the original implementations' frames, and hostile
+//! ones).
 
 mod common;
 
@@ -9,7 +10,7 @@ use serde_json::Value;
 use sockmod::filer::transfer::CHUNK_SIZE;
 use sockmod::protocol::{Header, Message};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -1004,4 +1005,93 @@ fn accept_files_help_says_what_each_value_does() {
         help.contains("- no:  Refuse every incoming file; the sender is told why"),
         "{help}"
     );
+}
+
+/// `peer_online ID` on filer `p` (any port).
+fn expect_online_anywhere(p: &Proc, id: &str) -> Value {
+    p.expect_json_within(
+        &format!("peer_online {id}"),
+        |v| v["event"] == "peer_online" && v["id"] == id,
+        TIMEOUT,
+    )
+}
+
+/// An original peer (Python/Qt Filer) in the roster never names itself and
+/// never confirms a file: sending to it by name must finish once the bytes are
+/// written, as it does when it is addressed by connection, and `quit` must not
+/// wait for it forever.
+#[test]
+fn a_file_sent_by_name_to_an_original_peer_finishes() {
+    let (_ips, ips_addr) = spawn_ipserver("127.0.0.1:0", "200ms", &[]);
+    let (mut ann, _) = spawn_filer("ann", ips_addr, "200ms", &[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let x_port = listener.local_addr().unwrap().port();
+    let mut x_link = Client::connect(ips_addr);
+    x_link.send(
+        &Header::new()
+            .with("ID", "x")
+            .with("Port", x_port.to_string()),
+        b"",
+    );
+    expect_online_anywhere(&ann, "x");
+
+    let src = tmp_path("audit-orig-src.bin");
+    std::fs::write(&src, random_bytes(700_000, 7)).unwrap();
+    ann.send_line(&format!("sendfile x '{}'", src.display()));
+    let mut x = accept_within(&listener, TIMEOUT);
+    // x reads everything (identity, three chunks) and says nothing back.
+    let frames = x.expect_frames(4, TIMEOUT);
+    assert_eq!(frames[3].header.get("index"), Some("-1"));
+    let done = ann.expect_json_within(
+        "transfer to x done or failed",
+        |v| {
+            v["event"] == "transfer"
+                && v["dir"] == "send"
+                && (v["state"] == "done" || v["state"] == "failed")
+        },
+        TIMEOUT,
+    );
+    assert_eq!(done["state"], "done", "{done}");
+    ann.send_line("quit");
+    assert_eq!(ann.expect_exit(TIMEOUT), 0, "{}", ann.context());
+    let _ = std::fs::remove_file(&src);
+    drop(x_link);
+}
+
+/// The `transfers` table keeps its columns aligned on a terminal when a name
+/// has wide (CJK) characters: each cell is padded by display columns, not by
+/// characters.
+#[test]
+fn transfers_table_aligns_wide_names() {
+    use unicode_width::UnicodeWidthStr;
+    let inbox = tmp_path("audit-wide-inbox");
+    let mut ann = Proc::spawn_cmd(lone_filer_command("ann", &inbox, &[]));
+    let addr = ann.listening_addr();
+    let mut c = Client::connect(addr);
+    for name in ["日本語のファイル.txt", "plain.txt"] {
+        let h = Header::new()
+            .with("TP", "file")
+            .with("N", name)
+            .with("L", "3")
+            .with("index", "-1");
+        c.send(&h, b"abc");
+        ann.expect_line("done line", |l| l.contains("done") && l.contains(name));
+    }
+    ann.send_line("transfers");
+    // The header row, then one row per file (each row starts with `#N`).
+    let rows: Vec<String> = ["size", "日本語", "plain.txt"]
+        .iter()
+        .map(|k| ann.expect_line("table row", |l| l.starts_with('#') && l.contains(k)))
+        .collect();
+    // Where the `size` column starts, in terminal columns.
+    let at = |row: &str, cell: &str| {
+        let i = row
+            .find(cell)
+            .unwrap_or_else(|| panic!("no {cell:?} in {row:?}"));
+        row[..i].width()
+    };
+    let size_col = at(&rows[0], "size");
+    assert_eq!(at(&rows[1], "3 B"), size_col, "{rows:#?}");
+    assert_eq!(at(&rows[2], "3 B"), size_col, "{rows:#?}");
+    let _ = std::fs::remove_dir_all(&inbox);
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests of `sockmod serve` and `sockmod connect` through the real
-//! binary, on 127.0.0.1 with system-chosen ports (SPEC §1–§3).
+//! binary, on 127.0.0.1 with system-chosen ports (README: "The modes",
+//! "Command language", "Events and `--json`" and "Wire protocol").
 
 mod common;
 
@@ -531,9 +532,12 @@ fn sigterm_stops_serve_cleanly_and_clients_see_eof() {
     srv.expect_connected(&b);
     let t0 = Instant::now();
     srv.sigterm();
-    let code = srv.expect_exit(Duration::from_secs(3));
+    let code = srv.expect_exit(TIMEOUT);
     assert_eq!(code, 0, "{}", srv.context());
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    // A speed bound: checked only with SOCKMOD_TIMING=1 (see `timing_checked`).
+    if timing_checked() {
+        assert!(t0.elapsed() < Duration::from_secs(3));
+    }
     assert!(a.wait_closed(TIMEOUT), "client a should see EOF");
     assert!(b.wait_closed(TIMEOUT), "client b should see EOF");
 }

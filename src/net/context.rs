@@ -2,11 +2,11 @@
 //! close, dial, timers, and read-only views of the connection table.
 
 use super::addr::{TLS_SCHEME, has_port};
-use super::tls::server_name;
 use super::config::Config;
 use super::conn::{ConnId, ConnInfo, Dir, State};
 use super::core::{Core, Pending};
 use super::error::{SendError, SendResult, describe};
+use super::tls::server_name;
 use crate::protocol::{EncodeError, Header, encode_header_into, encode_into};
 use std::cmp::Reverse;
 use std::net::SocketAddr;
@@ -119,7 +119,10 @@ impl Context<'_> {
     pub fn dial(&mut self, addr: &str) -> ConnId {
         let (tls, plain) = match addr.strip_prefix(TLS_SCHEME) {
             Some(rest) => (true, rest),
-            None => (self.core.config.tls_dial.as_ref().is_some_and(|d| d.all), addr),
+            None => (
+                self.core.config.tls_dial.as_ref().is_some_and(|d| d.all),
+                addr,
+            ),
         };
         if !tls {
             return self.dial_with(plain, addr, None);
@@ -154,7 +157,10 @@ impl Context<'_> {
         &mut self,
         addr: &str,
         shown_target: &str,
-        tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+        tls: Option<(
+            Arc<rustls::ClientConfig>,
+            rustls::pki_types::ServerName<'static>,
+        )>,
     ) -> ConnId {
         let core = &mut *self.core;
         let literal = addr.parse::<SocketAddr>().ok();

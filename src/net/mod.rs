@@ -22,7 +22,9 @@ mod resolver;
 mod tls;
 
 pub use access::{Access, Cidr};
-pub use addr::{TLS_SCHEME, has_port, parse_bind, parse_bind_addr, parse_host_port, with_default_port};
+pub use addr::{
+    TLS_SCHEME, has_port, parse_bind, parse_bind_addr, parse_host_port, with_default_port,
+};
 pub use config::{Config, TlsDial, TlsListen};
 pub use conn::{ConnId, ConnInfo, Dir, State};
 pub use context::{Context, TimerId};

@@ -6,14 +6,16 @@
 //! read timeouts); nothing synchronises with a bare sleep. Child processes are
 //! killed when their [`Proc`] is dropped, so a failing test leaks nothing.
 //!
-//! Use from a test file with `mod common;` and `use common::*;`.
+//! Use from a test file with `mod common;` and `use common::*;`. The benchmark
+//! (`benches/compare/main.rs`) includes it too, for the same process handling.
 #![allow(dead_code)]
 
 use serde_json::Value;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use sockmod::protocol::{Decoder, Header, Message, encode};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -728,7 +730,7 @@ pub fn accept_within(l: &TcpListener, timeout: Duration) -> Client {
 }
 
 // ---------------------------------------------------------------------------
-// Shared by the filer, discovery and hardening tests: filers and ipservers,
+// Shared by the filer, discovery and filer_safety tests: filers and ipservers,
 // counting events, and what /proc and the inbox hold
 // ---------------------------------------------------------------------------
 
@@ -843,6 +845,241 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read fd dir")
         .count()
+}
+
+// ---------------------------------------------------------------------------
+// Measuring processes (from /proc) and raw sockets
+// ---------------------------------------------------------------------------
+
+/// Prints a figure as a `figure: NAME = VALUE` line on stderr (see them with
+/// `cargo test --test NAME -- --nocapture --test-threads=1`).
+pub fn figure(name: &str, value: impl std::fmt::Display) {
+    eprintln!("figure: {name} = {value}");
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &s[s.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// The test process itself opens hundreds of sockets.
+pub fn raise_own_limit() {
+    sockmod::net::raise_nofile_limit();
+}
+
+/// Waits until `f()` has not changed for `quiet`; returns the settled value.
+pub fn settle(timeout: Duration, quiet: Duration, mut f: impl FnMut() -> usize) -> usize {
+    let deadline = Instant::now() + timeout;
+    let mut last = f();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = f();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet || Instant::now() >= deadline {
+            return last;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw sockets
+// ---------------------------------------------------------------------------
+
+/// Connects to `dst` from source address `src` (e.g. 127.0.0.2).
+pub fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+    s.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
+    s.connect_timeout(&SockAddr::from(dst), TIMEOUT)?;
+    Ok(s.into())
+}
+
+/// Waits for the server to end a raw connection; returns how long it took, or
+/// `None` if it is still open after `timeout` (data that arrives is discarded).
+pub fn time_to_close(s: &mut TcpStream, timeout: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    while t0.elapsed() < timeout {
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t0.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Some(t0.elapsed()),
+        }
+    }
+    None
+}
+
+/// True when nothing ended the connection within `window`.
+pub fn stays_open(s: &mut TcpStream, window: Duration) -> bool {
+    time_to_close(s, window).is_none()
+}
+
+pub fn frame(h: &Header, body: &[u8]) -> Vec<u8> {
+    encode(h, body).expect("encode")
+}
+
+/// A frame's length prefix and header text, with any `CL` (no body).
+pub fn raw_header(text: &str) -> Vec<u8> {
+    raw_frame(text, b"")
+}
+
+/// A good client checks in: returns (time until the server showed its message,
+/// time until it got the server's reply).
+pub fn good_client_round_trip(srv: &mut Proc, addr: SocketAddr) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let mut c = Client::connect(addr);
+    c.send_info("good client");
+    let me = c.local_addr().to_string();
+    let v = srv.expect_json("the good client's message", |v| {
+        v["event"] == "message" && v["addr"] == me.as_str()
+    });
+    let served = t0.elapsed();
+    let id = v["peer"].as_u64().expect("peer id");
+    srv.send_line(&format!("send {id} reply"));
+    assert_eq!(info(&c.expect_frame()), "reply");
+    (served, t0.elapsed())
+}
+
+/// Whether speed bounds (deadlines, minimum rates) are checked. They hold on a
+/// quiet machine but not always on a loaded 2-core CI, so the default
+/// `cargo test` only prints the figures; check them with
+/// `SOCKMOD_TIMING=1 cargo test --test NAME -- --test-threads=1`. Lower
+/// bounds ("not before") and the timeouts that only stop a hang are always
+/// checked.
+pub fn timing_checked() -> bool {
+    std::env::var_os("SOCKMOD_TIMING").is_some_and(|v| v != "0")
+}
+
+// ---------------------------------------------------------------------------
+// Also used by the benchmark (benches/compare/main.rs includes this module)
+// ---------------------------------------------------------------------------
+
+/// A child process killed (and reaped) on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The address of a JSON `listening` event line (`"addr":"IP:PORT"`), found
+/// without parsing the JSON.
+pub fn listening_addr_in(line: &str) -> Option<SocketAddr> {
+    line.split("\"addr\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|a| a.parse().ok())
+}
+
+/// Reads a child's stdout in large chunks on the caller's thread; counts lines
+/// cheaply or returns them (the benchmark's reader: no thread, no copies kept,
+/// so a fast stream of events is measured, not the reading of it).
+pub struct LineReader<R> {
+    r: R,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> LineReader<R> {
+    pub fn new(r: R) -> Self {
+        LineReader {
+            r,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn fill(&mut self) -> Result<(), String> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        match self.r.read(&mut self.buf[self.end..]) {
+            Ok(0) => Err("serve's stdout closed".into()),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(e) => Err(format!("reading serve's stdout: {e}")),
+        }
+    }
+
+    /// The next whole line (without the newline).
+    pub fn next_line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(p) = self.buf[self.start..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let line = String::from_utf8_lossy(&self.buf[self.start..self.start + p]);
+                let line = line.into_owned();
+                self.start += p + 1;
+                return Ok(line);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Skips `n` lines without looking at them.
+    pub fn skip_lines(&mut self, mut n: usize) -> Result<(), String> {
+        while n > 0 {
+            let chunk = &self.buf[self.start..self.end];
+            let mut consumed = chunk.len();
+            for (i, &b) in chunk.iter().enumerate() {
+                if b == b'\n' {
+                    n -= 1;
+                    if n == 0 {
+                        consumed = i + 1;
+                        break;
+                    }
+                }
+            }
+            self.start += consumed;
+            if n > 0 {
+                self.fill()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    pub fn until(&mut self, needle: &str) -> Result<String, String> {
+        loop {
+            let l = self.next_line()?;
+            if l.contains(needle) {
+                return Ok(l);
+            }
+        }
+    }
 }
 
 // --- pseudo-terminals -----------------------------------------------------------

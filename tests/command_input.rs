@@ -1,5 +1,7 @@
-//! Defects found by the acceptance audit of the core (issues 2 and 6), each
-//! reproduced through the real binary on 127.0.0.1 with system-chosen ports.
+//! How commands are read, through the real binary on loopback: a piped script
+//! (`quit` ends it, a failed dial fails it, a dial at the end of input is waited
+//! for, a line runs before the next one is complete) and a terminal on stdin
+//! while stdout goes to a file or a pipe.
 
 mod common;
 
@@ -46,38 +48,6 @@ fn piped_commands_after_quit_are_not_run() {
     assert_eq!(srv2.expect_exit(TIMEOUT), 0, "{}", srv2.context());
     assert!(c.wait_closed(TIMEOUT), "serve did not close the client");
     assert_eq!(c.pending(), 0, "a frame was sent after quit");
-}
-
-/// A peer's header cannot forge event lines or send terminal escape sequences
-/// through the human output: control characters in keys and values are escaped.
-#[test]
-fn human_lines_escape_control_characters_in_headers() {
-    let (mut srv, addr) = spawn_listening(&["serve", "--bind", "127.0.0.1:0"]);
-    let mut c = Client::connect(addr);
-    let forged = "x\n+ #99 in 6.6.6.6:1 (1 alive)\n< y";
-    c.send_raw(&raw_frame(&format!("CL:0;{forged}:v;k:\u{1b}[2J"), b""));
-    c.send_info("marker");
-    srv.expect_line("marker", |l| l.contains("info=marker"));
-    let out = srv.out.texts();
-    assert!(
-        !out.iter()
-            .any(|l| l.starts_with("+ #99") || l.starts_with("< y")),
-        "a header forged an event line: {out:#?}"
-    );
-    assert!(
-        !out.iter().any(|l| l.contains('\u{1b}')),
-        "a header reached the terminal as an escape sequence: {out:#?}"
-    );
-    let shown = out
-        .iter()
-        .find(|l| l.contains("6.6.6.6"))
-        .unwrap_or_else(|| panic!("the message is not shown: {out:#?}"));
-    assert!(
-        shown.starts_with("< #1 ") && shown.contains(r#"k="\u{1b}[2J""#),
-        "{shown}"
-    );
-    srv.send_line("quit");
-    assert_eq!(srv.expect_exit(TIMEOUT), 0, "{}", srv.context());
 }
 
 /// A message sent to a connection whose dial then fails is lost: a piped
@@ -130,49 +100,18 @@ fn piped_connect_command_at_end_of_input_is_waited_for() {
     );
 }
 
-/// `list` with `--json` starts with `"event"` like every other event line (the
-/// README shows `{"event":"list","conns":[...]}`).
 #[test]
-fn json_list_line_starts_with_its_event() {
-    let (mut srv, addr) = serve(&[]);
-    let c = Client::connect(addr);
-    srv.expect_connected(&c);
-    srv.send_line("list");
-    let v = srv.expect_json("list", |v| v["event"] == "list");
-    assert_eq!(v["conns"][0]["peer"], 1, "{v}");
-    let texts = srv.out.texts();
-    let line = texts
-        .iter()
-        .find(|l| l.contains(r#""list""#))
-        .expect("list line");
-    assert!(line.starts_with(r#"{"event":"list","conns":["#), "{line}");
-}
-
-/// At shutdown the closed events come in id order (they came in hash order).
-#[test]
-fn shutdown_closes_connections_in_id_order() {
-    let (mut srv, addr) = serve(&[]);
-    let clients: Vec<Client> = (0..12).map(|_| Client::connect(addr)).collect();
-    assert!(
-        srv.out.wait_count(
-            |l| l.json.as_ref().is_some_and(|v| v["event"] == "connected"),
-            clients.len(),
-            TIMEOUT
-        ) >= clients.len(),
-        "{}",
-        srv.context()
-    );
-    srv.send_line("quit");
-    assert_eq!(srv.expect_exit(TIMEOUT), 0, "{}", srv.context());
-    let closed: Vec<u64> = srv
-        .out
-        .all()
-        .into_iter()
-        .filter_map(|l| l.json)
-        .filter(|v| v["event"] == "closed")
-        .filter_map(|v| v["peer"].as_u64())
-        .collect();
-    assert_eq!(closed, (1..=12).collect::<Vec<u64>>(), "{}", srv.context());
+fn a_piped_command_runs_while_the_next_line_is_still_incomplete() {
+    // Piped input wakes the loop once per burst of whole lines; a line followed
+    // by half of the next must still run at once, not wait for the rest.
+    let (mut srv, addr) = serve(&["--quiet"]);
+    let mut c = Client::connect(addr);
+    let id = srv.expect_connected(&c);
+    srv.write_stdin(format!("send {id} first\nsend {id} sec").as_bytes());
+    assert_eq!(info(&c.expect_frame()), "first");
+    c.expect_silence(Duration::from_millis(100));
+    srv.write_stdin(b"ond\n");
+    assert_eq!(info(&c.expect_frame()), "second");
 }
 
 /// Typing at a terminal while stdout goes to a file or a pipe

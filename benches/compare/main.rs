@@ -19,16 +19,24 @@
 //! Figures are medians of several runs. ratio = sockmod ÷ reference in the row's
 //! unit (higher is better for rates, lower for times and sizes).
 
+// The process harness of the end-to-end tests: the binary cargo built (bench
+// profile = release settings), children killed on drop, the bound address read
+// from the `listening` event, lines read with timeouts, /proc figures.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::{
+    BIN, KillOnDrop, LineReader, cpu_ticks, listening_addr_in, raise_own_limit, status_kib,
+    ticks_per_second,
+};
 use sockmod::protocol::{Decoder, Header, Message, encode, encode_into};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary cargo built for this bench (bench profile = release settings).
-const BUILT: &str = env!("CARGO_BIN_EXE_sockmod");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// The frame the ingest rows stream: `CL:0;info:x`.
 const SMALL_FRAME: &[u8] = b"\x0b\x00CL:0;info:x";
@@ -311,20 +319,6 @@ fn have(tool: &str) -> Res<()> {
     }
 }
 
-fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
-            l.rlim_cur = l.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-        }
-    }
-}
-
 /// Closing this socket sends RST: no TIME_WAIT left behind by thousands of clients.
 fn linger0(s: &TcpStream) {
     let l = libc::linger {
@@ -390,26 +384,9 @@ fn wait_accepted(port: u16) -> Res<()> {
     Ok(())
 }
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// CPU seconds (user + system, all threads) a process has used so far.
 fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-    let rest = s.rsplit_once(')').map_or("", |r| r.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) / hz
+    cpu_ticks(pid) as f64 / ticks_per_second() as f64
 }
 
 fn debug() -> bool {
@@ -417,12 +394,7 @@ fn debug() -> bool {
 }
 
 fn rss_bytes(pid: u32) -> Res<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|k| k * 1024)
-        .ok_or_else(|| "no VmRSS".to_string())
+    Ok(status_kib(pid, "VmRSS") * 1024)
 }
 
 // ---------------------------------------------------------------------------
@@ -431,10 +403,10 @@ fn rss_bytes(pid: u32) -> Res<u64> {
 
 /// `sockmod serve --json …` with its stdout read here.
 struct Serve {
-    proc: Proc,
+    proc: KillOnDrop,
     addr: SocketAddr,
     stdin: Option<ChildStdin>,
-    out: LineCounter,
+    out: LineReader<ChildStdout>,
 }
 
 impl Serve {
@@ -450,14 +422,10 @@ impl Serve {
             .map_err(|e| format!("cannot run {}: {e}", sockmod_bin()))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let proc = Proc(child);
-        let mut out = LineCounter::new(stdout);
+        let proc = KillOnDrop(child);
+        let mut out = LineReader::new(stdout);
         let first = out.next_line()?;
-        let addr = first
-            .split("\"addr\":\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .and_then(|a| a.parse().ok())
+        let addr = listening_addr_in(&first)
             .ok_or_else(|| format!("unexpected first line from serve: {first}"))?;
         Ok(Serve {
             proc,
@@ -469,96 +437,6 @@ impl Serve {
 
     fn pid(&self) -> u32 {
         self.proc.0.id()
-    }
-}
-
-/// Reads a child's stdout in large chunks; counts lines cheaply or returns them.
-struct LineCounter {
-    r: ChildStdout,
-    buf: Vec<u8>,
-    /// Unconsumed bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
-}
-
-impl LineCounter {
-    fn new(r: ChildStdout) -> Self {
-        LineCounter {
-            r,
-            buf: vec![0; 1 << 20],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn fill(&mut self) -> Res<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.end == self.buf.len() {
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-        }
-        match self.r.read(&mut self.buf[self.end..]) {
-            Ok(0) => Err("serve's stdout closed".into()),
-            Ok(n) => {
-                self.end += n;
-                Ok(())
-            }
-            Err(e) => Err(format!("reading serve's stdout: {e}")),
-        }
-    }
-
-    /// The next whole line (without the newline).
-    fn next_line(&mut self) -> Res<String> {
-        loop {
-            if let Some(p) = self.buf[self.start..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
-                let line = String::from_utf8_lossy(&self.buf[self.start..self.start + p]);
-                let line = line.into_owned();
-                self.start += p + 1;
-                return Ok(line);
-            }
-            self.fill()?;
-        }
-    }
-
-    /// Skips `n` lines without looking at them.
-    fn skip_lines(&mut self, mut n: usize) -> Res<()> {
-        while n > 0 {
-            let chunk = &self.buf[self.start..self.end];
-            let mut consumed = chunk.len();
-            for (i, &b) in chunk.iter().enumerate() {
-                if b == b'\n' {
-                    n -= 1;
-                    if n == 0 {
-                        consumed = i + 1;
-                        break;
-                    }
-                }
-            }
-            self.start += consumed;
-            if n > 0 {
-                self.fill()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads lines until one contains `needle`; returns it.
-    fn until(&mut self, needle: &str) -> Res<String> {
-        loop {
-            let l = self.next_line()?;
-            if l.contains(needle) {
-                return Ok(l);
-            }
-        }
     }
 }
 
@@ -626,7 +504,7 @@ fn socat_sink(data: std::sync::Arc<Vec<u8>>, times: usize) -> Res<f64> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run socat: {e}"))?;
-    let mut p = Proc(child);
+    let mut p = KillOnDrop(child);
     let mut s = connect_retry(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let t0 = Instant::now();
     for _ in 0..times {
@@ -676,7 +554,7 @@ fn bulk_iperf3(bytes: usize) -> Res<f64> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run iperf3: {e}"))?;
-    let _server = Proc(child);
+    let _server = KillOnDrop(child);
     // The server prints nothing useful unbuffered: retry the client until it listens.
     let until = Instant::now() + Duration::from_secs(10);
     // iperf3 -J exits 0 even when it cannot connect: look at its "error".
@@ -870,7 +748,7 @@ fn fanout_ncat(clients: usize, casts: usize) -> Res<f64> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run ncat: {e}"))?;
-    let p = Proc(child);
+    let p = KillOnDrop(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let rx = Receivers::connect(addr, clients)?;
     let mut tx = connect_retry(addr)?;
@@ -982,7 +860,7 @@ fn rtt_sockmod(echo: &Path, samples: usize) -> Res<Vec<f64>> {
         .spawn()
         .map_err(|e| format!("cannot run echo: {e}"))?;
     let err = child.stderr.take().ok_or("no stderr")?;
-    let _p = Proc(child);
+    let _p = KillOnDrop(child);
     let mut l = String::new();
     BufReader::new(err)
         .read_line(&mut l)
@@ -1009,7 +887,7 @@ fn rtt_socat(samples: usize) -> Res<Vec<f64>> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run socat: {e}"))?;
-    let _p = Proc(child);
+    let _p = KillOnDrop(child);
     rtt_samples(SocketAddr::from(([127, 0, 0, 1], port)), samples)
 }
 
@@ -1040,9 +918,9 @@ fn startup(prog: &str, arg: &str, runs: usize) -> Res<Fig> {
 
 /// A `sockmod filer` for the file row, reading commands from our pipe.
 struct FilerProc {
-    proc: Proc,
+    proc: KillOnDrop,
     stdin: ChildStdin,
-    out: LineCounter,
+    out: LineReader<ChildStdout>,
     port: u16,
 }
 
@@ -1067,14 +945,10 @@ impl FilerProc {
             .map_err(|e| format!("cannot run {}: {e}", sockmod_bin()))?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let proc = Proc(child);
-        let mut out = LineCounter::new(stdout);
+        let proc = KillOnDrop(child);
+        let mut out = LineReader::new(stdout);
         let l = out.until("\"event\":\"listening\"")?;
-        let port = l
-            .split("\"addr\":\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .and_then(|a| a.parse::<SocketAddr>().ok())
+        let port = listening_addr_in(&l)
             .map(|a| a.port())
             .ok_or_else(|| format!("unexpected line from filer: {l}"))?;
         Ok(FilerProc {
@@ -1129,12 +1003,7 @@ impl Drop for Watchdog {
 
 /// Peak RSS of a live process.
 fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |k| k * 1024)
+    status_kib(pid, "VmHWM") * 1024
 }
 
 /// sockmod's filer → filer transfer of `src` into a fresh inbox (as
@@ -1195,7 +1064,7 @@ fn file_socat(src: &Path, dir: &Path) -> Res<f64> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run socat: {e}"))?;
-    let mut recv = Proc(recv);
+    let mut recv = KillOnDrop(recv);
     // Wait until it listens, without taking its one connection.
     let until = Instant::now() + Duration::from_secs(10);
     while listen_queue(port).is_none() {
@@ -1354,7 +1223,7 @@ fn count_name(n: usize) -> String {
 
 /// The sockmod binary measured: `SOCKMOD_BIN`, else the one cargo built.
 fn sockmod_bin() -> String {
-    std::env::var("SOCKMOD_BIN").unwrap_or_else(|_| BUILT.to_string())
+    std::env::var("SOCKMOD_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
 /// Times TCP entered memory pressure (system-wide): loopback then drops and
@@ -1375,7 +1244,7 @@ fn tcp_memory_pressures() -> u64 {
 }
 
 fn main() {
-    raise_nofile();
+    raise_own_limit();
     let pressures = tcp_memory_pressures();
     let set = Settings::from_args();
     let runs = set.runs;
