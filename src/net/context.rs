@@ -244,10 +244,16 @@ impl Context<'_> {
     /// waiting adds nothing.
     pub fn notify_drained(&mut self, conn: ConnId, mark: usize) {
         if let Some(c) = self.core.conns.get_mut(&conn.0) {
-            if c.out.len <= mark && c.info.state != State::Connecting {
-                self.core.pending.push_back(Pending::Drained(conn));
-            } else if !c.drain_marks.contains(&mark) {
+            if !c.drain_marks.contains(&mark) {
                 c.drain_marks.push(mark);
+            }
+            // Already at the mark: the next turn's flush reports it, not this
+            // dispatch. A handler that asks again from `on_drained` would
+            // otherwise be called back forever without the loop ever polling
+            // (nothing read, no timer fired): a peer's answer went unread for
+            // 2 s until the filer's fallback gave up spinning.
+            if c.out.len <= mark && c.info.state != State::Connecting {
+                self.core.mark_dirty(conn.0);
             }
         }
     }

@@ -5,10 +5,9 @@
 
 use super::access::canonical_addr;
 use super::config::Config;
-use super::conn::{
-    Conn, ConnId, ConnInfo, Dir, Flush, IdMap, NoticeRun, OutQueue, State, Transport,
-};
+use super::conn::{Conn, ConnId, ConnInfo, Dir, IdMap, NoticeRun, State, Transport};
 use super::error::{SendError, describe};
+use super::queue::{Flush, OutQueue};
 use super::resolver::Resolver;
 use super::tls::{Tls, Trust, client_config, looks_like_tls, system_roots};
 use crate::protocol::{Decoder, EncodeError, Header, encode_into};

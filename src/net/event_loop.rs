@@ -793,4 +793,62 @@ mod tests {
         assert_eq!(h.drained.len(), 2, "{:?}", h.drained);
         assert_eq!(h.drained.last(), Some(&0));
     }
+
+    /// Like the filer waiting for an unnamed peer: asks to hear when its queue
+    /// is drained, and asks again from `on_drained` until the peer has spoken.
+    #[derive(Default)]
+    struct Asks {
+        answer: Option<Message>,
+    }
+
+    impl Handler for Asks {
+        type Command = ();
+        fn on_connected(&mut self, ctx: &mut Context<'_>, conn: &ConnInfo, _alive: usize) {
+            let hello = crate::protocol::Header::new().with("TP", "hello");
+            let _ = ctx.send(conn.id, &hello, &[]);
+            ctx.notify_drained(conn.id, 0);
+        }
+        fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+            if self.answer.is_none() {
+                ctx.notify_drained(conn, 0);
+            }
+        }
+        fn on_message(&mut self, ctx: &mut Context<'_>, _: ConnId, msg: Message) {
+            self.answer = Some(msg);
+            ctx.stop();
+        }
+    }
+
+    /// The lost wake-up: a handler asking again from `on_drained` was called
+    /// back at once, forever, and the loop never polled for the peer's answer.
+    #[test]
+    fn a_handler_asking_again_from_on_drained_does_not_keep_the_loop_from_reading() {
+        use std::io::{Read, Write};
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = peer.local_addr().unwrap();
+        // The peer answers the moment it has the node's first frame.
+        std::thread::spawn(move || {
+            let (mut s, _) = peer.accept().unwrap();
+            let mut b = [0u8; 64];
+            let _ = s.read(&mut b).unwrap();
+            let answer = crate::protocol::Header::new().with("TP", "answer");
+            let frame = crate::protocol::encode(&answer, b"hi").unwrap();
+            s.write_all(&frame).unwrap();
+            // Held open until the node is done with it.
+            let _ = s.read(&mut b);
+        });
+        // No timers at all: nothing but the answer can end the run.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut node = Node::new(Config::default(), Asks::default()).unwrap();
+            node.context().dial(&addr.to_string());
+            let _ = tx.send(node.run().unwrap());
+        });
+        let h = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the answer was not read within 10s: the loop never polled");
+        let msg = h.answer.expect("stopped without the answer");
+        assert_eq!(msg.header.get("TP"), Some("answer"));
+        assert_eq!(msg.body, b"hi");
+    }
 }

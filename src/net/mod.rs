@@ -17,6 +17,7 @@ mod error;
 mod event_loop;
 mod handler;
 mod limits;
+mod queue;
 mod remote;
 mod resolver;
 mod tls;

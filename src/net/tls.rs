@@ -7,7 +7,7 @@
 //! is over, then goes through rustls in pieces bounded by rustls's own buffer
 //! limit (64 KiB of TLS output), so memory stays what `--max-queue` allows.
 
-use super::conn::{Flush, OutQueue};
+use super::queue::{Flush, OutQueue};
 use mio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};

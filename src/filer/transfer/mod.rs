@@ -567,7 +567,11 @@ impl Transfers {
             }
         }
         self.check_written(ctx, env, conn);
+        // Bytes still queued: look again once they are written. With none
+        // queued, the progress tick looks again (asking here would be answered
+        // at once, every turn, until the peer names itself).
         if !env.identified.contains(&conn)
+            && ctx.queued(conn) > 0
             && self
                 .sends
                 .get(&conn)
