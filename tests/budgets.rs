@@ -204,7 +204,17 @@ fn partial_bodies_over_the_budget_close_the_largest_and_memory_stays_bounded() {
                     .is_some_and(|r| r.contains("--max-pending-bodies"))
         })
     };
-    let closed = srv.out.wait_count(budget, PEERS - full, TIMEOUT);
+    // Once the server has read all (some of it may still sit in the kernel's
+    // buffers when the writers finish), exactly 5 partial frames of 48 MiB fit
+    // in 256 MiB: the 35 others are closed. (After the last close the survivors
+    // only grow to 48 MiB each without going over, so at most 5 remain; the
+    // close before it saw over 256 MiB among them plus one, so at least 5.)
+    let closed = srv.out.wait_count(budget, PEERS - 5, TIMEOUT);
+    // None more after that.
+    let closed = closed.max(
+        srv.out
+            .wait_count(budget, PEERS - 4, Duration::from_millis(500)),
+    );
     let sample = srv.out.all().into_iter().find(budget).map(|l| l.text);
     let hwm = status_kib(pid, "VmHWM");
     figure(
@@ -212,7 +222,7 @@ fn partial_bodies_over_the_budget_close_the_largest_and_memory_stays_bounded() {
         format!("{writing:?}"),
     );
     figure(
-        "pending bodies: peers that sent all 48 MiB / closed for the budget",
+        "pending bodies: peers whose 48 MiB all went into the socket / closed for the budget",
         format!("{full} / {closed}"),
     );
     figure(
@@ -228,16 +238,10 @@ fn partial_bodies_over_the_budget_close_the_largest_and_memory_stays_bounded() {
         "nobody closed for the budget\n{}",
         srv.context()
     );
-    // 40 x 48 MiB is 1.9 GB; with a 256 MiB budget at most 5 can hold 48 MiB.
-    assert!(
-        full <= 5,
-        "{full} peers held 48 MiB each\n{}",
-        srv.context()
-    );
     assert_eq!(
         closed,
-        PEERS - full,
-        "every peer that could not send all was closed for the budget\n{}",
+        PEERS - 5,
+        "35 of 40 closed for the budget, 5 x 48 MiB kept\n{}",
         srv.context()
     );
     assert!(
