@@ -49,8 +49,15 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l write-timeout 
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l tls-cert -d 'PEM certificate chain: the listener\'s, or the client certificate a dial presents when the server asks' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l tls-key -d 'PEM private key of --tls-cert' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l tls-client-ca -d 'Listening: require client certificates issued by this CA (PEM)' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l tls-ca -d 'Dialling: trust servers whose certificate this CA (PEM) issued, instead of the system\'s roots' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l tls-pin -d 'Dialling: trust exactly the certificate with this SHA-256 fingerprint (64 hex digits, colons optional, as `listening on` prints); repeatable' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l tls -d 'Listening modes: accept TLS only (with a certificate from --tls-cert and --tls-key, or one generated on first use and kept in the state directory). connect: dial every ADDR with TLS. A single dial can also say tls://HOST:PORT'
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l tls-insecure -d 'Dialling: do not verify the server\'s certificate (still encrypted, but anyone on the path can pretend to be the server); warns on every connection'
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
@@ -64,9 +71,16 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l write-timeou
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l tls-cert -d 'PEM certificate chain: the listener\'s, or the client certificate a dial presents when the server asks' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l tls-key -d 'PEM private key of --tls-cert' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l tls-client-ca -d 'Listening: require client certificates issued by this CA (PEM)' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l tls-ca -d 'Dialling: trust servers whose certificate this CA (PEM) issued, instead of the system\'s roots' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l tls-pin -d 'Dialling: trust exactly the certificate with this SHA-256 fingerprint (64 hex digits, colons optional, as `listening on` prints); repeatable' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l stay -d 'At end of piped input, keep running until every connection closes (without it: exit once everything sent is flushed)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l tls -d 'Listening modes: accept TLS only (with a certificate from --tls-cert and --tls-key, or one generated on first use and kept in the state directory). connect: dial every ADDR with TLS. A single dial can also say tls://HOST:PORT'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l tls-insecure -d 'Dialling: do not verify the server\'s certificate (still encrypted, but anyone on the path can pretend to be the server); warns on every connection'
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT (port 0: any free port)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l interval -d 'How often the roster is multicast to the peers' -r
@@ -87,8 +101,15 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l write-timeo
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l tls-cert -d 'PEM certificate chain: the listener\'s, or the client certificate a dial presents when the server asks' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l tls-key -d 'PEM private key of --tls-cert' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l tls-client-ca -d 'Listening: require client certificates issued by this CA (PEM)' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l tls-ca -d 'Dialling: trust servers whose certificate this CA (PEM) issued, instead of the system\'s roots' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l tls-pin -d 'Dialling: trust exactly the certificate with this SHA-256 fingerprint (64 hex digits, colons optional, as `listening on` prints); repeatable' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l tls -d 'Listening modes: accept TLS only (with a certificate from --tls-cert and --tls-key, or one generated on first use and kept in the state directory). connect: dial every ADDR with TLS. A single dial can also say tls://HOST:PORT'
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l tls-insecure -d 'Dialling: do not verify the server\'s certificate (still encrypted, but anyone on the path can pretend to be the server); warns on every connection'
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l id -d 'This peer\'s name: at most 255 bytes, no `,` `;` `:` or control characters, no leading or trailing spaces' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s b -l bind -d 'Address to listen on; if its port is taken, the next ones up are tried (up to 100; port 0: any free port)' -r
@@ -114,8 +135,15 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l write-timeout 
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns -d 'Most connections at once; more are accepted and closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l heartbeat -d 'Send a TP:Check probe on a connection after sending it nothing for this long (e.g. 5s), so quiet links stay up; off unless given' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l idle-timeout -d 'Close a connection that sent nothing (not even a probe) for this long (e.g. 30s, 1m); off unless given' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-cert -d 'PEM certificate chain: the listener\'s, or the client certificate a dial presents when the server asks' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-key -d 'PEM private key of --tls-cert' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-client-ca -d 'Listening: require client certificates issued by this CA (PEM)' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-ca -d 'Dialling: trust servers whose certificate this CA (PEM) issued, instead of the system\'s roots' -r -F
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-pin -d 'Dialling: trust exactly the certificate with this SHA-256 fingerprint (64 hex digits, colons optional, as `listening on` prints); repeatable' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls -d 'Listening modes: accept TLS only (with a certificate from --tls-cert and --tls-key, or one generated on first use and kept in the state directory). connect: dial every ADDR with TLS. A single dial can also say tls://HOST:PORT'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-insecure -d 'Dialling: do not verify the server\'s certificate (still encrypted, but anyone on the path can pretend to be the server); warns on every connection'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockmod -n "__fish_sockmod_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockmod -n "__fish_sockmod_using_subcommand help; and not __fish_seen_subcommand_from serve connect ipserver filer completions help" -f -a "serve" -d 'Listen, keep many clients, print what they send, send back'

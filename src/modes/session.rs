@@ -211,7 +211,8 @@ impl Core {
     /// Renders the listening event, for a mode with a listener.
     pub fn listening(&mut self, ctx: &Context<'_>) {
         if let Some(a) = ctx.local_addr() {
-            self.out.listening(&a.to_string());
+            let tls = ctx.config().tls.as_ref().map(|t| t.fingerprint.as_str());
+            self.out.listening(&a.to_string(), tls);
         }
     }
 
@@ -508,6 +509,13 @@ impl Core {
                 if let Some(n) = names.and_then(|names| names.get(i.id)) {
                     v["name"] = n.into();
                 }
+                if let Some(t) = &i.tls {
+                    v["tls"] = serde_json::json!({
+                        "version": t.version,
+                        "cipher": t.cipher,
+                        "peer_fingerprint": t.peer_fingerprint,
+                    });
+                }
                 v
             })
             .collect();
@@ -543,11 +551,15 @@ impl Core {
             } else {
                 format!("{} ago", short_duration(now.duration_since(i.last_seen)))
             };
+            let state = match &i.tls {
+                Some(t) => format!("{} {}", i.state.as_str(), t.version),
+                None => i.state.as_str().to_string(),
+            };
             rows.push([
                 i.id.to_string(),
                 i.dir.as_str().into(),
                 addr,
-                i.state.as_str().into(),
+                state,
                 short_duration(now.duration_since(i.since)),
                 seen,
                 format!("{}/{}", i.msgs_in, i.msgs_out),

@@ -128,10 +128,19 @@ impl Renderer {
     }
 
     /// The listener is bound.
-    pub fn listening(&mut self, addr: &str) {
-        self.sink.notice(&format!("listening on {addr}"));
+    pub fn listening(&mut self, addr: &str, tls_fingerprint: Option<&str>) {
+        match tls_fingerprint {
+            Some(fp) => self
+                .sink
+                .notice(&format!("listening on {addr} (TLS, SHA-256 {fp})")),
+            None => self.sink.notice(&format!("listening on {addr}")),
+        }
         if self.is_json() {
-            self.json("listening").str("addr", addr);
+            let j = self.json("listening");
+            j.str("addr", addr);
+            if let Some(fp) = tls_fingerprint {
+                j.object("tls", [("fingerprint", fp)].into_iter());
+            }
             self.emit_json();
         }
         self.sink.flush();
@@ -143,6 +152,13 @@ impl Renderer {
             .str("dir", info.dir.as_str());
         if let Some(n) = name {
             json.str("name", n);
+        }
+        if let Some(t) = &info.tls {
+            let mut pairs = vec![("version", t.version), ("cipher", t.cipher.as_str())];
+            if let Some(fp) = &t.peer_fingerprint {
+                pairs.push(("peer_fingerprint", fp.as_str()));
+            }
+            json.object("tls", pairs.into_iter());
         }
     }
 
@@ -159,6 +175,9 @@ impl Renderer {
                 let _ = write!(l, "+ {} {} {addr}", info.id, info.dir.as_str());
                 if let Some(n) = name {
                     let _ = write!(l, " ({n})");
+                }
+                if let Some(t) = &info.tls {
+                    let _ = write!(l, " [{}]", t.version);
                 }
                 let _ = write!(l, " ({alive} alive)");
             });
