@@ -6,8 +6,8 @@ use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
 use crate::modes::{Connect, Core, Filer, FilerConfig, Ipserver, Mode as _, Serve, Session};
 use crate::net::{
-    Config, Handler, Node, TlsDial, TlsListen, Trust, client_config, describe, parse_bind,
-    raise_nofile_limit, server_config, system_roots,
+    ClientAuth, Config, Handler, Node, TlsDial, TlsListen, Trust, client_config, describe,
+    parse_bind, raise_nofile_limit, server_config, system_roots,
 };
 use crate::protocol::DEFAULT_MAX_BODY;
 use crate::render::{Paced, Renderer, StdioSink, Style};
@@ -66,12 +66,12 @@ fn tls_listen(t: &TlsArgs, name: &str, plaintext_too: bool) -> Result<Option<Tls
         (Some(cert), Some(key)) => trust::load_identity(cert, key)?,
         _ => trust::generated_identity(name)?,
     };
-    let client_roots = match &t.tls_client_ca {
-        Some(f) => Some(Arc::new(trust::load_roots(f)?)),
-        None => None,
+    let clients = match &t.tls_client_ca {
+        Some(f) => ClientAuth::Roots(Arc::new(trust::load_roots(f)?)),
+        None => ClientAuth::None,
     };
     Ok(Some(TlsListen {
-        config: server_config(&id, client_roots)?,
+        config: server_config(&id, clients)?,
         plaintext_too,
         fingerprint: id.fingerprint(),
     }))

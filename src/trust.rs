@@ -7,10 +7,13 @@ use crate::net::{Identity, describe};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Where sockmod keeps what must outlive a run: `$XDG_STATE_HOME/sockmod`, else
 /// `~/.local/state/sockmod`.
@@ -93,16 +96,7 @@ pub fn load_roots(file: &Path) -> Result<RootCertStore, String> {
 /// its fingerprint stays the same from run to run.
 pub fn generated_identity(name: &str) -> Result<Identity, String> {
     let dir = state_dir()?.join("keys");
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = safe_file_name(name);
     let (cert, key) = (
         dir.join(format!("{safe}.crt")),
         dir.join(format!("{safe}.key")),
@@ -117,6 +111,126 @@ pub fn generated_identity(name: &str) -> Result<Identity, String> {
     write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
     write_private(&cert, made.cert.pem().as_bytes())?;
     load_identity(&cert, &key)
+}
+
+/// A filer's pins: the key (certificate fingerprint) first seen for each peer
+/// name, like SSH's `known_hosts`. Kept in the state directory per `--id`, one
+/// `FINGERPRINT<TAB>NAME` a line; saved off the loop thread, atomically.
+#[derive(Debug)]
+pub struct KnownPeers {
+    path: PathBuf,
+    pins: BTreeMap<String, String>,
+    saver: Arc<Saver>,
+}
+
+/// Serialises saves of one pins file: each save writes the newest content, and
+/// an older save that comes late is skipped.
+#[derive(Debug, Default)]
+struct Saver {
+    lock: Mutex<u64>,
+    asked: AtomicU64,
+}
+
+impl KnownPeers {
+    /// The pins of the filer named `owner` (none yet if the file is missing).
+    pub fn load(owner: &str) -> Result<KnownPeers, String> {
+        let path = state_dir()?
+            .join("known_peers")
+            .join(format!("{}.txt", safe_file_name(owner)));
+        let mut pins = BTreeMap::new();
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines() {
+                    if line.starts_with('#') || line.trim().is_empty() {
+                        continue;
+                    }
+                    if let Some((fp, name)) = line.split_once('\t') {
+                        pins.insert(name.to_string(), fp.to_string());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {}", path.display(), describe(&e))),
+        }
+        Ok(KnownPeers {
+            path,
+            pins,
+            saver: Arc::default(),
+        })
+    }
+
+    /// The file the pins live in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pinned fingerprint of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pins.get(name).map(String::as_str)
+    }
+
+    /// Pins `name` to `fingerprint` (replacing a pin) and saves.
+    pub fn pin(&mut self, name: &str, fingerprint: &str) {
+        self.pins.insert(name.to_string(), fingerprint.to_string());
+        self.save();
+    }
+
+    /// Removes the pin of `name`; false if there was none.
+    pub fn forget(&mut self, name: &str) -> bool {
+        let had = self.pins.remove(name).is_some();
+        if had {
+            self.save();
+        }
+        had
+    }
+
+    /// Writes the pins on a helper thread (the loop never waits for the disk).
+    fn save(&self) {
+        let mut text = String::from("# sockmod pins: FINGERPRINT<TAB>NAME (trust on first use)\n");
+        for (name, fp) in &self.pins {
+            text.push_str(&format!("{fp}\t{name}\n"));
+        }
+        let generation = self.saver.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let (saver, path) = (self.saver.clone(), self.path.clone());
+        let _ = std::thread::Builder::new()
+            .name("pins".into())
+            .spawn(move || {
+                let Ok(mut done) = saver.lock.lock() else {
+                    return;
+                };
+                if *done > generation {
+                    return;
+                }
+                if let Err(e) = write_private(&path, text.as_bytes()) {
+                    eprintln!("warning: cannot save pins: {e}");
+                }
+                *done = generation;
+            });
+    }
+
+    /// Waits (up to a second) until every save asked for so far is on disk.
+    pub fn flush(&self) {
+        let want = self.saver.asked.load(Ordering::SeqCst);
+        for _ in 0..200 {
+            if self.saver.lock.lock().map(|g| *g >= want).unwrap_or(true) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// A name made safe as a file name: other characters become `_`.
+fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

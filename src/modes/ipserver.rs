@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 struct Report {
     entry: Entry,
+    /// The fingerprint of the key its TLS connection showed: a keyed report
+    /// holds its name against any other key and any plaintext report.
+    key: Option<String>,
     last: Instant,
     /// Not reported within `--alive`: out of the roster until it reports again.
     stale: bool,
@@ -34,6 +37,9 @@ pub struct Ipserver {
     shown: HashMap<String, Entry>,
     /// The encoded roster frame; `None` when the roster changed since it was built.
     frame: Option<Arc<[u8]>>,
+    /// The encoded keys frame (`TP:Keys`, each keyed name's fingerprint) for
+    /// the peers that connected with a key; rebuilt with `frame`.
+    keys_frame: Option<Arc<[u8]>>,
     /// Recipients of the current round (reused between rounds).
     live: Vec<ConnId>,
     /// When the next round is due (rounds keep a fixed cadence, no drift).
@@ -62,6 +68,7 @@ impl Ipserver {
             reports: BTreeMap::new(),
             shown: HashMap::new(),
             frame: None,
+            keys_frame: None,
             live: Vec::new(),
             // Set when the node starts.
             next_round: Instant::now(),
@@ -83,12 +90,22 @@ impl Ipserver {
     }
 
     /// The connection whose report stands for `id` in the roster: the earliest
-    /// live one, so a second peer claiming a taken name cannot make it flap.
+    /// live one that showed a key, else the earliest live one, so a second peer
+    /// claiming a taken name cannot make it flap, a second key never takes it,
+    /// and a plaintext squatter loses it when the keyed owner reports.
     fn holder(&self, id: &str) -> Option<(ConnId, &Entry)> {
-        self.reports
+        self.holder_report(id).map(|(c, r)| (c, &r.entry))
+    }
+
+    fn holder_report(&self, id: &str) -> Option<(ConnId, &Report)> {
+        let mut live = self
+            .reports
             .iter()
-            .find(|(_, r)| !r.stale && r.entry.id == id)
-            .map(|(c, r)| (*c, &r.entry))
+            .filter(|(_, r)| !r.stale && r.entry.id == id);
+        let first = live.clone().next();
+        live.find(|(_, r)| r.key.is_some())
+            .or(first)
+            .map(|(c, r)| (*c, r))
     }
 
     /// Brings the announced roster up to date for `id`, with an online or offline
@@ -109,6 +126,8 @@ impl Ipserver {
             }
             (None, None) => {}
         }
+        // The holder (and its key) may have changed with the entry unchanged.
+        self.keys_frame = None;
     }
 
     /// Checks a report; `Err` is why it is ignored.
@@ -151,6 +170,7 @@ impl Ipserver {
             conn,
             Report {
                 entry,
+                key: info.tls.as_ref().and_then(|t| t.peer_fingerprint.clone()),
                 last: now,
                 stale: false,
             },
@@ -242,16 +262,48 @@ impl Ipserver {
         if !live.is_empty()
             && let Some(frame) = self.roster_frame(out)
         {
+            let keys = self.keys_frame();
             for &id in &live {
                 // A failure here (the peer is closing, or was dropped as a slow
                 // consumer) is reported by its closed event.
                 let _ = ctx.send_frame(id, &frame);
+                // Peers that showed a key (sockmod filers) also learn the keys,
+                // in a frame original peers never see.
+                if let Some(k) = &keys
+                    && self.reports.get(&id).is_some_and(|r| r.key.is_some())
+                {
+                    let _ = ctx.send_frame(id, k);
+                }
             }
             self.rounds += 1;
             self.last_round = start.elapsed();
             self.round_started = Some(start);
         }
         self.live = live;
+    }
+
+    /// The keys frame: `TP:Keys` with a body of `NAME,FINGERPRINT` pairs joined
+    /// by `;`, for each roster name whose holder showed a key (see
+    /// docs/PROTOCOL.md §4.3).
+    fn keys_frame(&mut self) -> Option<Arc<[u8]>> {
+        if let Some(f) = &self.keys_frame {
+            return Some(f.clone());
+        }
+        let mut body = String::new();
+        for id in self.shown.keys() {
+            if let Some((_, r)) = self.holder_report(id)
+                && let Some(k) = &r.key
+            {
+                if !body.is_empty() {
+                    body.push(';');
+                }
+                body.push_str(&format!("{id},{k}"));
+            }
+        }
+        let header = Header::new().with("TP", "Keys");
+        let f: Arc<[u8]> = encode(&header, body.as_bytes()).ok()?.into();
+        self.keys_frame = Some(f.clone());
+        Some(f)
     }
 
     fn peers_table(&self) -> String {

@@ -35,6 +35,6 @@ pub use handler::Handler;
 pub use limits::raise_nofile_limit;
 pub use remote::Remote;
 pub use tls::{
-    Identity, TlsInfo, Trust, client_config, fingerprint, parse_fingerprint, server_config,
-    server_name, system_roots,
+    ClientAuth, Identity, TlsInfo, Trust, client_config, fingerprint, parse_fingerprint,
+    server_config, server_name, system_roots,
 };

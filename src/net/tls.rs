@@ -194,23 +194,88 @@ impl Identity {
     }
 }
 
-/// A listener's TLS: its identity, and the roots client certificates must chain
-/// to when they are required (`--tls-client-ca`).
-pub fn server_config(
-    id: &Identity,
-    client_roots: Option<Arc<RootCertStore>>,
-) -> Result<Arc<ServerConfig>, String> {
-    let builder = ServerConfig::builder_with_provider(provider())
+/// What a listener asks of its clients' certificates.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Nothing: no client certificate is asked for.
+    None,
+    /// One issued by these roots, required (`--tls-client-ca`).
+    Roots(Arc<RootCertStore>),
+    /// Any key, if the client has one (a filer's peers and ipserver): not
+    /// trusted by itself, but its fingerprint tells who holds which name.
+    AnyKey,
+}
+
+/// Accepts any client certificate (optional), checking only that the client
+/// holds its key: the fingerprint is judged above, against pins and the roster.
+#[derive(Debug)]
+struct AnyClientKey {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientKey {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A listener's TLS: its identity, and what it asks of client certificates.
+pub fn server_config(id: &Identity, clients: ClientAuth) -> Result<Arc<ServerConfig>, String> {
+    let p = provider();
+    let algorithms = p.signature_verification_algorithms;
+    let builder = ServerConfig::builder_with_provider(p)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_reason(&e))?;
-    let builder = match client_roots {
-        Some(roots) => {
+    let builder = match clients {
+        ClientAuth::Roots(roots) => {
             let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .build()
                 .map_err(|e| format!("cannot use the client CA: {e}"))?;
             builder.with_client_cert_verifier(v)
         }
-        None => builder.with_no_client_auth(),
+        ClientAuth::AnyKey => {
+            builder.with_client_cert_verifier(Arc::new(AnyClientKey { algorithms }))
+        }
+        ClientAuth::None => builder.with_no_client_auth(),
     };
     let mut cfg = builder
         .with_single_cert(id.chain.clone(), id.key.clone_key())
