@@ -87,12 +87,20 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__connect)
-            opts="-q -h --stay --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
+            opts="-c -q -h --stay --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --body-format)
                     COMPREPLY=($(compgen -W "auto text hex base64 none" -- "${cur}"))
                     return 0
@@ -133,7 +141,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__filer)
-            opts="-b -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -c -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,6 +192,14 @@ _sockmod() {
                     return 0
                     ;;
                 --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -325,7 +341,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__ipserver)
-            opts="-b -q -h --bind --interval --alive --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -c -q -h --bind --interval --alive --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -360,6 +376,14 @@ _sockmod() {
                     return 0
                     ;;
                 --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -403,7 +427,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__serve)
-            opts="-b -q -h --bind --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
+            opts="-b -c -q -h --bind --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -430,6 +454,14 @@ _sockmod() {
                     return 0
                     ;;
                 --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

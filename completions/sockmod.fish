@@ -37,6 +37,7 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l allow -d 'Admi
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l handshake-timeout -d 'Close an accepted connection that has not sent one whole frame within this long (`off` for no limit). Default: 10s for filer and ipserver, off for serve (a client may connect and wait before it speaks)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s c -l command -d 'Run this command line instead of reading commands from stdin or a prompt, as `sh -c` does; repeatable, run in order. Then as at the end of piped input: connect exits once everything is flushed, the listening modes keep running until `quit` (give `-c quit` last to stop them), SIGINT or SIGTERM. stdin is left free for a body: `send * -f -`' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'
@@ -52,6 +53,7 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l idle-timeout -
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s c -l command -d 'Run this command line instead of reading commands from stdin or a prompt, as `sh -c` does; repeatable, run in order. Then as at the end of piped input: connect exits once everything is flushed, the listening modes keep running until `quit` (give `-c quit` last to stop them), SIGINT or SIGTERM. stdin is left free for a body: `send * -f -`' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'
@@ -75,6 +77,7 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l allow -d 'A
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l handshake-timeout -d 'Close an accepted connection that has not sent one whole frame within this long (`off` for no limit). Default: 10s for filer and ipserver, off for serve (a client may connect and wait before it speaks)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s c -l command -d 'Run this command line instead of reading commands from stdin or a prompt, as `sh -c` does; repeatable, run in order. Then as at the end of piped input: connect exits once everything is flushed, the listening modes keep running until `quit` (give `-c quit` last to stop them), SIGINT or SIGTERM. stdin is left free for a body: `send * -f -`' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'
@@ -102,6 +105,7 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l allow -d 'Admi
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l handshake-timeout -d 'Close an accepted connection that has not sent one whole frame within this long (`off` for no limit). Default: 10s for filer and ipserver, off for serve (a client may connect and wait before it speaks)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s c -l command -d 'Run this command line instead of reading commands from stdin or a prompt, as `sh -c` does; repeatable, run in order. Then as at the end of piped input: connect exits once everything is flushed, the listening modes keep running until `quit` (give `-c quit` last to stop them), SIGINT or SIGTERM. stdin is left free for a body: `send * -f -`' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l body-format -d 'How message bodies are shown' -r -f -a "auto\t'Text when printable UTF-8, else a short hex preview (JSON: `body`, or `body_base64` when not UTF-8)'
 text\t'Always as text, invalid UTF-8 replaced (JSON: `body`)'
 hex\t'Hex of the whole body (JSON: `body_hex`)'

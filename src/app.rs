@@ -66,9 +66,11 @@ impl<M: crate::modes::Mode> ExitStatus for Session<M> {
     }
 }
 
-/// The front end: a prompt on a terminal, or piped stdin.
+/// The front end: a prompt on a terminal, piped stdin, or the `-c` lines.
 pub struct Front {
     repl: Option<Repl>,
+    /// The `-c` lines, when given: run instead of reading stdin.
+    commands: Option<Vec<String>>,
     /// Completion targets shared with the prompt.
     pub targets: Arc<Mutex<Vec<String>>>,
 }
@@ -78,14 +80,25 @@ impl Front {
     /// as when piped (so `sockmod serve | tee log` typed at a terminal reads the
     /// commands typed and sends events down the pipe; the prompt would draw on
     /// stdout).
-    pub fn new(mode: &'static str) -> Result<Self, String> {
+    ///
+    /// With `-c` lines in `c`, those are the commands, run as piped lines that
+    /// then end; stdin is left for `-f -`.
+    pub fn new(mode: &'static str, c: &Common) -> Result<Self, String> {
         let targets = Arc::new(Mutex::new(Vec::new()));
-        let repl = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        let commands = (!c.commands.is_empty()).then(|| c.commands.clone());
+        let repl = if commands.is_none()
+            && std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal()
+        {
             Some(Repl::new(mode, targets.clone())?)
         } else {
             None
         };
-        Ok(Front { repl, targets })
+        Ok(Front {
+            repl,
+            commands,
+            targets,
+        })
     }
 
     /// True when reading piped input.
@@ -103,7 +116,16 @@ impl Front {
         let style = if c.json { Style::Json } else { Style::Human };
         let out = Renderer::new(style, c.body_format, c.quiet, sink);
         let completion = self.repl.as_ref().map(|_| self.targets.clone());
-        Ok(Core::new(out, completion))
+        let mut core = Core::new(out, completion);
+        if let Some(lines) = &self.commands {
+            let wants_stdin = lines.iter().any(|l| {
+                crate::command::parse(l).is_ok_and(|c| c.is_some_and(|c| c.reads_stdin()))
+            });
+            if wants_stdin {
+                core.stdin_body = read_stdin_body(c.max_queue);
+            }
+        }
+        Ok(core)
     }
 
     /// Runs `node` with this front end until it stops; returns the exit status.
@@ -119,7 +141,11 @@ impl Front {
         }
         match self.repl {
             None => {
-                if let Err(e) = spawn_stdin_reader(remote) {
+                let reader = match self.commands {
+                    Some(lines) => spawn_command_lines(remote, lines),
+                    None => spawn_stdin_reader(remote),
+                };
+                if let Err(e) = reader {
                     eprintln!("error: cannot read stdin: {}", describe(&e));
                     return 1;
                 }
@@ -160,6 +186,42 @@ impl Front {
             }
         }
     }
+}
+
+/// Reads all of stdin for `-f -` (before the loop starts, so the loop never
+/// waits on it): at most `max` bytes (`--max-queue`, the largest body).
+fn read_stdin_body(max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut body = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("-f -: cannot read stdin: {}", describe(&e)))?;
+    if body.len() > max {
+        return Err(format!(
+            "-f -: stdin is larger than --max-queue ({})",
+            crate::render::human_size(max as u64)
+        ));
+    }
+    Ok(body)
+}
+
+/// Hands the `-c` lines to the loop, in order, then the end of input.
+fn spawn_command_lines(
+    remote: crate::net::Remote<Input>,
+    lines: Vec<String>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("commands".into())
+        .spawn(move || {
+            for l in lines {
+                if remote.send(Input::Line(l)).is_err() {
+                    return;
+                }
+            }
+            let _ = remote.send(Input::Eof);
+        })
 }
 
 fn node<H: Handler>(config: Config, handler: H) -> Result<Node<H>, String> {
@@ -236,21 +298,21 @@ pub fn run(cli: Cli) -> i32 {
     raise_nofile_limit();
     let result: Result<i32, String> = match cli.mode {
         Mode::Serve(a) => (|| {
-            let mut front = Front::new(Serve::NAME)?;
+            let mut front = Front::new(Serve::NAME, &a.common)?;
             let h = Session::new(front.core(&a.common)?, Serve);
             let mut node = node(listen_config(&a.common, &a.access), h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
         Mode::Connect(a) => (|| {
-            let mut front = Front::new(Connect::NAME)?;
+            let mut front = Front::new(Connect::NAME, &a.common)?;
             let mode = Connect::new(a.addrs.clone(), a.stay);
             let h = Session::new(front.core(&a.common)?, mode);
             let node = node(config(&a.common), h)?;
             Ok(front.run(node))
         })(),
         Mode::Ipserver(a) => (|| {
-            let mut front = Front::new(Ipserver::NAME)?;
+            let mut front = Front::new(Ipserver::NAME, &a.common)?;
             let mode = Ipserver::new(a.interval, a.alive);
             let h = Session::new(front.core(&a.common)?, mode);
             let mut node = node(lan_config(&a.common, &a.access), h)?;
@@ -258,7 +320,7 @@ pub fn run(cli: Cli) -> i32 {
             Ok(front.run(node))
         })(),
         Mode::Filer(a) => (|| {
-            let mut front = Front::new(Filer::NAME)?;
+            let mut front = Front::new(Filer::NAME, &a.common)?;
             let core = front.core(&a.common)?;
             // Absolute, so every path reported names the file wherever the
             // reader stands; the directory itself is made when a file arrives.

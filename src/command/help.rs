@@ -51,7 +51,8 @@ It gets the next id at once, so what is sent to it meanwhile waits and goes out 
         usage: "send TARGET [-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]",
         summary: "send a message to connections",
         detail: "TEXT becomes the header `info:TEXT`. -H adds header pairs (CL is set automatically), -b a text\n\
-body, -f a body read whole from a file (at most --max-queue; filer: `sendfile` for big files).\n\
+body, -f a body read whole from a file (at most --max-queue; filer: `sendfile` for big files);\n\
+`-f -` sends what came on stdin when the commands are given with -c (`tar c d | sockmod connect H:P -c 'send * -f -'`).\n\
 TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name.\n\
 Text starting with a dash and a letter (-x) is taken for an option: put -- before it.\n\
 Example: send 1 -H TP=note -b 'hello there'",
