@@ -292,6 +292,76 @@ fn tune_allocator() {
     }
 }
 
+/// Parses the process's arguments; a usage error is printed and the process
+/// exits 2 (help and version exit 0), as `Cli::parse` does, with two of
+/// clap's messages said more plainly (see [`usage_error`]).
+pub fn parse_args() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match <Cli as clap::Parser>::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let words: Vec<String> = args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            match usage_error(&e, &words) {
+                Some(msg) => {
+                    eprintln!("error: {msg}\n\nFor more information, try '--help'.");
+                    std::process::exit(2);
+                }
+                None => e.exit(),
+            }
+        }
+    }
+}
+
+/// Our own text for a usage error, where clap's misleads:
+///
+/// - an unknown option: clap's tip to pass `--ssl` as a value (`-- --ssl`) is
+///   not what anyone meant; we say `unknown option '--ssl'`, with the nearest
+///   real one when clap found one;
+/// - `connect HOST PORT` (netcat's form): we suggest `HOST:PORT`.
+pub fn usage_error(e: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let ctx_str = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    match e.kind() {
+        ErrorKind::UnknownArgument => {
+            // A stray word (`serve 1 2`) is no option: clap's text is right.
+            let arg = ctx_str(ContextKind::InvalidArg).filter(|a| a.starts_with('-'))?;
+            let mut msg = format!("unknown option '{arg}'");
+            if let Some(near) = ctx_str(ContextKind::SuggestedArg) {
+                msg.push_str(&format!(" (did you mean '{near}'?)"));
+            }
+            Some(msg)
+        }
+        ErrorKind::ValueValidation => {
+            let bad = ctx_str(ContextKind::InvalidValue)?;
+            let at = args.iter().position(|a| *a == bad)?;
+            let next = args.get(at + 1)?;
+            let is_port =
+                !next.is_empty() && next.len() <= 5 && next.bytes().all(|b| b.is_ascii_digit());
+            if !is_port || bad.starts_with('-') || bad.contains(['[', ']']) {
+                return None;
+            }
+            let host = if bad.contains(':') {
+                // A bare IPv6 address.
+                bad.parse::<std::net::Ipv6Addr>().ok()?;
+                format!("[{bad}]")
+            } else {
+                bad.clone()
+            };
+            Some(format!(
+                "{bad:?} {next:?} is two arguments: a server is one, HOST:PORT (try {host}:{next})"
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
     tune_allocator();

@@ -248,6 +248,16 @@ impl Core {
     pub fn refresh_completion<M: Mode + ?Sized>(&mut self, ctx: &Context<'_>, mode: &M) {
         if let Some(c) = &self.completion {
             let mut v: Vec<String> = ctx.ids().iter().map(|i| i.to_string()).collect();
+            // The HOST:PORT of each connection, and the target it was dialled
+            // as (`send 127.0.0.1:9000 …`).
+            for i in ctx.conns() {
+                let addr = (i.addr.port() != 0).then(|| i.addr.to_string());
+                for a in addr.into_iter().chain(ctx.target(i.id).map(str::to_string)) {
+                    if !v.contains(&a) {
+                        v.push(a);
+                    }
+                }
+            }
             let names = mode.names().into_iter().flat_map(PeerNames::values);
             for n in names.chain(mode.completion_words()) {
                 if !v.iter().any(|x| x == n) {
@@ -372,11 +382,28 @@ impl Core {
     ) -> Result<ConnId, String> {
         let found = match it {
             Item::Id(n) => ctx.info(ConnId(*n)).map(|i| i.id),
-            Item::Addr(a) => ctx
-                .conns()
-                .iter()
-                .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
-                .map(|i| i.id),
+            Item::Addr(a) => {
+                let ids: Vec<ConnId> = ctx
+                    .conns()
+                    .iter()
+                    .filter(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
+                    .map(|i| i.id)
+                    .collect();
+                if let [_, _, ..] = ids.as_slice() {
+                    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+                    return Err(format!(
+                        "{} names {} connections ({}); give one id, or list them: {}",
+                        quoted(a),
+                        ids.len(),
+                        names.join(", "),
+                        ids.iter()
+                            .map(|i| i.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ));
+                }
+                ids.first().copied()
+            }
             Item::Name(n) => mode
                 .names()
                 .and_then(|names| names.conns_named(ctx, n).first().copied()),

@@ -96,10 +96,9 @@ impl Outgoing {
             .map_err(|e| format!("cannot read {}: {}", self.path.display(), describe(&e)))?;
         if got < want {
             return Err(format!(
-                "{} shrank while being sent ({} of {} bytes read)",
+                "{} shrank while being sent ({} read)",
                 self.path.display(),
-                self.sent + got as u64,
-                self.total
+                crate::human::part_of(self.sent + got as u64, self.total)
             ));
         }
         self.hasher.update(&body);
