@@ -56,7 +56,7 @@ pub enum Mode {
     ///
     /// Reports to --ipserver (retrying while it is away), learns who else is
     /// online, and talks to them directly: `peers`, `dial NAME`, `send NAME TEXT`,
-    /// `sendfile NAME PATH...`, `transfers`, `cancel N`. Received files go to
+    /// `sendfile NAME PATH...`, `transfers`, `cancel tN`. Received files go to
     /// --inbox, verified, never overwriting a file.
     Filer(FilerArgs),
     /// Print a shell completion script.

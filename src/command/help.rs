@@ -121,9 +121,10 @@ progress, rate and time, and the outcome (where a received file was stored, or w
     CommandSpec {
         name: "cancel",
         aliases: &[],
-        usage: "cancel N",
+        usage: "cancel tN",
         summary: "stop a file transfer",
-        detail: "N is the number from `transfers` or a transfer event. The other side is told and reports\n\
+        detail: "tN names the transfer as `transfers` and the transfer lines do (`cancel t3`; `cancel 3` works too);\n\
+both sides of a transfer between sockmod filers use the same name. The other side is told and reports\n\
 the transfer failed; the receiver removes its part file. A queued file is simply dropped.",
         modes: &["filer"],
     },

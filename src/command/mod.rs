@@ -242,10 +242,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             _ => return Err(usage()),
         },
         "cancel" => match args {
+            // `t3` as transfers are named; `3` and `#3` as before.
             [n] => Command::Cancel(
-                n.trim_start_matches('#')
+                n.strip_prefix(['t', 'T'])
+                    .unwrap_or_else(|| n.trim_start_matches('#'))
                     .parse()
-                    .map_err(|_| format!("cancel: {} is not a transfer number", quoted(n)))?,
+                    .map_err(|_| {
+                        format!("cancel: {} is not a transfer (want t3, or 3)", quoted(n))
+                    })?,
             ),
             _ => return Err(usage()),
         },
@@ -482,6 +486,9 @@ mod tests {
             Command::Close(Target::List(vec![Item::Id(1)]))
         );
         assert_eq!(ok("cancel #3"), Command::Cancel(3));
+        assert_eq!(ok("cancel t3"), Command::Cancel(3));
+        assert_eq!(ok("cancel 3"), Command::Cancel(3));
+        assert!(parse("cancel tx").is_err());
         assert_eq!(info("send 1 text with # hash"), "text with # hash");
         assert_eq!(info("send 1 #tag #"), "#tag #");
         assert_eq!(info("bc a#b"), "a#b");
