@@ -79,10 +79,14 @@ fn transfers_table_aligns_wide_names() {
         ann.expect_line("done line", |l| l.contains("done") && l.contains(name));
     }
     ann.send_line("transfers");
-    // The header row, then one row per file (each row starts with `#N`).
+    // The header row, then one row per file (each row starts with `tN`).
     let rows: Vec<String> = ["size", "日本語", "plain.txt"]
         .iter()
-        .map(|k| ann.expect_line("table row", |l| l.starts_with('#') && l.contains(k)))
+        .map(|k| {
+            ann.expect_line("table row", |l| {
+                (l.starts_with('#') || l.starts_with('t')) && l.contains(k)
+            })
+        })
         .collect();
     // Where the `size` column starts, in terminal columns.
     let at = |row: &str, cell: &str| {
@@ -154,7 +158,7 @@ fn a_huge_file_name_is_clipped_in_human_lines() {
     let done = ann.expect_line("done line", |l| l.contains("done: received"));
     assert!(done.len() < 600, "{} bytes", done.len());
     ann.send_line("transfers");
-    let row = ann.expect_line("table row", |l| l.starts_with("#1 "));
+    let row = ann.expect_line("table row", |l| l.starts_with("t1 "));
     assert!(row.len() < 900, "{} bytes", row.len());
     assert_eq!(dir_entries(&inbox).len(), 1);
     assert!(dir_entries(&inbox)[0].len() <= 255);
