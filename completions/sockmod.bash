@@ -87,12 +87,20 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__connect)
-            opts="-q -h --stay --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
+            opts="-c -q -h --stay --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --body-format)
                     COMPREPLY=($(compgen -W "auto text hex base64 none" -- "${cur}"))
                     return 0
@@ -153,7 +161,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__filer)
-            opts="-b -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
+            opts="-b -c -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -204,6 +212,14 @@ _sockmod() {
                     return 0
                     ;;
                 --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -365,7 +381,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__ipserver)
-            opts="-b -q -h --bind --interval --alive --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
+            opts="-b -c -q -h --bind --interval --alive --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,6 +416,14 @@ _sockmod() {
                     return 0
                     ;;
                 --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -463,7 +487,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__serve)
-            opts="-b -q -h --bind --allow --deny --max-conns-per-ip --handshake-timeout --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
+            opts="-b -c -q -h --bind --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -490,6 +514,14 @@ _sockmod() {
                     return 0
                     ;;
                 --handshake-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -131,9 +131,11 @@ impl<H: ExitStatus> ExitStatus for Paced<H> {
     }
 }
 
-/// The front end: a prompt on a terminal, or piped stdin.
+/// The front end: a prompt on a terminal, piped stdin, or the `-c` lines.
 pub struct Front {
     repl: Option<Repl>,
+    /// The `-c` lines, when given: run instead of reading stdin.
+    commands: Option<Vec<String>>,
     /// Completion targets shared with the prompt.
     pub targets: Arc<Mutex<Vec<String>>>,
 }
@@ -143,14 +145,25 @@ impl Front {
     /// as when piped (so `sockmod serve | tee log` typed at a terminal reads the
     /// commands typed and sends events down the pipe; the prompt would draw on
     /// stdout).
-    pub fn new(mode: &'static str) -> Result<Self, String> {
+    ///
+    /// With `-c` lines in `c`, those are the commands, run as piped lines that
+    /// then end; stdin is left for `-f -`.
+    pub fn new(mode: &'static str, c: &Common) -> Result<Self, String> {
         let targets = Arc::new(Mutex::new(Vec::new()));
-        let repl = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        let commands = (!c.commands.is_empty()).then(|| c.commands.clone());
+        let repl = if commands.is_none()
+            && std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal()
+        {
             Some(Repl::new(mode, targets.clone())?)
         } else {
             None
         };
-        Ok(Front { repl, targets })
+        Ok(Front {
+            repl,
+            commands,
+            targets,
+        })
     }
 
     /// True when reading piped input.
@@ -168,7 +181,16 @@ impl Front {
         let style = if c.json { Style::Json } else { Style::Human };
         let out = Renderer::new(style, c.body_format, c.quiet, sink);
         let completion = self.repl.as_ref().map(|_| self.targets.clone());
-        Ok(Core::new(out, completion))
+        let mut core = Core::new(out, completion);
+        if let Some(lines) = &self.commands {
+            let wants_stdin = lines.iter().any(|l| {
+                crate::command::parse(l).is_ok_and(|c| c.is_some_and(|c| c.reads_stdin()))
+            });
+            if wants_stdin {
+                core.stdin_body = read_stdin_body(c.max_queue);
+            }
+        }
+        Ok(core)
     }
 
     /// Runs `node` with this front end until it stops; returns the exit status.
@@ -184,7 +206,11 @@ impl Front {
         }
         match self.repl {
             None => {
-                if let Err(e) = spawn_stdin_reader(remote) {
+                let reader = match self.commands {
+                    Some(lines) => spawn_command_lines(remote, lines),
+                    None => spawn_stdin_reader(remote),
+                };
+                if let Err(e) = reader {
                     eprintln!("error: cannot read stdin: {}", describe(&e));
                     return 1;
                 }
@@ -233,6 +259,42 @@ fn node<H: Handler>(config: Config, handler: H) -> Result<Node<Paced<H>>, String
         .map_err(|e| format!("cannot start: {}", describe(&e)))?;
     crate::render::stdout::attach(&node.remote());
     Ok(node)
+}
+
+/// Reads all of stdin for `-f -` (before the loop starts, so the loop never
+/// waits on it): at most `max` bytes (`--max-queue`, the largest body).
+fn read_stdin_body(max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut body = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("-f -: cannot read stdin: {}", describe(&e)))?;
+    if body.len() > max {
+        return Err(format!(
+            "-f -: stdin is larger than --max-queue ({})",
+            crate::render::human_size(max as u64)
+        ));
+    }
+    Ok(body)
+}
+
+/// Hands the `-c` lines to the loop, in order, then the end of input.
+fn spawn_command_lines(
+    remote: crate::net::Remote<Input>,
+    lines: Vec<String>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("commands".into())
+        .spawn(move || {
+            for l in lines {
+                if remote.send(Input::Line(l)).is_err() {
+                    return;
+                }
+            }
+            let _ = remote.send(Input::Eof);
+        })
 }
 
 fn listen<H: Handler>(node: &mut Node<H>, bind: &str) -> Result<(), String> {
@@ -299,27 +361,97 @@ fn tune_allocator() {
     }
 }
 
+/// Parses the process's arguments; a usage error is printed and the process
+/// exits 2 (help and version exit 0), as `Cli::parse` does, with two of
+/// clap's messages said more plainly (see [`usage_error`]).
+pub fn parse_args() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match <Cli as clap::Parser>::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let words: Vec<String> = args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            match usage_error(&e, &words) {
+                Some(msg) => {
+                    eprintln!("error: {msg}\n\nFor more information, try '--help'.");
+                    std::process::exit(2);
+                }
+                None => e.exit(),
+            }
+        }
+    }
+}
+
+/// Our own text for a usage error, where clap's misleads:
+///
+/// - an unknown option: clap's tip to pass `--ssl` as a value (`-- --ssl`) is
+///   not what anyone meant; we say `unknown option '--ssl'`, with the nearest
+///   real one when clap found one;
+/// - `connect HOST PORT` (netcat's form): we suggest `HOST:PORT`.
+pub fn usage_error(e: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let ctx_str = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    match e.kind() {
+        ErrorKind::UnknownArgument => {
+            // A stray word (`serve 1 2`) is no option: clap's text is right.
+            let arg = ctx_str(ContextKind::InvalidArg).filter(|a| a.starts_with('-'))?;
+            let mut msg = format!("unknown option '{arg}'");
+            if let Some(near) = ctx_str(ContextKind::SuggestedArg) {
+                msg.push_str(&format!(" (did you mean '{near}'?)"));
+            }
+            Some(msg)
+        }
+        ErrorKind::ValueValidation => {
+            let bad = ctx_str(ContextKind::InvalidValue)?;
+            let at = args.iter().position(|a| *a == bad)?;
+            let next = args.get(at + 1)?;
+            let is_port =
+                !next.is_empty() && next.len() <= 5 && next.bytes().all(|b| b.is_ascii_digit());
+            if !is_port || bad.starts_with('-') || bad.contains(['[', ']']) {
+                return None;
+            }
+            let host = if bad.contains(':') {
+                // A bare IPv6 address.
+                bad.parse::<std::net::Ipv6Addr>().ok()?;
+                format!("[{bad}]")
+            } else {
+                bad.clone()
+            };
+            Some(format!(
+                "{bad:?} {next:?} is two arguments: a server is one, HOST:PORT (try {host}:{next})"
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
     tune_allocator();
     raise_nofile_limit();
     let result: Result<i32, String> = match cli.mode {
         Mode::Serve(a) => (|| {
-            let mut front = Front::new(Serve::NAME)?;
+            let mut front = Front::new(Serve::NAME, &a.common)?;
             let h = Session::new(front.core(&a.common)?, Serve);
             let mut node = node(listen_config(&a.common, &a.access, "serve")?, h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
         Mode::Connect(a) => (|| {
-            let mut front = Front::new(Connect::NAME)?;
+            let mut front = Front::new(Connect::NAME, &a.common)?;
             let mode = Connect::new(a.addrs.clone(), a.stay);
             let h = Session::new(front.core(&a.common)?, mode);
             let node = node(config(&a.common)?, h)?;
             Ok(front.run(node))
         })(),
         Mode::Ipserver(a) => (|| {
-            let mut front = Front::new(Ipserver::NAME)?;
+            let mut front = Front::new(Ipserver::NAME, &a.common)?;
             let mode = Ipserver::new(a.interval, a.alive);
             let h = Session::new(front.core(&a.common)?, mode);
             let mut node = node(lan_config(&a.common, &a.access, "ipserver")?, h)?;
@@ -327,7 +459,7 @@ pub fn run(cli: Cli) -> i32 {
             Ok(front.run(node))
         })(),
         Mode::Filer(a) => (|| {
-            let mut front = Front::new(Filer::NAME)?;
+            let mut front = Front::new(Filer::NAME, &a.common)?;
             let core = front.core(&a.common)?;
             // Absolute, so every path reported names the file wherever the
             // reader stands; the directory itself is made when a file arrives.

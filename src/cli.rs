@@ -15,10 +15,11 @@ use std::time::Duration;
     long_about = "Painless TCP messaging: one small protocol (a key/value header plus an optional \
 binary body), four modes sharing one event loop.\n\n\
 Every mode reads commands from an interactive prompt on a terminal, or line by line \
-from stdin when piped (type `help` at the prompt). Events go to stdout (human lines, \
+from stdin when piped (type `help` at the prompt), or from -c LINE options (stdin then \
+carries a body: `send * -f -`). Events go to stdout (human lines, \
 or JSON lines with --json); errors and notices go to stderr.\n\n\
 Exit status: 0 normal, 1 runtime failure, 2 usage error.",
-    after_help = "Examples:\n  sockmod serve --bind 127.0.0.1:0 --json\n  printf 'send * hello\\n' | sockmod connect 127.0.0.1:63335\n  sockmod ipserver\n  sockmod filer --id alice --ipserver 192.168.1.10:5000"
+    after_help = "Examples:\n  sockmod serve --bind 127.0.0.1:0 --json\n  printf 'send * hello\\n' | sockmod connect 127.0.0.1:63335\n  sockmod connect 127.0.0.1:63335 -c 'send * hello'\n  sockmod ipserver\n  sockmod filer --id alice --ipserver 192.168.1.10:5000"
 )]
 pub struct Cli {
     /// The mode to run.
@@ -55,7 +56,7 @@ pub enum Mode {
     ///
     /// Reports to --ipserver (retrying while it is away), learns who else is
     /// online, and talks to them directly: `peers`, `dial NAME`, `send NAME TEXT`,
-    /// `sendfile NAME PATH...`, `transfers`, `cancel N`. Received files go to
+    /// `sendfile NAME PATH...`, `transfers`, `cancel tN`. Received files go to
     /// --inbox, verified, never overwriting a file.
     Filer(FilerArgs),
     /// Print a shell completion script.
@@ -73,6 +74,13 @@ pub enum Mode {
 /// Options every mode shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
+    /// Run this command line instead of reading commands from stdin or a
+    /// prompt, as `sh -c` does; repeatable, run in order. Then as at the end of
+    /// piped input: connect exits once everything is flushed, the listening
+    /// modes keep running until `quit` (give `-c quit` last to stop them),
+    /// SIGINT or SIGTERM. stdin is left free for a body: `send * -f -`.
+    #[arg(short = 'c', long = "command", value_name = "LINE")]
+    pub commands: Vec<String>,
     /// Events as JSON lines on stdout (one object per line).
     #[arg(long)]
     pub json: bool,

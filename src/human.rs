@@ -17,6 +17,20 @@ pub fn human_size(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
+/// `59.8 MiB of 95.4 MiB`: a part of a whole, both in [`human_size`]'s units;
+/// when the two round alike, the exact difference is added (`95.4 MiB of
+/// 95.4 MiB, 12 B short`), so the sizes never read as equal when they are not.
+pub fn part_of(part: u64, whole: u64) -> String {
+    let (p, w) = (human_size(part), human_size(whole));
+    if p != w || part == whole {
+        return format!("{p} of {w}");
+    }
+    match whole.checked_sub(part) {
+        Some(short) => format!("{p} of {w}, {} short", human_size(short)),
+        None => format!("{p} of {w}, {} over", human_size(part - whole)),
+    }
+}
+
 /// True for characters that must never reach a human line as they are: control
 /// characters, and the invisible and direction-changing ones (zero-width
 /// spaces and joiners, the left-to-right and right-to-left marks, embeddings,
@@ -63,5 +77,24 @@ mod tests {
     fn sizes() {
         assert_eq!(human_size(3), "3 B");
         assert_eq!(human_size(10 << 20), "10.0 MiB");
+    }
+}
+
+#[cfg(test)]
+mod part_tests {
+    use super::*;
+
+    #[test]
+    fn parts_read_in_one_unit_style() {
+        assert_eq!(part_of(62_652_416, 100_000_000), "59.8 MiB of 95.4 MiB");
+        assert_eq!(part_of(3, 3), "3 B of 3 B");
+        assert_eq!(
+            part_of(100_000_000 - 12, 100_000_000),
+            "95.4 MiB of 95.4 MiB, 12 B short"
+        );
+        assert_eq!(
+            part_of(1_048_577, 1_048_576),
+            "1.0 MiB of 1.0 MiB, 1 B over"
+        );
     }
 }

@@ -1,6 +1,4 @@
-use clap::Parser;
-
 fn main() {
-    let cli = sockmod::cli::Cli::parse();
+    let cli = sockmod::app::parse_args();
     std::process::exit(sockmod::app::run(cli));
 }

@@ -385,7 +385,7 @@ fn wrong_digest_fails_and_leaves_nothing() {
     let v = expect_transfer(&bob.p, "recv", "failed", "evil.bin", TIMEOUT);
     assert!(reason(&v).contains("digest mismatch"), "{v}");
     bob.p.expect_err_line("the failure on stderr", |l| {
-        l.contains("transfer 1") && l.contains("digest mismatch")
+        l.contains("transfer t1") && l.contains("digest mismatch")
     });
     assert_no_visible_files(&bob.inbox);
     let m = expect_tp(&mut c, "cancel");
@@ -571,19 +571,19 @@ fn cancel_stops_a_transfer_on_both_sides() {
     // Cancelling what has ended, or what never was, is a one-line error.
     bob.p.send_line("cancel 1");
     bob.p.expect_err_line("cannot cancel a failed one", |l| {
-        l == "error: cannot cancel transfer 1: it has already failed (sender: cancelled)"
+        l == "error: cannot cancel transfer t1: it has already failed (sender: cancelled)"
     });
     bob.p.send_line("cancel 3");
     bob.p.expect_err_line("cannot cancel a finished one", |l| {
-        l.starts_with("error: cannot cancel transfer 3: it has already finished (\"next.bin\" received from #")
+        l.starts_with("error: cannot cancel transfer t3: it has already finished (\"next.bin\" received from #")
     });
     bob.p.send_line("cancel 999");
     bob.p.expect_err_line("no such transfer", |l| {
-        l == "error: cannot cancel transfer 999: no such transfer (the last one is 4; see `transfers`)"
+        l == "error: cannot cancel transfer t999: no such transfer (the last one is t4; see `transfers`)"
     });
     alice.p.send_line("cancel 0");
     alice.p.expect_err_line("no such transfer", |l| {
-        l == "error: cannot cancel transfer 0: no such transfer (the last one is 2; see `transfers`)"
+        l == "error: cannot cancel transfer t0: no such transfer (the last one is t2; see `transfers`)"
     });
 
     // Both sides go on: a small file still gets through.
@@ -751,15 +751,15 @@ fn human_output_shows_started_done_and_failed_lines_only() {
     let mut c = Client::connect(bob.addr);
     c.send(&chunk("hello.txt", 5, -1, None), b"hello");
     bob.p.expect_line("done line", |l| {
-        l.starts_with("~ transfer 1 done: received \"hello.txt\" (5 B) from #")
+        l.starts_with("~ transfer t1 done: received \"hello.txt\" (5 B) from #")
             && l.ends_with("/inbox/hello.txt")
     });
     c.send(&chunk("bad.txt", 5, -1, None), b"hell");
     bob.p.expect_line("failed line", |l| {
-        l.starts_with("~ transfer 2 failed: \"bad.txt\" from #") && l.contains("fewer bytes")
+        l.starts_with("~ transfer t2 failed: \"bad.txt\" from #") && l.contains("fewer bytes")
     });
     bob.p.expect_err_line("failed on stderr", |l| {
-        l.starts_with("error: transfer 2 (\"bad.txt\" from #") && l.contains("fewer bytes")
+        l.starts_with("error: transfer t2 (\"bad.txt\" from #") && l.contains("fewer bytes")
     });
     let started = bob
         .p
@@ -853,7 +853,7 @@ fn a_receiver_that_quits_tells_the_sender() {
     let mut bob = filer("bob", &[]);
     bob.p.send_line("cancel 1");
     bob.p.expect_err_line("nothing to cancel", |l| {
-        l == "error: cannot cancel transfer 1: there are no transfers yet"
+        l == "error: cannot cancel transfer t1: there are no transfers yet"
     });
     let mut c = Client::connect(bob.addr);
     c.send(&chunk("slow.bin", 30, 0, None), &[3; 10]);
@@ -953,7 +953,7 @@ fn transfers_table_gives_rate_and_time_their_own_columns() {
     sendfile(&mut alice, "bob", &[&big, &small]);
     alice
         .p
-        .expect_line("started", |l| l.starts_with("~ transfer 1 sending"));
+        .expect_line("started", |l| l.starts_with("~ transfer t1 sending"));
     let cells = |l: &str| -> Vec<String> {
         l.split("  ")
             .map(str::trim)
@@ -973,16 +973,16 @@ fn transfers_table_gives_rate_and_time_their_own_columns() {
     );
     let queued = alice
         .p
-        .expect_line("the queued row", |l| l.starts_with("#2 "));
+        .expect_line("the queued row", |l| l.starts_with("t2 "));
     assert_eq!(cells(&queued)[5..], ["0%", "-", "-", "queued"], "{queued}");
     bob.p.signal(libc::SIGCONT);
     alice
         .p
-        .expect_line("small done", |l| l.starts_with("~ transfer 2 done"));
+        .expect_line("small done", |l| l.starts_with("~ transfer t2 done"));
     alice.p.send_line("transfers");
     let done = alice
         .p
-        .wait_line(|l| l.starts_with("#2 ") && l.ends_with("done"), TIMEOUT);
+        .wait_line(|l| l.starts_with("t2 ") && l.ends_with("done"), TIMEOUT);
     let done = done.unwrap_or_else(|| panic!("no done row\n{}", alice.p.context()));
     let c = cells(&done);
     assert_eq!(c.len(), 9, "{done}");
@@ -1081,7 +1081,11 @@ fn transfers_table_aligns_wide_names() {
     // The header row, then one row per file (each row starts with `#N`).
     let rows: Vec<String> = ["size", "日本語", "plain.txt"]
         .iter()
-        .map(|k| ann.expect_line("table row", |l| l.starts_with('#') && l.contains(k)))
+        .map(|k| {
+            ann.expect_line("table row", |l| {
+                (l.starts_with('#') || l.starts_with('t')) && l.contains(k)
+            })
+        })
         .collect();
     // Where the `size` column starts, in terminal columns.
     let at = |row: &str, cell: &str| {

@@ -266,7 +266,7 @@ fn the_progress_line_leaves_no_copies_when_lines_are_entered() {
         .unwrap()
         .to_string();
     t.keys(&format!("sendfile {id} {}\r", file.display()));
-    let progress = |l: &str| l.starts_with("#1 send \"") && l.contains('%');
+    let progress = |l: &str| l.starts_with("t1 send \"") && l.contains('%');
     t.wait("the progress line", |r| count(r, progress) == 1);
     for _ in 0..6 {
         t.keys("\r");

@@ -51,7 +51,8 @@ It gets the next id at once, so what is sent to it meanwhile waits and goes out 
         usage: "send TARGET [-H key=value]... [-b TEXT | -f PATH] [--] [TEXT...]",
         summary: "send a message to connections",
         detail: "TEXT becomes the header `info:TEXT`. -H adds header pairs (CL is set automatically), -b a text\n\
-body, -f a body read whole from a file (at most --max-queue; filer: `sendfile` for big files).\n\
+body, -f a body read whole from a file (at most --max-queue; filer: `sendfile` for big files);\n\
+`-f -` sends what came on stdin when the commands are given with -c (`tar c d | sockmod connect H:P -c 'send * -f -'`).\n\
 TARGET: 1, #1, 1,3, * (all), HOST:PORT of a connection, or (filer) a peer name.\n\
 Text starting with a dash and a letter (-x) is taken for an option: put -- before it.\n\
 Example: send 1 -H TP=note -b 'hello there'",
@@ -120,9 +121,10 @@ progress, rate and time, and the outcome (where a received file was stored, or w
     CommandSpec {
         name: "cancel",
         aliases: &[],
-        usage: "cancel N",
+        usage: "cancel tN",
         summary: "stop a file transfer",
-        detail: "N is the number from `transfers` or a transfer event. The other side is told and reports\n\
+        detail: "tN names the transfer as `transfers` and the transfer lines do (`cancel t3`; `cancel 3` works too);\n\
+both sides of a transfer between sockmod filers use the same name. The other side is told and reports\n\
 the transfer failed; the receiver removes its part file. A queued file is simply dropped.",
         modes: &["filer"],
     },

@@ -73,6 +73,35 @@ pub enum BodySource {
     Text(String),
     /// `-f PATH`, read when the command runs.
     File(PathBuf),
+    /// `-f -`: the bytes of stdin, read before the loop starts when commands
+    /// come from `-c` (stdin is otherwise the command source).
+    Stdin,
+}
+
+impl Outgoing {
+    /// True when the body is `-f -` (stdin).
+    pub fn reads_stdin(&self) -> bool {
+        self.body == BodySource::Stdin
+    }
+}
+
+impl Command {
+    /// True for a send whose body is `-f -`.
+    pub fn reads_stdin(&self) -> bool {
+        match self {
+            Command::Send(_, o) | Command::Broadcast(o) | Command::Multicast(_, o) => {
+                o.reads_stdin()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The canonical name of the command a line starts with, if it names one (for
+/// the `error` event of a line that did not parse).
+pub fn command_name(line: &str) -> Option<&'static str> {
+    let first = line.split_whitespace().next()?;
+    help::find(first).map(|c| c.name)
 }
 
 /// A message to send: header and body source.
@@ -213,10 +242,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             _ => return Err(usage()),
         },
         "cancel" => match args {
+            // `t3` as transfers are named; `3` and `#3` as before.
             [n] => Command::Cancel(
-                n.trim_start_matches('#')
+                n.strip_prefix(['t', 'T'])
+                    .unwrap_or_else(|| n.trim_start_matches('#'))
                     .parse()
-                    .map_err(|_| format!("cancel: {} is not a transfer number", quoted(n)))?,
+                    .map_err(|_| {
+                        format!("cancel: {} is not a transfer (want t3, or 3)", quoted(n))
+                    })?,
             ),
             _ => return Err(usage()),
         },
@@ -325,7 +358,11 @@ fn outgoing(args: &[String]) -> Result<Outgoing, String> {
                 if out.body != BodySource::None {
                     return Err("give only one of -b and -f".into());
                 }
-                out.body = BodySource::File(PathBuf::from(p));
+                out.body = if p == "-" {
+                    BodySource::Stdin
+                } else {
+                    BodySource::File(PathBuf::from(p))
+                };
             }
             o if looks_like_option(o) => {
                 return Err(format!(
@@ -375,6 +412,11 @@ mod tests {
         );
         assert_eq!(o.body, BodySource::Text("body text".into()));
         assert!(matches!(ok("bc hi"), Command::Broadcast(_)));
+        assert!(ok("send * -H TP=x -f -").reads_stdin());
+        assert!(ok("bc -f -").reads_stdin());
+        assert!(!ok("send 1 -f ./-").reads_stdin());
+        assert_eq!(command_name("  bc  hi"), Some("broadcast"));
+        assert_eq!(command_name("hello"), None);
         assert!(matches!(ok("mc 1,3 hi"), Command::Multicast(..)));
         assert!(matches!(
             ok("send 1 -f /tmp/x"),
@@ -444,6 +486,9 @@ mod tests {
             Command::Close(Target::List(vec![Item::Id(1)]))
         );
         assert_eq!(ok("cancel #3"), Command::Cancel(3));
+        assert_eq!(ok("cancel t3"), Command::Cancel(3));
+        assert_eq!(ok("cancel 3"), Command::Cancel(3));
+        assert!(parse("cancel tx").is_err());
         assert_eq!(info("send 1 text with # hash"), "text with # hash");
         assert_eq!(info("send 1 #tag #"), "#tag #");
         assert_eq!(info("bc a#b"), "a#b");

@@ -175,7 +175,20 @@ pub struct Core {
     pub exit_code: i32,
     /// Shared with the REPL's completer; `None` when reading piped input.
     completion: Option<CompletionTargets>,
+    /// What `-f -` sends: stdin, read before the loop started (commands from
+    /// `-c`), or why there is none.
+    pub stdin_body: Result<Vec<u8>, String>,
+    /// Input lines taken so far (the line number of piped input, or the index
+    /// of a `-c` command, 1-based).
+    lines_in: u64,
+    /// The input line being run and the command it names, for the `error`
+    /// event of `--json`.
+    current: Option<(u64, Option<&'static str>)>,
 }
+
+/// Why `-f -` has nothing to send when commands are not given with `-c`.
+pub const STDIN_IS_COMMANDS: &str =
+    "-f -: stdin holds the commands; give them with -c to send stdin as a body";
 
 impl Core {
     /// Shared state: at a prompt when `completion` is given (the list the
@@ -186,6 +199,9 @@ impl Core {
             failed: false,
             exit_code: 0,
             completion,
+            stdin_body: Err(STDIN_IS_COMMANDS.to_string()),
+            lines_in: 0,
+            current: None,
         }
     }
 
@@ -195,9 +211,21 @@ impl Core {
     }
 
     /// Reports a failed command: one line on stderr; piped mode will exit 1.
+    /// With `--json`, also an `error` event on stdout naming the command and
+    /// its input line.
     pub fn error(&mut self, msg: &str) {
         self.failed = true;
         self.out.notice(&format!("error: {msg}"));
+        if let (true, Some((line, command))) = (self.out.is_json(), self.current) {
+            let j = self.out.json("error");
+            match command {
+                Some(c) => j.str("command", c),
+                None => j.raw("command", b"null"),
+            };
+            j.num("line", line);
+            j.str("message", msg);
+            self.out.emit_json();
+        }
     }
 
     /// Stops the node; exit 1 if a piped command failed.
@@ -221,6 +249,16 @@ impl Core {
     pub fn refresh_completion<M: Mode + ?Sized>(&mut self, ctx: &Context<'_>, mode: &M) {
         if let Some(c) = &self.completion {
             let mut v: Vec<String> = ctx.ids().iter().map(|i| i.to_string()).collect();
+            // The HOST:PORT of each connection, and the target it was dialled
+            // as (`send 127.0.0.1:9000 …`).
+            for i in ctx.conns() {
+                let addr = (i.addr.port() != 0).then(|| i.addr.to_string());
+                for a in addr.into_iter().chain(ctx.target(i.id).map(str::to_string)) {
+                    if !v.contains(&a) {
+                        v.push(a);
+                    }
+                }
+            }
             let names = mode.names().into_iter().flat_map(PeerNames::values);
             for n in names.chain(mode.completion_words()) {
                 if !v.iter().any(|x| x == n) {
@@ -345,11 +383,28 @@ impl Core {
     ) -> Result<ConnId, String> {
         let found = match it {
             Item::Id(n) => ctx.info(ConnId(*n)).map(|i| i.id),
-            Item::Addr(a) => ctx
-                .conns()
-                .iter()
-                .find(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
-                .map(|i| i.id),
+            Item::Addr(a) => {
+                let ids: Vec<ConnId> = ctx
+                    .conns()
+                    .iter()
+                    .filter(|i| i.addr.to_string() == *a || ctx.target(i.id) == Some(a))
+                    .map(|i| i.id)
+                    .collect();
+                if let [_, _, ..] = ids.as_slice() {
+                    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+                    return Err(format!(
+                        "{} names {} connections ({}); give one id, or list them: {}",
+                        quoted(a),
+                        ids.len(),
+                        names.join(", "),
+                        ids.iter()
+                            .map(|i| i.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ));
+                }
+                ids.first().copied()
+            }
             Item::Name(n) => mode
                 .names()
                 .and_then(|names| names.conns_named(ctx, n).first().copied()),
@@ -366,6 +421,7 @@ impl Core {
         match src {
             BodySource::None => Ok(Vec::new()),
             BodySource::Text(t) => Ok(t.clone().into_bytes()),
+            BodySource::Stdin => self.stdin_body.clone(),
             BodySource::File(path) => {
                 let max = ctx.config().max_queue;
                 let lossy = path.to_string_lossy();
@@ -574,6 +630,9 @@ impl Core {
     /// Parses a line, reporting a bad one; `None` when there is nothing to run.
     pub fn parse_line(&mut self, line: &str) -> Option<Command> {
         self.out.input_line();
+        if let Some(cur) = &mut self.current {
+            cur.1 = crate::command::command_name(line);
+        }
         match crate::command::parse(line) {
             Ok(c) => c,
             Err(e) => {
@@ -588,20 +647,29 @@ impl Core {
         if let Err(e) = r {
             self.error(&e);
         }
+        self.current = None;
     }
 
     /// The command an input asks to run: a line is parsed (a bad one reported,
     /// as is a line that could not be read); end of input gives none (servers
     /// keep running after it; `connect` looks at it first).
     pub fn take_input(&mut self, input: Input) -> Option<Command> {
-        match input {
+        if !matches!(input, Input::Eof) {
+            self.lines_in += 1;
+            self.current = Some((self.lines_in, None));
+        }
+        let cmd = match input {
             Input::Line(l) => self.parse_line(&l),
             Input::Bad(reason) => {
                 self.error(&reason);
                 None
             }
             Input::Eof => None,
+        };
+        if cmd.is_none() {
+            self.current = None;
         }
+        cmd
     }
 }
 

@@ -393,6 +393,9 @@ impl<H: Handler> Node<H> {
                     outcome = Some(match d.buffered() {
                         _ if d.is_idle() => "peer closed".to_string(),
                         0 => "peer closed mid-frame".to_string(),
+                        _ if let Some(hint) = d.text_hint() => {
+                            format!("peer closed mid-frame: {hint}")
+                        }
                         n => format!(
                             "peer closed mid-frame ({n} bytes of an unfinished frame discarded)"
                         ),

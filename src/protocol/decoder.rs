@@ -217,6 +217,43 @@ impl Decoder {
         self.pending.len() + self.partial.as_ref().map_or(0, |p| p.2.len())
     }
 
+    /// When the bytes of the unfinished frame read as a line of text (UTF-8
+    /// without control characters but tabs and line ends, and a newline), the
+    /// words that say so, quoting their start: the peer most likely does not
+    /// speak the protocol (netcat, a browser). A real frame starts with two
+    /// length bytes, which for any header under 8 KiB hold a control character.
+    pub fn text_hint(&self) -> Option<String> {
+        const SHOW: usize = 32;
+        if self.partial.is_some() || !self.pending.contains(&b'\n') {
+            return None;
+        }
+        let text = match std::str::from_utf8(&self.pending) {
+            Ok(t) => t,
+            // Cut inside a character at the end: the rest is still text.
+            Err(e) if e.error_len().is_none() => {
+                std::str::from_utf8(&self.pending[..e.valid_up_to()]).ok()?
+            }
+            Err(_) => return None,
+        };
+        if text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+        {
+            return None;
+        }
+        let mut quoted: String = text
+            .chars()
+            .take(SHOW)
+            .flat_map(char::escape_debug)
+            .collect();
+        if text.chars().count() > SHOW {
+            quoted.push('…');
+        }
+        Some(format!(
+            "\"{quoted}\" looks like plain text, not sockmod framing (a 2-byte header length first)"
+        ))
+    }
+
     /// Feeds `input`, pushing every completed frame onto `out` in order.
     ///
     /// On a protocol error the frames completed before it are still in `out`, and
@@ -455,5 +492,32 @@ mod tests {
             parse_header(b"CL:+1", 100),
             Err(ProtocolError::ClNotNumber(_))
         ));
+    }
+
+    #[test]
+    fn unfinished_text_is_recognised_as_plain_text() {
+        let hint = |input: &[u8]| {
+            let mut d = Decoder::default();
+            let mut out = Vec::new();
+            let _ = d.feed(input, &mut out);
+            d.text_hint()
+        };
+        assert_eq!(
+            hint(b"hi\n").as_deref(),
+            Some(
+                "\"hi\\n\" looks like plain text, not sockmod framing (a 2-byte header length first)"
+            )
+        );
+        assert!(
+            hint("GET / HTTP/1.1\r\nHost: x\r\n".as_bytes())
+                .unwrap()
+                .contains("GET / HTTP/1.1\\r\\nHost: x")
+        );
+        assert!(hint(&[b'x'; 100]).is_none(), "no newline");
+        assert!(hint(b"h\x01i\n").is_none(), "a control character");
+        // A real frame's start: the length bytes are not text.
+        assert!(hint(&[0, 10, b'C', b'L', b':', b'\n']).is_none());
+        let long = format!("{}\n", "y".repeat(50));
+        assert!(hint(long.as_bytes()).unwrap().contains("…\" looks like"));
     }
 }

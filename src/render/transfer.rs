@@ -105,10 +105,10 @@ fn percent(r: &Record) -> u64 {
     }
 }
 
-/// The progress line: `#3 send "a.iso" to bob  45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
+/// The progress line: `t3 send "a.iso" to bob  45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
 fn progress_line(r: &Record, peer_name: Option<&str>) -> String {
     let head = format!(
-        "#{} {} {} {} {}",
+        "t{} {} {} {} {}",
         r.id,
         if r.sending { "send" } else { "recv" },
         quoted_name(&r.name),
@@ -159,7 +159,7 @@ fn row(r: &Record, peer_name: Option<&str>, now: Instant) -> [String; 9] {
         (p, _, _) => phase_word(p).to_string(),
     };
     [
-        format!("#{}", r.id),
+        format!("t{}", r.id),
         if r.sending { "send" } else { "recv" }.into(),
         r.who(peer_name),
         quoted_name(&r.name),
@@ -289,7 +289,7 @@ impl Renderer {
             let who = ev.who();
             let size = human_size(ev.total);
             self.human(|l| {
-                let _ = write!(l, "~ transfer {} ", ev.id);
+                let _ = write!(l, "~ transfer t{} ", ev.id);
                 match (ev.state, ev.sending) {
                     ("started", true) => {
                         let _ = write!(l, "sending {} ({size}) to {who}", quoted_name(ev.name));
@@ -326,7 +326,7 @@ impl Renderer {
         }
         if ev.state == "failed" && (self.is_json() || !self.sink.is_terminal()) {
             self.sink.notice(&format!(
-                "error: transfer {} ({} {} {}) failed: {}",
+                "error: transfer t{} ({} {} {}) failed: {}",
                 ev.id,
                 quoted_name(ev.name),
                 if ev.sending { "to" } else { "from" },
@@ -393,10 +393,10 @@ mod tests {
         assert_eq!(
             l,
             [
-                "~ transfer 3 receiving \"a b.txt\" (2.0 KiB) from bob (#2)",
-                "~ transfer 3 done: received \"a b.txt\" (2.0 KiB) from bob (#2) in 1.5s, 1.3 KiB/s -> inbox/a b.txt",
-                "~ transfer 3 failed: \"a b.txt\" from bob (#2) after 1.0 KiB of 2.0 KiB: digest mismatch",
-                "! error: transfer 3 (\"a b.txt\" from bob (#2)) failed: digest mismatch",
+                "~ transfer t3 receiving \"a b.txt\" (2.0 KiB) from bob (#2)",
+                "~ transfer t3 done: received \"a b.txt\" (2.0 KiB) from bob (#2) in 1.5s, 1.3 KiB/s -> inbox/a b.txt",
+                "~ transfer t3 failed: \"a b.txt\" from bob (#2) after 1.0 KiB of 2.0 KiB: digest mismatch",
+                "! error: transfer t3 (\"a b.txt\" from bob (#2)) failed: digest mismatch",
             ]
         );
     }
@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(v["total"], 2048);
         assert_eq!(v["state"], "failed");
         assert_eq!(v["reason"], "x");
-        assert!(l[1].starts_with("! error: transfer 3"));
+        assert!(l[1].starts_with("! error: transfer t3"));
     }
 
     #[test]
@@ -437,7 +437,7 @@ mod tests {
         r.sample(now);
         let l = progress_line(&r, Some("bob"));
         assert!(
-            l.starts_with("#3 send \"a.iso\" to bob   50%  1.0 MiB/2.0 MiB"),
+            l.starts_with("t3 send \"a.iso\" to bob   50%  1.0 MiB/2.0 MiB"),
             "{l}"
         );
         assert!(l.contains("ETA"), "{l}");

@@ -22,14 +22,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where REPL history lives: `$XDG_STATE_HOME/sockmod/history`, else
-/// `~/.local/state/sockmod/history`.
-pub fn history_path() -> Option<PathBuf> {
+/// Where the REPL history of `mode` lives, one file per mode (a filer's
+/// `sendfile` lines do not come up at a serve prompt):
+/// `$XDG_STATE_HOME/sockmod/history-MODE`, else
+/// `~/.local/state/sockmod/history-MODE`.
+pub fn history_path(mode: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("sockmod").join("history"))
+    Some(base.join("sockmod").join(format!("history-{mode}")))
 }
 
 /// How long the prompt waits for the output of the lines just entered before it
@@ -103,7 +105,7 @@ impl Repl {
                 })),
             );
         }
-        let history = history_path();
+        let history = history_path(mode);
         if let Some(h) = &history {
             if let Some(dir) = h.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -331,6 +333,15 @@ impl TermGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_mode_has_its_own_history() {
+        let serve = history_path("serve");
+        if let (Some(s), Some(f)) = (&serve, history_path("filer")) {
+            assert_ne!(s, &f);
+            assert!(s.ends_with("sockmod/history-serve"), "{s:?}");
+        }
+    }
 
     #[test]
     fn a_pasted_block_is_one_command_per_line() {

@@ -192,6 +192,9 @@ pub struct Transfers {
     tick: Option<TimerId>,
     /// Files this filer was asked to send that failed (not counting `cancel`).
     send_failures: u64,
+    /// Some finished records were forgotten (over [`KEEP_FINISHED`]): a number
+    /// missing from `records` may then have been used.
+    pruned: bool,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -229,6 +232,7 @@ impl Transfers {
             recvs: HashMap::new(),
             tick: None,
             send_failures: 0,
+            pruned: false,
         }
     }
 
@@ -242,6 +246,42 @@ impl Transfers {
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        self.insert_record(ctx, id, sending, conn, name, total)
+    }
+
+    /// A record for a file arriving, numbered as its sender numbered it
+    /// (`want`, the chunk's `T`) when that number was never used here, so both
+    /// sides call it alike; else the next number.
+    fn new_recv_record(
+        &mut self,
+        ctx: &Context<'_>,
+        conn: ConnId,
+        name: &str,
+        total: u64,
+        want: Option<u64>,
+    ) -> u64 {
+        match want {
+            Some(w)
+                if w > 0
+                    && !self.records.contains_key(&w)
+                    && (w >= self.next_id || !self.pruned) =>
+            {
+                self.next_id = self.next_id.max(w.saturating_add(1));
+                self.insert_record(ctx, w, false, conn, name, total)
+            }
+            _ => self.new_record(ctx, false, conn, name, total),
+        }
+    }
+
+    fn insert_record(
+        &mut self,
+        ctx: &Context<'_>,
+        id: u64,
+        sending: bool,
+        conn: ConnId,
+        name: &str,
+        total: u64,
+    ) -> u64 {
         let addr = ctx
             .info(conn)
             .map_or_else(String::new, |i| i.addr.to_string());
@@ -324,6 +364,7 @@ impl Transfers {
         while self.finished.len() > KEEP_FINISHED {
             if let Some(old) = self.finished.pop_front() {
                 self.records.remove(&old);
+                self.pruned = true;
             }
         }
         self.refresh_status(env);
@@ -389,27 +430,28 @@ impl Transfers {
         id: u64,
     ) -> Result<(), String> {
         let last = self.next_id - 1;
+        let pruned = self.pruned;
         let r = self.records.get(&id).ok_or_else(|| match last {
-            0 => format!("cannot cancel transfer {id}: there are no transfers yet"),
-            _ if id == 0 || id > last => format!(
-                "cannot cancel transfer {id}: no such transfer (the last one is {last}; see `transfers`)"
+            0 => format!("cannot cancel transfer t{id}: there are no transfers yet"),
+            _ if id == 0 || id > last || !pruned => format!(
+                "cannot cancel transfer t{id}: no such transfer (the last one is t{last}; see `transfers`)"
             ),
-            _ => format!("cannot cancel transfer {id}: it ended long ago"),
+            _ => format!("cannot cancel transfer t{id}: it ended long ago"),
         })?;
         let (conn, sending, phase) = (r.conn, r.sending, r.phase);
         match (phase, sending) {
             (Phase::Done, _) => Err(format!(
-                "cannot cancel transfer {id}: it has already finished ({} {} {})",
+                "cannot cancel transfer t{id}: it has already finished ({} {} {})",
                 quoted_name(&r.name),
                 if sending { "sent to" } else { "received from" },
                 r.who(peer_name(r, env.names))
             )),
             (Phase::Failed, _) => Err(format!(
-                "cannot cancel transfer {id}: it has already failed ({})",
+                "cannot cancel transfer t{id}: it has already failed ({})",
                 r.reason.as_deref().unwrap_or("unknown reason")
             )),
             (Phase::Confirming, _) => Err(format!(
-                "cannot cancel transfer {id}: it is already sent in full and waits for the \
+                "cannot cancel transfer t{id}: it is already sent in full and waits for the \
                  receiver to confirm"
             )),
             (Phase::Queued, _) => {
@@ -727,7 +769,7 @@ impl Transfers {
             ctx.malformed(conn, "chunk", text);
             return None;
         }
-        let id = self.new_record(ctx, false, conn, c.name, c.total);
+        let id = self.new_recv_record(ctx, conn, c.name, c.total, c.transfer);
         self.start(ctx, env, id, c.total);
         let refused = if !self.cfg.accept {
             Some("refused: this filer does not accept files (--accept-files no)".to_string())

@@ -142,8 +142,8 @@ impl Incoming {
         let after = self.received.saturating_add(body.len() as u64);
         if after > self.total {
             let reason = format!(
-                "more bytes than announced ({after} bytes, L was {})",
-                self.total
+                "more bytes than announced ({} received)",
+                crate::human::part_of(after, self.total)
             );
             return self.fail(reason, ended);
         }
@@ -169,8 +169,8 @@ impl Incoming {
         }
         if self.received != self.total {
             let reason = format!(
-                "fewer bytes than announced ({} bytes, L was {})",
-                self.received, self.total
+                "fewer bytes than announced ({} received)",
+                crate::human::part_of(self.received, self.total)
             );
             return self.fail(reason, true);
         }

@@ -96,16 +96,15 @@ impl Outgoing {
             .map_err(|e| format!("cannot read {}: {}", self.path.display(), describe(&e)))?;
         if got < want {
             return Err(format!(
-                "{} shrank while being sent ({} of {} bytes read)",
+                "{} shrank while being sent ({} read)",
                 self.path.display(),
-                self.sent + got as u64,
-                self.total
+                crate::human::part_of(self.sent + got as u64, self.total)
             ));
         }
         self.hasher.update(&body);
         self.sent += got as u64;
         let last = self.sent == self.total;
-        let header = if last {
+        let mut header = if last {
             let digest = self.hasher.finalize().to_hex();
             chunk_header(&self.name, self.total, None, Some(digest.as_str()))
         } else {
@@ -113,6 +112,10 @@ impl Outgoing {
             self.next_index += 1;
             h
         };
+        if self.sent == got as u64 {
+            // The first chunk: the transfer's number, for the receiver (§5.1).
+            header.set("T", self.id.to_string());
+        }
         if last {
             // An empty or one-chunk file is a single `index:-1` frame.
             self.next_index += 1;
@@ -196,6 +199,7 @@ mod tests {
         let want = blake3::hash(&data).to_hex().to_string();
         assert_eq!(v[3].header.get("H"), Some(want.as_str()));
         assert!(v[0].header.get("H").is_none());
+        assert!(v[0].header.get("T").is_some() && v[1].header.get("T").is_none());
         let Some(Ok(Frame::Chunk(c))) = parse(&v[0].header) else {
             panic!()
         };

@@ -17,7 +17,11 @@
 //!   when the peer identified itself as a sockmod filer; otherwise once the last
 //!   byte is written to the socket.
 //!
-//! Original peers do not know `TP:cancel` and `TP:received` and ignore them.
+//! - The first chunk of a file also carries `T:N`, the sender's transfer
+//!   number (sockmod): a sockmod receiver numbers the transfer alike when it
+//!   can, so `t3` names it on both sides.
+//!
+//! Original peers do not know `TP:cancel`, `TP:received` and `T`, and ignore them.
 
 use crate::protocol::Header;
 
@@ -44,6 +48,9 @@ pub struct Chunk<'a> {
     pub index: Option<u64>,
     /// The BLAKE3 hex digest, when the sender gave one.
     pub digest: Option<&'a str>,
+    /// The sender's number for the transfer (`T`, on the first chunk), which
+    /// the receiver takes as its own when it can, so both name it alike (`t3`).
+    pub transfer: Option<u64>,
 }
 
 /// Which side gave up, in a cancel frame.
@@ -106,6 +113,7 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                 total,
                 index,
                 digest: h.get("H"),
+                transfer: h.get("T").and_then(|t| t.parse().ok()).filter(|&t| t > 0),
             }))
         })()),
         TP_CANCEL | TP_RECEIVED => {
@@ -243,7 +251,8 @@ mod tests {
                 name: "big.iso",
                 total: 3_000_000,
                 index: Some(0),
-                digest: None
+                digest: None,
+                transfer: None
             })))
         );
     }
