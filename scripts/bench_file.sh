@@ -86,7 +86,7 @@ mkdir -p "$WORK/inbox"
 BOB=$!
 PIDS+=("$BOB")
 wait_for "$WORK/bob.err" "listening on" 1
-BOB_PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$WORK/bob.err" | head -1)
+BOB_PORT=$(sed -n 's/^listening on [^ ]*:\([0-9]*\).*$/\1/p' "$WORK/bob.err" | head -1)
 
 start_alice() {
     local chunk=$1

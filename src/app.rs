@@ -4,10 +4,12 @@
 use crate::cli::{AcceptFiles, AccessArgs, Cli, Common, Mode, TlsArgs};
 use crate::command::Input;
 use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
-use crate::modes::{Connect, Core, Filer, FilerConfig, Ipserver, Mode as _, Serve, Session};
+use crate::modes::{
+    Connect, Core, Filer, FilerConfig, FilerSecurity, Ipserver, Mode as _, Serve, Session,
+};
 use crate::net::{
-    ClientAuth, Config, Handler, Node, TlsDial, TlsListen, Trust, client_config, describe,
-    parse_bind, raise_nofile_limit, server_config, system_roots,
+    ClientAuth, Config, Handler, Identity, Node, TlsDial, TlsListen, Trust, client_config,
+    describe, parse_bind, raise_nofile_limit, server_config, system_roots,
 };
 use crate::protocol::DEFAULT_MAX_BODY;
 use crate::render::{Paced, Renderer, StdioSink, Style};
@@ -56,16 +58,21 @@ pub fn lan_config(c: &Common, a: &AccessArgs, mode: &str) -> Result<Config, Stri
     })
 }
 
-/// A listener's TLS with `--tls`: the certificate from `--tls-cert`/`--tls-key`,
-/// else the identity generated for `name` and kept in the state directory.
+/// A listener's identity: the certificate from `--tls-cert`/`--tls-key`, else
+/// the one generated for `name` and kept in the state directory.
+fn listener_identity(t: &TlsArgs, name: &str) -> Result<Identity, String> {
+    match (&t.tls_cert, &t.tls_key) {
+        (Some(cert), Some(key)) => trust::load_identity(cert, key),
+        _ => trust::generated_identity(name),
+    }
+}
+
+/// A listener's TLS with `--tls`: see [`listener_identity`].
 fn tls_listen(t: &TlsArgs, name: &str, plaintext_too: bool) -> Result<Option<TlsListen>, String> {
     if !t.tls {
         return Ok(None);
     }
-    let id = match (&t.tls_cert, &t.tls_key) {
-        (Some(cert), Some(key)) => trust::load_identity(cert, key)?,
-        _ => trust::generated_identity(name)?,
-    };
+    let id = listener_identity(t, name)?;
     let clients = match &t.tls_client_ca {
         Some(f) => ClientAuth::Roots(Arc::new(trust::load_roots(f)?)),
         None => ClientAuth::None,
@@ -454,7 +461,18 @@ pub fn run(cli: Cli) -> i32 {
             let mut front = Front::new(Ipserver::NAME, &a.common)?;
             let mode = Ipserver::new(a.interval, a.alive);
             let h = Session::new(front.core(&a.common)?, mode);
-            let mut node = node(lan_config(&a.common, &a.access, "ipserver")?, h)?;
+            // Always able to speak TLS, so a filer's report shows its key and
+            // the ipserver can hold its name for it; --tls refuses plaintext.
+            let id = listener_identity(&a.common.tls, "ipserver")?;
+            let config = Config {
+                tls: Some(TlsListen {
+                    config: server_config(&id, ClientAuth::AnyKey)?,
+                    plaintext_too: !a.common.tls.tls,
+                    fingerprint: id.fingerprint(),
+                }),
+                ..lan_config(&a.common, &a.access, "ipserver")?
+            };
+            let mut node = node(config, h)?;
             listen(&mut node, a.addr.as_deref().unwrap_or(&a.bind))?;
             Ok(front.run(node))
         })(),
@@ -482,12 +500,32 @@ pub fn run(cli: Cli) -> i32 {
                     accept: a.accept_files == AcceptFiles::Yes,
                     chunk_size: chunk_size(),
                 },
+                security: None,
             };
+            // Every filer has a key: links between sockmod filers are TLS, and
+            // names are bound to keys. Original peers stay plaintext on the same
+            // port unless --require-encryption.
+            let name = format!("filer-{}", a.id);
+            let id = listener_identity(&a.common.tls, &name)?;
+            let require = a.require_encryption;
             let config = Config {
                 max_body: a.common.max_body.unwrap_or(FILER_MAX_BODY),
-                ..lan_config(&a.common, &a.access, &format!("filer-{}", a.id))?
+                tls: Some(TlsListen {
+                    config: server_config(&id, ClientAuth::AnyKey)?,
+                    plaintext_too: !require,
+                    fingerprint: id.fingerprint(),
+                }),
+                ..lan_config(&a.common, &a.access, &name)?
             };
-            let h = Session::new(core, Filer::new(cfg));
+            let cfg = FilerConfig {
+                security: Some(FilerSecurity {
+                    identity: id,
+                    pins: trust::KnownPeers::load(&a.id)?,
+                    require_encryption: require,
+                }),
+                ..cfg
+            };
+            let h = Session::new(core, Filer::new(cfg)?);
             let mut node = node(config, h)?;
             let port = listen_next_free(&mut node, &a.bind)?;
             node.handler().mode.set_port(port);

@@ -292,6 +292,10 @@ pub struct FilerArgs {
     /// Accept incoming files, or refuse them all (the sender is told why).
     #[arg(long, value_enum, default_value_t = AcceptFiles::Yes, value_name = "yes|no")]
     pub accept_files: AcceptFiles,
+    /// Refuse peers that cannot encrypt (original Python/Qt peers, which speak
+    /// plaintext): on the listening port and when dialling.
+    #[arg(long)]
+    pub require_encryption: bool,
     /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,

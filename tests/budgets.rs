@@ -281,14 +281,17 @@ fn a_flood_of_malformed_frames_costs_a_few_lines_and_closes_that_peer() {
     const N: usize = 20_000;
     let (mut ann, addr) = lone_filer("ann");
     // bob names himself and stays.
+    // A filer's listener also speaks TLS: a peer is reported once its first
+    // bytes show it speaks plaintext frames, as an original peer does at once.
     let mut bob = Client::connect(addr);
+    bob.send_raw(&raw_frame("CL:0;TP:Check;ID:bob;Port:1", b""));
     let bob_id = ann.expect_connected(&bob);
     assert_eq!(bob.expect_frame().header.get("ID"), Some("ann"));
-    bob.send_raw(&raw_frame("CL:0;TP:Check;ID:bob;Port:1", b""));
     ann.expect_event("identified", &[("name", Value::from("bob"))]);
     let err_before = ann.err.all().len();
 
     let mut bad = Client::connect(addr);
+    bad.send_raw(&raw_frame("CL:0;TP:Check", b""));
     let bad_id = ann.expect_connected(&bad);
     let one = raw_frame("CL:0;TP:file;N:x;L:notanumber;index:0", b"");
     let flood: Vec<u8> = one.iter().copied().cycle().take(one.len() * N).collect();
@@ -360,6 +363,7 @@ fn a_flood_of_malformed_frames_costs_a_few_lines_and_closes_that_peer() {
 fn filer_max_body_defaults_to_4_mib() {
     let (ann, addr) = lone_filer("ann");
     let mut big = Client::connect(addr);
+    big.send_raw(&raw_frame("CL:0;TP:Check", b""));
     let big_id = ann.expect_connected(&big);
     big.send_raw(&raw_frame("CL:5242880;info:big", b""));
     let v = ann.expect_json("the 5 MiB frame closed", |v| closed_of(v, big_id));
@@ -373,6 +377,7 @@ fn filer_max_body_defaults_to_4_mib() {
 
     // Exactly 4 MiB passes.
     let mut ok = Client::connect(addr);
+    ok.send_raw(&raw_frame("CL:0;TP:Check", b""));
     let ok_id = ann.expect_connected(&ok);
     ok.send_raw(&raw_frame("CL:4194304;info:four", &vec![b'f'; 4 << 20]));
     ok.send_raw(&raw_frame("CL:0;info:after", b""));

@@ -124,6 +124,7 @@ impl Drop for Pty {
 fn listening(rows: &[String]) -> std::net::SocketAddr {
     rows.iter()
         .find_map(|r| r.strip_prefix("listening on "))
+        .and_then(|a| a.split_whitespace().next())
         .expect("a listening line")
         .parse()
         .expect("an address")

@@ -111,6 +111,7 @@ fn tab_completes_the_address_of_a_connection_and_history_is_per_mode() {
     });
     let addr: std::net::SocketAddr = rows[0]
         .strip_prefix("listening on ")
+        .and_then(|a| a.split_whitespace().next())
         .unwrap()
         .parse()
         .unwrap();

@@ -100,6 +100,23 @@ Example: send 1 -H TP=note -b 'hello there'",
         modes: &["filer"],
     },
     CommandSpec {
+        name: "trust",
+        aliases: &[],
+        usage: "trust NAME",
+        summary: "pin the key the ipserver now reports for a peer",
+        detail: "The first key seen for a name is pinned (kept in the state directory); a different key later is\n\
+refused, loudly. When the peer really has a new key, `trust NAME` pins the one the ipserver reports now.",
+        modes: &["filer"],
+    },
+    CommandSpec {
+        name: "forget",
+        aliases: &[],
+        usage: "forget NAME",
+        summary: "drop a peer's pinned key",
+        detail: "The next key the ipserver reports for NAME is trusted on first use and pinned again.",
+        modes: &["filer"],
+    },
+    CommandSpec {
         name: "sendfile",
         aliases: &["sf"],
         usage: "sendfile TARGET PATH...",

@@ -136,6 +136,10 @@ pub enum Command {
     Peers,
     /// `dial NAME` (filer).
     Dial(String),
+    /// `trust NAME` (filer): pin the key the ipserver reports for NAME.
+    Trust(String),
+    /// `forget NAME` (filer): drop NAME's pin.
+    Forget(String),
     /// `sendfile TARGET PATH...` (filer).
     SendFile(Target, Vec<PathBuf>),
     /// `transfers` (filer).
@@ -158,6 +162,8 @@ impl Command {
             Command::Quit => "quit",
             Command::Peers => "peers",
             Command::Dial(_) => "dial",
+            Command::Trust(_) => "trust",
+            Command::Forget(_) => "forget",
             Command::SendFile(..) => "sendfile",
             Command::Transfers => "transfers",
             Command::Cancel(_) => "cancel",
@@ -239,6 +245,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         },
         "dial" => match args {
             [a] => Command::Dial(a.clone()),
+            _ => return Err(usage()),
+        },
+        "trust" => match args {
+            [a] => Command::Trust(a.clone()),
+            _ => return Err(usage()),
+        },
+        "forget" => match args {
+            [a] => Command::Forget(a.clone()),
             _ => return Err(usage()),
         },
         "cancel" => match args {

@@ -4,14 +4,19 @@ use super::session::{Core, Mode, PeerNames};
 use crate::command::{Command, Input, Item, Target, quoted};
 use crate::filer::roster::{self, Entry, check_id};
 use crate::filer::transfer::{Env, TransferConfig, Transfers};
-use crate::net::{ConnId, ConnInfo, Context, Dir, State, TimerId};
+use crate::net::{
+    ConnId, ConnInfo, Context, Dir, Identity, State, TimerId, Trust, client_config,
+    parse_fingerprint,
+};
 use crate::protocol::{Header, Message};
 use crate::render::{Renderer, format_table};
-use std::collections::{BTreeMap, HashSet};
+use crate::trust::KnownPeers;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Settings of a filer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FilerConfig {
     /// This peer's name.
     pub id: String,
@@ -21,6 +26,73 @@ pub struct FilerConfig {
     pub report_interval: Duration,
     /// Inbox, size limit and acceptance of incoming files.
     pub transfer: TransferConfig,
+    /// This filer's key and its pins of other peers' keys; `None` runs it as an
+    /// original peer would (plaintext, names taken on their word).
+    pub security: Option<FilerSecurity>,
+}
+
+/// What makes a filer's links private and its peers' names trustworthy.
+#[derive(Debug)]
+pub struct FilerSecurity {
+    /// Its key pair: the certificate its TLS listener and dials present.
+    pub identity: Identity,
+    /// The keys first seen for each peer name (trust on first use).
+    pub pins: KnownPeers,
+    /// Refuse peers that cannot speak TLS (original peers).
+    pub require_encryption: bool,
+}
+
+/// A filer's security, running: its configuration plus what it learnt.
+struct Security {
+    identity: Identity,
+    pins: KnownPeers,
+    require_encryption: bool,
+    /// Dials of the ipserver (and of addresses outside the roster): encrypted,
+    /// presenting our key, but not checking the other side's.
+    any_server: Arc<rustls::ClientConfig>,
+    /// Dials of a peer whose key we know, by fingerprint.
+    pinned: HashMap<String, Arc<rustls::ClientConfig>>,
+    /// Each roster name's key as the ipserver reported it (`TP:Keys`).
+    keys: BTreeMap<String, String>,
+    /// Changed keys already complained about (name, new fingerprint).
+    warned: HashSet<(String, String)>,
+    /// The ipserver did not complete a TLS handshake: it is an original one,
+    /// reported to in plaintext.
+    ipserver_plain: bool,
+}
+
+impl Security {
+    fn new(s: FilerSecurity) -> Result<Security, String> {
+        let any_server = client_config(Trust::Anything, Some(&s.identity))?;
+        Ok(Security {
+            identity: s.identity,
+            pins: s.pins,
+            require_encryption: s.require_encryption,
+            any_server,
+            pinned: HashMap::new(),
+            keys: BTreeMap::new(),
+            warned: HashSet::new(),
+            ipserver_plain: false,
+        })
+    }
+
+    /// The key `name` must show: its pin, else what the ipserver reported.
+    fn expected(&self, name: &str) -> Option<&str> {
+        self.pins
+            .get(name)
+            .or(self.keys.get(name).map(String::as_str))
+    }
+
+    /// A client configuration that accepts exactly the key `fingerprint`.
+    fn pinned_config(&mut self, fingerprint: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(c) = self.pinned.get(fingerprint) {
+            return Ok(c.clone());
+        }
+        let raw = parse_fingerprint(fingerprint)?;
+        let c = client_config(Trust::Pins(vec![raw]), Some(&self.identity))?;
+        self.pinned.insert(fingerprint.to_string(), c.clone());
+        Ok(c)
+    }
 }
 
 /// Who the filer's peers are: what the transfer code needs besides the
@@ -73,14 +145,21 @@ pub struct Filer {
     report_timer: Option<TimerId>,
     /// The timer of the next attempt to reach the ipserver, while it is away.
     retry_timer: Option<TimerId>,
+    /// Keys, pins and TLS; `None` without a key (plaintext, as originals).
+    sec: Option<Security>,
 }
 
 impl Filer {
     /// A filer; give it its listening port with [`Filer::set_port`] once bound.
     /// An ipserver given without a port gets the ipserver's default, 5000.
-    pub fn new(mut cfg: FilerConfig) -> Self {
+    pub fn new(mut cfg: FilerConfig) -> Result<Self, String> {
         cfg.ipserver = crate::net::with_default_port(&cfg.ipserver, 5000);
-        Filer {
+        let sec = match cfg.security.take() {
+            Some(s) => Some(Security::new(s)?),
+            None => None,
+        };
+        Ok(Filer {
+            sec,
             xfer: Transfers::new(cfg.transfer.clone()),
             peers: Peers::default(),
             cfg,
@@ -93,7 +172,7 @@ impl Filer {
             quitting: false,
             report_timer: None,
             retry_timer: None,
-        }
+        })
     }
 
     /// Sets the listening port reported to the ipserver and peers.
@@ -126,8 +205,181 @@ impl Filer {
         }
     }
 
+    /// Dials the ipserver: over TLS presenting our key (so our name is held
+    /// by it), unless it showed it is an original ipserver.
     fn dial_ipserver(&mut self, ctx: &mut Context<'_>) {
-        self.ipserver = Some(ctx.dial(&self.cfg.ipserver));
+        let id = match &self.sec {
+            Some(s) if !s.ipserver_plain => ctx.dial_tls(&self.cfg.ipserver, s.any_server.clone()),
+            _ => ctx.dial(&self.cfg.ipserver),
+        };
+        self.ipserver = Some(id);
+    }
+
+    /// The ipserver's `TP:Keys` frame: each roster name's key. The first key
+    /// seen for a name is pinned; a different one later is refused, loudly.
+    fn on_keys(&mut self, core: &mut Core, msg: &Message) {
+        let Some(sec) = &mut self.sec else {
+            return;
+        };
+        let mut keys = BTreeMap::new();
+        for pair in String::from_utf8_lossy(&msg.body).split(';') {
+            let Some((name, fp)) = pair.split_once(',') else {
+                continue;
+            };
+            if check_id(name).is_err() || parse_fingerprint(fp).is_err() || name == self.cfg.id {
+                continue;
+            }
+            keys.insert(name.to_string(), fp.to_string());
+        }
+        for (name, fp) in &keys {
+            match sec.pins.get(name) {
+                None => sec.pins.pin(name, fp),
+                Some(pinned) if pinned == fp => {}
+                Some(pinned) => {
+                    if sec.warned.insert((name.clone(), fp.clone())) {
+                        core.out.notice(&key_changed(name, pinned, fp));
+                    }
+                }
+            }
+        }
+        sec.keys = keys;
+    }
+
+    /// Decides whether connection `conn` really is the peer `name` it claims to
+    /// be. A name the pins or the roster know is held to them: the key must be
+    /// the pinned or reported one, and a peer without a key (an original one)
+    /// must be one the roster lists without a key, at its address. A name known
+    /// to neither is taken on its word for now, and judged again when the
+    /// roster changes. `Err` is a key that contradicts a pin: refused.
+    fn verify_claim(
+        &mut self,
+        ctx: &Context<'_>,
+        conn: ConnId,
+        name: &str,
+    ) -> Result<bool, String> {
+        let Some(info) = ctx.info(conn) else {
+            return Ok(false);
+        };
+        let keys_expected = self.keys_expected();
+        let Some(sec) = &mut self.sec else {
+            // Without keys, names are taken on their word, as originals do.
+            return Ok(true);
+        };
+        let shown = info
+            .tls
+            .as_ref()
+            .and_then(|t| t.peer_fingerprint.as_deref());
+        let at_roster_addr = self
+            .roster
+            .get(name)
+            .is_some_and(|e| e.ip == info.addr.ip());
+        if let Some(pinned) = sec.pins.get(name) {
+            return match shown {
+                Some(fp) if fp == pinned => Ok(true),
+                Some(fp) => Err(key_changed(name, pinned, fp)),
+                // The name has a key: a plaintext connection cannot be it.
+                None => Ok(false),
+            };
+        }
+        if let Some(reported) = sec.keys.get(name) {
+            let ok = shown == Some(reported.as_str());
+            if ok {
+                let fp = reported.clone();
+                sec.pins.pin(name, &fp);
+            }
+            return Ok(ok);
+        }
+        if self.roster.contains_key(name) {
+            // Listed without a key. From a sockmod ipserver, that is an original
+            // peer: plaintext, at the listed address. From an original
+            // ipserver (no keys at all), anyone at the listed address; a key
+            // shown there is pinned.
+            return Ok(match shown {
+                None => at_roster_addr,
+                Some(fp) if !keys_expected && at_roster_addr => {
+                    sec.pins.pin(name, fp);
+                    true
+                }
+                Some(_) => false,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Judges every named connection again after the roster or the keys changed:
+    /// a name the roster now contradicts is demoted to a claim (`bob?`), a
+    /// claim it now backs is promoted.
+    fn recheck_names(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
+        if self.sec.is_none() {
+            return;
+        }
+        let mut named: Vec<(ConnId, String)> = ctx
+            .ids()
+            .into_iter()
+            .filter(|c| Some(*c) != self.ipserver)
+            .filter_map(|c| {
+                let shown = self.peers.names.get(c)?;
+                Some((c, shown.strip_suffix('?').unwrap_or(shown).to_string()))
+            })
+            .collect();
+        named.sort();
+        for (conn, name) in named {
+            let was = self.peers.names.verified(conn).is_some();
+            match self.verify_claim(ctx, conn, &name) {
+                Ok(true) if !was => {
+                    self.peers.names.insert(conn, name.clone());
+                    core.out.identified(conn.0, &name);
+                }
+                Ok(false) if was => {
+                    self.peers.names.claim(conn, &name);
+                    core.out
+                        .unverified(conn.0, &name, "the roster now names another peer for it");
+                }
+                Err(why) => {
+                    core.out.notice(&format!("refused {conn}: {why}"));
+                    ctx.close(conn, format!("{name}'s key does not match its pin"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// True when the ipserver sends keys with its roster: we reach it over TLS
+    /// (a sockmod ipserver).
+    fn keys_expected(&self) -> bool {
+        self.sec.as_ref().is_some_and(|s| !s.ipserver_plain)
+    }
+
+    /// `trust NAME`: pins the key the ipserver now reports for `name` (after a
+    /// peer really changed its key).
+    fn trust(&mut self, core: &mut Core, name: &str) -> Result<(), String> {
+        let sec = self
+            .sec
+            .as_mut()
+            .ok_or("this filer has no key (pins need one)")?;
+        let fp = sec
+            .keys
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("the ipserver reports no key for {}", quoted(name)))?;
+        sec.pins.pin(name, &fp);
+        sec.warned.retain(|(n, _)| n != name);
+        core.out.notice(&format!("pinned {name} to SHA-256 {fp}"));
+        Ok(())
+    }
+
+    /// `forget NAME`: drops the pin of `name`; its next key is trusted on first use.
+    fn forget(&mut self, core: &mut Core, name: &str) -> Result<(), String> {
+        let sec = self
+            .sec
+            .as_mut()
+            .ok_or("this filer has no key (pins need one)")?;
+        if !sec.pins.forget(name) {
+            return Err(format!("no pin for {}", quoted(name)));
+        }
+        sec.warned.retain(|(n, _)| n != name);
+        core.out.notice(&format!("forgot the pin of {name}"));
+        Ok(())
     }
 
     /// The link to the ipserver closed (`was_up`) or could not be made.
@@ -210,14 +462,42 @@ impl Filer {
         ctx: &mut Context<'_>,
         addr: &str,
         name: Option<&str>,
-    ) -> ConnId {
-        let id = ctx.dial(addr);
+    ) -> Result<ConnId, String> {
+        // The key to expect: the named peer's, or that of the roster peer at
+        // this address.
+        let at_addr = || {
+            self.roster
+                .iter()
+                .find(|(_, e)| std::net::SocketAddr::new(e.ip, e.port).to_string() == addr)
+                .map(|(n, _)| n.clone())
+        };
+        let who = name.map(str::to_string).or_else(at_addr);
+        let id = match &mut self.sec {
+            Some(sec) => match who
+                .as_deref()
+                .and_then(|n| sec.expected(n))
+                .map(str::to_string)
+            {
+                Some(fp) => {
+                    let cfg = sec.pinned_config(&fp)?;
+                    ctx.dial_tls(addr, cfg)
+                }
+                None if sec.require_encryption => {
+                    return Err(format!(
+                        "{} has no key (an original peer, or unknown): --require-encryption refuses plaintext",
+                        who.as_deref().unwrap_or(addr)
+                    ));
+                }
+                None => ctx.dial(addr),
+            },
+            None => ctx.dial(addr),
+        };
         if let Some(n) = name {
             self.peers.names.insert(id, n.to_string());
         }
         let _ = ctx.send(id, &self.identity(), &[]);
         core.refresh_completion(ctx, &*self);
-        id
+        Ok(id)
     }
 
     /// Dials a roster peer by name; the id is named at once so it is a target.
@@ -238,7 +518,7 @@ impl Filer {
             .get(name)
             .ok_or_else(|| format!("no peer named {name:?} in the roster (see `peers`)"))?;
         let addr = std::net::SocketAddr::new(e.ip, e.port).to_string();
-        Ok(self.dial_peer(core, ctx, &addr, Some(name)))
+        self.dial_peer(core, ctx, &addr, Some(name))
     }
 
     /// Named targets that are in the roster but not connected get dialled, so
@@ -336,10 +616,27 @@ impl Filer {
             );
             return;
         }
-        if self.peers.names.get(conn) != Some(name) {
-            self.peers.names.insert(conn, name.to_string());
-            core.out.identified(conn.0, name);
-            core.refresh_completion(ctx, &*self);
+        match self.verify_claim(ctx, conn, name) {
+            Err(why) => {
+                core.out.notice(&format!("refused {conn}: {why}"));
+                ctx.close(conn, format!("{name}'s key does not match its pin"));
+            }
+            Ok(true) => {
+                if self.peers.names.verified(conn) != Some(name) {
+                    self.peers.names.insert(conn, name.to_string());
+                    core.out.identified(conn.0, name);
+                    core.refresh_completion(ctx, &*self);
+                }
+            }
+            Ok(false) => {
+                self.peers.names.claim(conn, name);
+                let why = match ctx.info(conn).and_then(|i| i.tls.as_ref()) {
+                    Some(_) => "its key is not the one the ipserver reports for that name",
+                    None => "not encrypted, and not from that name's roster address",
+                };
+                core.out.unverified(conn.0, name, why);
+                core.refresh_completion(ctx, &*self);
+            }
         }
     }
 
@@ -453,6 +750,23 @@ impl Mode for Filer {
         reason: &str,
     ) {
         if Some(info.id) == self.ipserver {
+            // Reached, but no TLS handshake: an original ipserver. Report to it
+            // in plaintext from now on.
+            if let Some(sec) = &mut self.sec
+                && info.state == State::Handshaking
+                && !sec.ipserver_plain
+                && !sec.require_encryption
+                && !ctx.is_stopping()
+            {
+                sec.ipserver_plain = true;
+                core.out.notice(&format!(
+                    "the ipserver at {} does not speak TLS ({reason}); reporting to it in plaintext",
+                    self.cfg.ipserver
+                ));
+                self.ipserver = None;
+                self.dial_ipserver(ctx);
+                return;
+            }
             self.ipserver_lost(&mut core.out, ctx, reason, false);
             return;
         }
@@ -489,6 +803,13 @@ impl Mode for Filer {
         if Some(conn) == self.ipserver {
             if msg.header.contains("Broadcast") {
                 self.on_roster(core, ctx, &msg);
+                // The keys of the new roster follow in their own frame.
+                if !self.keys_expected() {
+                    self.recheck_names(core, ctx);
+                }
+            } else if msg.header.get("TP") == Some("Keys") {
+                self.on_keys(core, &msg);
+                self.recheck_names(core, ctx);
             }
             return;
         }
@@ -545,10 +866,9 @@ impl Mode for Filer {
                 Ok(())
             }
             Command::Dial(name) => self.dial_name(core, ctx, &name).map(|_| ()),
-            Command::Connect(addr) => {
-                self.dial_peer(core, ctx, &addr, None);
-                Ok(())
-            }
+            Command::Connect(addr) => self.dial_peer(core, ctx, &addr, None).map(|_| ()),
+            Command::Trust(name) => self.trust(core, &name),
+            Command::Forget(name) => self.forget(core, &name),
             Command::Send(ref t, _) | Command::Multicast(ref t, _) | Command::Close(ref t) => {
                 if !matches!(cmd, Command::Close(_)) {
                     self.dial_missing(core, ctx, t)?;
@@ -584,4 +904,13 @@ impl Mode for Filer {
     fn on_interrupt(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         self.stop_now(core, ctx, false);
     }
+}
+
+/// The loud line for a key that contradicts a pin: both fingerprints, and how
+/// to accept the new one or drop the pin.
+fn key_changed(name: &str, pinned: &str, now: &str) -> String {
+    format!(
+        "{name} presented a different key: pinned SHA-256 {pinned}, now SHA-256 {now}; \
+         refused (if {name} really has a new key: `trust {name}`, or `forget {name}` to drop the pin)"
+    )
 }

@@ -8,7 +8,7 @@ pub mod serve;
 pub mod session;
 
 pub use connect::Connect;
-pub use filer::{Filer, FilerConfig};
+pub use filer::{Filer, FilerConfig, FilerSecurity};
 pub use ipserver::Ipserver;
 pub use serve::Serve;
 pub use session::{Core, Mode, PeerNames, Session};

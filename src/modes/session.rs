@@ -122,23 +122,42 @@ pub trait Mode {
 }
 
 /// Peer names by connection: what a filer's identity frame or dial named it,
-/// or what an ipserver report called it.
+/// or what an ipserver report called it. A name claimed but not verified (a
+/// filer peer whose key or address does not match the roster) is only shown,
+/// as `bob?`, and is never a target.
 #[derive(Debug, Default)]
-pub struct PeerNames(HashMap<ConnId, String>);
+pub struct PeerNames(HashMap<ConnId, String>, HashMap<ConnId, String>);
 
 impl PeerNames {
-    /// The name of a connection, if known.
+    /// The name of a connection as shown, if known (`bob?` for an unverified claim).
     pub fn get(&self, id: ConnId) -> Option<&str> {
+        self.0
+            .get(&id)
+            .or_else(|| self.1.get(&id))
+            .map(String::as_str)
+    }
+
+    /// The verified name of a connection.
+    pub fn verified(&self, id: ConnId) -> Option<&str> {
         self.0.get(&id).map(String::as_str)
     }
 
     /// Names a connection.
     pub fn insert(&mut self, id: ConnId, name: String) {
+        self.1.remove(&id);
         self.0.insert(id, name);
+    }
+
+    /// Records a name a connection claims but that could not be verified: shown
+    /// as `NAME?`, never a target.
+    pub fn claim(&mut self, id: ConnId, name: &str) {
+        self.0.remove(&id);
+        self.1.insert(id, format!("{name}?"));
     }
 
     /// Forgets a connection's name, returning it.
     pub fn remove(&mut self, id: ConnId) -> Option<String> {
+        self.1.remove(&id);
         self.0.remove(&id)
     }
 
@@ -782,7 +801,9 @@ mod tests {
                 accept: false,
                 chunk_size: 4096,
             },
-        });
+            security: None,
+        })
+        .unwrap();
         let ipserver = Ipserver::new(Duration::from_secs(1), Duration::from_secs(3));
         for e in [
             unknown_name(&Serve),

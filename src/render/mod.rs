@@ -391,6 +391,23 @@ impl Renderer {
             });
         }
     }
+
+    /// A connection claimed a peer name that its key (or address) does not
+    /// back: shown as `NAME?`, never a target.
+    pub fn unverified(&mut self, peer: u64, name: &str, why: &str) {
+        if self.is_json() {
+            self.json("identified")
+                .num("peer", peer)
+                .str("name", name)
+                .raw("verified", b"false")
+                .str("why", why);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(l, "= #{peer} says it is {name}? ({why})");
+            });
+        }
+    }
 }
 
 fn json_body(j: &mut JsonLine, body: &[u8], fmt: BodyFormat) {

@@ -238,6 +238,11 @@ impl Proc {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Keys and pins go to a state directory of this process's own, unless
+        // the test chose one (to restart a peer with the same key).
+        if !cmd.get_envs().any(|(k, _)| k == "XDG_STATE_HOME") {
+            cmd.env("XDG_STATE_HOME", tmp_path("state"));
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {BIN} {args:?}: {e}"));
@@ -377,7 +382,11 @@ impl Proc {
     /// prints it, with or without `--json`); returns the address.
     pub fn listening_addr(&self) -> SocketAddr {
         let l = self.expect_err_line("`listening on ADDR`", |l| l.starts_with("listening on "));
-        let a = l["listening on ".len()..].trim();
+        // `listening on ADDR`, perhaps followed by ` (TLS, SHA-256 …)`.
+        let a = l["listening on ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
         a.parse()
             .unwrap_or_else(|e| panic!("bad address in {l:?}: {e}"))
     }
