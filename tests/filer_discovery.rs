@@ -380,7 +380,7 @@ fn a_garbled_roster_is_ignored_and_an_outage_is_noticed_once() {
     let fake = TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_addr = fake.local_addr().unwrap();
     let (mut ann, ann_port) = filer("ann", fake_addr, &[]);
-    let mut link = accept_within(&fake, TIMEOUT);
+    let mut link = accept_plaintext_within(&fake, TIMEOUT);
     let rep = link.expect_frame();
     assert_eq!(rep.header.get("ID"), Some("ann"));
     assert_eq!(rep.header.get("Port"), Some(ann_port.to_string().as_str()));
@@ -445,7 +445,7 @@ fn a_garbled_roster_is_ignored_and_an_outage_is_noticed_once() {
     }
     // It comes back on the same port: the filer finds it.
     let fake = TcpListener::bind(fake_addr).expect("rebind the fake ipserver");
-    let mut link = accept_within(&fake, TIMEOUT);
+    let mut link = accept_plaintext_within(&fake, TIMEOUT);
     let rep = link.expect_frame();
     assert_eq!(rep.header.get("ID"), Some("ann"));
     wait_ipserver_state(&ann, "connected");

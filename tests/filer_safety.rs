@@ -28,7 +28,7 @@ fn a_huge_garbled_roster_entry_gives_a_short_notice() {
         &inbox,
         &[],
     ));
-    let mut ips = accept_within(&fake, TIMEOUT);
+    let mut ips = accept_plaintext_within(&fake, TIMEOUT);
     let mut body = "a".repeat(2 << 20).into_bytes();
     body.extend_from_slice(b",1.2.3.4,5");
     ips.send(&Header::new().with("Broadcast", ""), &body);
@@ -237,11 +237,12 @@ fn fifty_filer_reconnects_to_the_ipserver_leave_no_stray_descriptors() {
         .is_some_and(
             |v| v["event"] == "peer_online" && v["port"] == alice_port
         )));
-    // No descriptor left behind by 50 reconnects, on either side.
+    // No descriptor left behind by 50 reconnects, on either side (the counts
+    // before may include a pins file being saved at that moment).
     assert!(
-        wait_until(TIMEOUT, || fds(&ips) == ips0
-            && fds(&alice) == alice0
-            && fds(&bob) == bob0),
+        wait_until(TIMEOUT, || fds(&ips) <= ips0
+            && fds(&alice) <= alice0
+            && fds(&bob) <= bob0),
         "descriptors ipserver {ips0}->{}, alice {alice0}->{}, bob {bob0}->{}",
         fds(&ips),
         fds(&alice),
@@ -352,9 +353,10 @@ fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", ips.context()));
     bob.expect_event("peer_offline", &[("id", Value::from("alice"))]);
-    // bob holds no descriptor for the dead connection or the part file.
+    // bob holds no descriptor for the dead connection or the part file (the
+    // count before may include a pins file being saved at that moment).
     assert!(
-        wait_until(TIMEOUT, || fd_count(bob.pid()) == bob_fds0),
+        wait_until(TIMEOUT, || fd_count(bob.pid()) <= bob_fds0),
         "bob's descriptors: {bob_fds0} before, {} after; inbox {:?}",
         fd_count(bob.pid()),
         dir_entries(&bob_inbox)

@@ -15,6 +15,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a TLS handshake with the ipserver may take before it is taken for
+/// an original (plaintext) ipserver.
+const IPSERVER_TLS_WAIT: Duration = Duration::from_secs(2);
+
 /// Settings of a filer.
 #[derive(Debug)]
 pub struct FilerConfig {
@@ -209,7 +213,13 @@ impl Filer {
     /// by it), unless it showed it is an original ipserver.
     fn dial_ipserver(&mut self, ctx: &mut Context<'_>) {
         let id = match &self.sec {
-            Some(s) if !s.ipserver_plain => ctx.dial_tls(&self.cfg.ipserver, s.any_server.clone()),
+            Some(s) if !s.ipserver_plain => {
+                let id = ctx.dial_tls(&self.cfg.ipserver, s.any_server.clone());
+                // A sockmod ipserver answers a ClientHello at once; an original
+                // one never does, and gets our reports in plaintext instead.
+                ctx.limit_dial(id, IPSERVER_TLS_WAIT);
+                id
+            }
             _ => ctx.dial(&self.cfg.ipserver),
         };
         self.ipserver = Some(id);

@@ -92,6 +92,18 @@ impl Context<'_> {
         Ok(results.iter().filter(|(_, r)| r.is_ok()).count())
     }
 
+    /// Gives dial `conn` (connect and TLS handshake) at most `within` from now,
+    /// instead of the configured connect timeout: for a dial that has a fallback
+    /// (a TLS attempt to a peer that may only speak plaintext).
+    pub fn limit_dial(&mut self, conn: ConnId, within: Duration) {
+        if let Some(c) = self.core.conns.get_mut(&conn.0)
+            && matches!(c.info.state, State::Connecting | State::Handshaking)
+        {
+            c.deadline = Instant::now().checked_add(within);
+            self.core.housekeeping_stale = true;
+        }
+    }
+
     /// Closes `conn` once its queue is flushed (bounded by a short timeout).
     pub fn close(&mut self, conn: ConnId, reason: impl Into<String>) {
         let reason = reason.into();

@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 const WRITE_BUDGET: usize = 4 << 20;
 /// Size of the shared read buffer.
 const READ_BUF: usize = 256 << 10;
+/// How long a listener that takes TLS and plaintext waits for a silent peer's
+/// first bytes before taking it for a plaintext peer that waits to be spoken to.
+const SNIFF_WAIT: Duration = Duration::from_millis(300);
 /// Notices of one kind from one connection within this window are one line.
 const NOTICE_WINDOW: Duration = Duration::from_secs(1);
 /// Malformed frames in a row that a connection may send before it is closed.
@@ -190,10 +193,17 @@ impl Core {
         }
         let mut expired: Vec<(u64, String)> = Vec::new();
         let mut ping: Vec<u64> = Vec::new();
+        let mut plain: Vec<u64> = Vec::new();
         for (id, c) in &self.conns {
             if let Some(dl) = c.deadline
                 && now >= dl
             {
+                // A TLS client speaks first; silence means a plaintext peer
+                // that waits to be spoken to.
+                if matches!(c.transport, Some(Transport::Sniffing(_))) {
+                    plain.push(*id);
+                    continue;
+                }
                 let why = match c.info.state {
                     State::Connecting => "timed out".to_string(),
                     State::Handshaking => "handshake timed out".to_string(),
@@ -248,6 +258,9 @@ impl Core {
             {
                 ping.push(*id);
             }
+        }
+        for id in plain {
+            self.take_as_plaintext(id);
         }
         for (id, why) in expired {
             match self.conns.get(&id).map(|c| c.info.state) {
@@ -326,6 +339,12 @@ impl Core {
         }
         let state = if tls { State::Handshaking } else { State::Open };
         self.insert_conn(id, Some(transport), addr, Dir::In, state, None);
+        if self.config.tls.as_ref().is_some_and(|t| t.plaintext_too)
+            && let Some(c) = self.conns.get_mut(&id)
+        {
+            c.deadline = Instant::now().checked_add(SNIFF_WAIT);
+            self.housekeeping_stale = true;
+        }
         *self.per_ip.entry(addr.ip()).or_default() += 1;
         if let Some(limit) = self.config.handshake_timeout
             && let Some(c) = self.conns.get_mut(&id)
@@ -397,6 +416,8 @@ impl Core {
             return None;
         };
         if looks_like_tls(first) {
+            // The handshake is bounded by --handshake-timeout from here.
+            c.deadline = None;
             match Tls::server(sock, listen.config) {
                 Ok(t) => c.transport = Some(Transport::Tls(Box::new(t))),
                 Err(e) => {
@@ -406,6 +427,7 @@ impl Core {
             }
         } else if listen.plaintext_too {
             c.transport = Some(Transport::Tcp(sock));
+            c.deadline = None;
             self.promote(id);
         } else {
             c.transport = Some(Transport::Tcp(sock));
@@ -416,6 +438,20 @@ impl Core {
             return None;
         }
         Some(true)
+    }
+
+    /// A sniffing connection that stayed silent: a plaintext peer waiting for us
+    /// to speak first (a TLS client never waits).
+    fn take_as_plaintext(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(Transport::Sniffing(sock)) = c.transport.take() {
+            c.transport = Some(Transport::Tcp(sock));
+        }
+        c.deadline = None;
+        self.promote(id);
+        self.mark_dirty(id);
     }
 
     /// A connection past its handshake (or told plaintext) is up: counted open
@@ -438,9 +474,8 @@ impl Core {
         }
         if c.info.dir == Dir::In {
             self.handshaking_in -= 1;
-        } else {
-            c.deadline = None;
         }
+        c.deadline = None;
         self.open += 1;
         self.pending
             .push_back(Pending::Connected(c.info.clone(), self.open));

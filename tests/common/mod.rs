@@ -716,7 +716,30 @@ impl Client {
     }
 }
 
-/// Accepts one connection on `l` within [`TIMEOUT`] (panics otherwise).
+/// Accepts the first plaintext connection on `l` within `timeout`, passing over
+/// TLS attempts (a filer dialling a listener that plays an original ipserver).
+pub fn accept_plaintext_within(l: &TcpListener, timeout: Duration) -> Client {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let c = accept_within(l, left.max(Duration::from_millis(1)));
+        let mut first = [0u8; 2];
+        c.stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("read timeout");
+        let n = c.stream.peek(&mut first).unwrap_or(0);
+        c.stream.set_read_timeout(None).expect("read timeout");
+        if n == 2 && first == [0x16, 0x03] {
+            // A sockmod filer tries TLS first; an original ipserver (which this
+            // listener plays) never answers it, and the filer comes back in
+            // plaintext.
+            continue;
+        }
+        return c;
+    }
+}
+
+/// Accepts one connection on `l` within `timeout`.
 pub fn accept_within(l: &TcpListener, timeout: Duration) -> Client {
     l.set_nonblocking(true).expect("nonblocking");
     let deadline = Instant::now() + timeout;
