@@ -145,6 +145,7 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-client-ca 
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-ca -d 'Dialling: trust servers whose certificate this CA (PEM) issued, instead of the system\'s roots' -r -F
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls-pin -d 'Dialling: trust exactly the certificate with this SHA-256 fingerprint (64 hex digits, colons optional, as `listening on` prints); repeatable' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l require-encryption -d 'Refuse peers that cannot encrypt (original Python/Qt peers, which speak plaintext): on the listening port and when dialling'
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l plaintext -d 'Run as an original peer does: no key, no TLS, names taken on their word (for comparisons and for debugging with a packet capture)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l json -d 'Events as JSON lines on stdout (one object per line)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s q -l quiet -d 'Do not show message events (`list` still counts them)'
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l tls -d 'Listening modes: accept TLS only (with a certificate from --tls-cert and --tls-key, or one generated on first use and kept in the state directory). connect: dial every ADDR with TLS. A single dial can also say tls://HOST:PORT'

@@ -506,25 +506,25 @@ pub fn run(cli: Cli) -> i32 {
             // names are bound to keys. Original peers stay plaintext on the same
             // port unless --require-encryption.
             let name = format!("filer-{}", a.id);
-            let id = listener_identity(&a.common.tls, &name)?;
-            let require = a.require_encryption;
-            let config = Config {
+            let mut config = Config {
                 max_body: a.common.max_body.unwrap_or(FILER_MAX_BODY),
-                tls: Some(TlsListen {
+                ..lan_config(&a.common, &a.access, &name)?
+            };
+            let mut cfg = cfg;
+            if !a.plaintext {
+                let id = listener_identity(&a.common.tls, &name)?;
+                let require = a.require_encryption;
+                config.tls = Some(TlsListen {
                     config: server_config(&id, ClientAuth::AnyKey)?,
                     plaintext_too: !require,
                     fingerprint: id.fingerprint(),
-                }),
-                ..lan_config(&a.common, &a.access, &name)?
-            };
-            let cfg = FilerConfig {
-                security: Some(FilerSecurity {
+                });
+                cfg.security = Some(FilerSecurity {
                     identity: id,
                     pins: trust::KnownPeers::load(&a.id)?,
                     require_encryption: require,
-                }),
-                ..cfg
-            };
+                });
+            }
             let h = Session::new(core, Filer::new(cfg)?);
             let mut node = node(config, h)?;
             let port = listen_next_free(&mut node, &a.bind)?;

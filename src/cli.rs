@@ -294,8 +294,12 @@ pub struct FilerArgs {
     pub accept_files: AcceptFiles,
     /// Refuse peers that cannot encrypt (original Python/Qt peers, which speak
     /// plaintext): on the listening port and when dialling.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plaintext")]
     pub require_encryption: bool,
+    /// Run as an original peer does: no key, no TLS, names taken on their word
+    /// (for comparisons and for debugging with a packet capture).
+    #[arg(long)]
+    pub plaintext: bool,
     /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
