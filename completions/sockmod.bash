@@ -161,7 +161,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__filer)
-            opts="-b -c -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --require-encryption --plaintext --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
+            opts="-b -c -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --require-encryption --plaintext --secret --secret-file --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -197,6 +197,14 @@ _sockmod() {
                     ;;
                 --accept-files)
                     COMPREPLY=($(compgen -W "yes no" -- "${cur}"))
+                    return 0
+                    ;;
+                --secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --allow)
@@ -381,7 +389,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__ipserver)
-            opts="-b -c -q -h --bind --interval --alive --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
+            opts="-b -c -q -h --bind --interval --alive --secret --secret-file --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,6 +408,14 @@ _sockmod() {
                     return 0
                     ;;
                 --alive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

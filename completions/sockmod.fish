@@ -87,6 +87,8 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand connect" -s h -l help -d
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -s b -l bind -d 'Address to listen on: HOST:PORT or PORT (port 0: any free port)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l interval -d 'How often the roster is multicast to the peers' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l alive -d 'A peer stays in the roster this long after its last report' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l secret -d 'A passphrase every link (filer to filer, filer to ipserver) must prove, over TLS, without revealing it (SPAKE2): peers with another passphrase or none, and plaintext peers, are refused. Also read from SOCKMOD_SECRET (better than the command line, which other users can see)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l secret-file -d 'Read the --secret passphrase from the first line of FILE' -r -F
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand ipserver" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r
@@ -122,6 +124,8 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l inbox -d 'Wher
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this (e.g. 4GiB); without it, only files larger than the free space are refused' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files, or refuse them all (the sender is told why)' -r -f -a "yes\t'Accept incoming files into --inbox'
 no\t'Refuse every incoming file; the sender is told why'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l secret -d 'A passphrase every link (filer to filer, filer to ipserver) must prove, over TLS, without revealing it (SPAKE2): peers with another passphrase or none, and plaintext peers, are refused. Also read from SOCKMOD_SECRET (better than the command line, which other users can see)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l secret-file -d 'Read the --secret passphrase from the first line of FILE' -r -F
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l deny -d 'Refuse peers in this address or network; repeatable; wins over --allow. Refused peers are closed at once, with a notice' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-conns-per-ip -d 'Most connections at once from one address; more are closed at once, with one notice per address per burst; 0 for no limit. Default: 16 for filer and ipserver (a LAN peer needs a handful), none for serve' -r

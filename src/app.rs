@@ -464,12 +464,15 @@ pub fn run(cli: Cli) -> i32 {
             // Always able to speak TLS, so a filer's report shows its key and
             // the ipserver can hold its name for it; --tls refuses plaintext.
             let id = listener_identity(&a.common.tls, "ipserver")?;
+            let secret = a.secret.secret()?;
             let config = Config {
                 tls: Some(TlsListen {
                     config: server_config(&id, ClientAuth::AnyKey)?,
-                    plaintext_too: !a.common.tls.tls,
+                    // Plaintext peers cannot prove a secret.
+                    plaintext_too: !a.common.tls.tls && secret.is_none(),
                     fingerprint: id.fingerprint(),
                 }),
+                secret,
                 ..lan_config(&a.common, &a.access, "ipserver")?
             };
             let mut node = node(config, h)?;
@@ -511,9 +514,15 @@ pub fn run(cli: Cli) -> i32 {
                 ..lan_config(&a.common, &a.access, &name)?
             };
             let mut cfg = cfg;
+            let secret = a.secret.secret()?;
+            if a.plaintext && secret.is_some() {
+                return Err("--secret needs TLS: it cannot go with --plaintext".into());
+            }
+            config.secret = secret;
             if !a.plaintext {
                 let id = listener_identity(&a.common.tls, &name)?;
-                let require = a.require_encryption;
+                // Plaintext peers cannot prove a secret.
+                let require = a.require_encryption || config.secret.is_some();
                 config.tls = Some(TlsListen {
                     config: server_config(&id, ClientAuth::AnyKey)?,
                     plaintext_too: !require,

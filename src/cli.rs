@@ -166,6 +166,56 @@ fn parse_pin(s: &str) -> Result<[u8; 32], String> {
     crate::net::parse_fingerprint(s)
 }
 
+/// A closed group of filers and their ipserver (`--secret`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecretArgs {
+    /// A passphrase every link (filer to filer, filer to ipserver) must prove,
+    /// over TLS, without revealing it (SPAKE2): peers with another passphrase or
+    /// none, and plaintext peers, are refused. Also read from SOCKMOD_SECRET
+    /// (better than the command line, which other users can see).
+    #[arg(
+        long,
+        value_name = "PASSPHRASE",
+        env = "SOCKMOD_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
+    pub secret: Option<String>,
+    /// Read the --secret passphrase from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    /// The passphrase, if one was given.
+    pub fn secret(&self) -> Result<Option<crate::net::Secret>, String> {
+        if let Some(s) = &self.secret {
+            if s.is_empty() {
+                return Err("--secret: the passphrase is empty".into());
+            }
+            return Ok(Some(crate::net::Secret::new(s.as_bytes().to_vec())));
+        }
+        let Some(f) = &self.secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            format!(
+                "--secret-file {}: {}",
+                f.display(),
+                crate::net::describe(&e)
+            )
+        })?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if line.is_empty() {
+            return Err(format!(
+                "--secret-file {}: the first line is empty",
+                f.display()
+            ));
+        }
+        Ok(Some(crate::net::Secret::new(line.as_bytes().to_vec())))
+    }
+}
+
 /// Who may connect to a listening mode (`serve`, `ipserver`, `filer`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct AccessArgs {
@@ -255,6 +305,9 @@ pub struct IpserverArgs {
     /// A peer stays in the roster this long after its last report.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub alive: Duration,
+    /// `--secret`, `--secret-file`.
+    #[command(flatten)]
+    pub secret: SecretArgs,
     /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,
@@ -300,6 +353,9 @@ pub struct FilerArgs {
     /// (for comparisons and for debugging with a packet capture).
     #[arg(long)]
     pub plaintext: bool,
+    /// `--secret`, `--secret-file`.
+    #[command(flatten)]
+    pub secret: SecretArgs,
     /// `--allow`, `--deny`.
     #[command(flatten)]
     pub access: AccessArgs,

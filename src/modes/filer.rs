@@ -327,6 +327,8 @@ impl Filer {
             .ids()
             .into_iter()
             .filter(|c| Some(*c) != self.ipserver)
+            // A dial still connecting is judged by its TLS handshake (pinned).
+            .filter(|c| ctx.info(*c).is_some_and(|i| i.state == State::Open))
             .filter_map(|c| {
                 let shown = self.peers.names.get(c)?;
                 Some((c, shown.strip_suffix('?').unwrap_or(shown).to_string()))

@@ -1,6 +1,7 @@
 //! A node's limits and timers: the options every mode shares (README, "Options").
 
 use super::access::Access;
+use super::pake::Secret;
 use crate::protocol::DEFAULT_MAX_BODY;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub struct Config {
     /// How TLS dials are verified, and whether every dial uses TLS. Without it,
     /// `tls://` targets are checked against the system's roots.
     pub tls_dial: Option<TlsDial>,
+    /// A passphrase every TLS connection must prove (`--secret`) before it is
+    /// reported up; a peer without it, or with another, is refused.
+    pub secret: Option<Secret>,
 }
 
 /// A dialler's TLS policy.
@@ -82,6 +86,7 @@ impl Default for Config {
             max_pending_bodies: 256 << 20,
             tls: None,
             tls_dial: None,
+            secret: None,
         }
     }
 }

@@ -202,10 +202,11 @@ impl Transport {
         queue: &mut OutQueue,
         budget: usize,
         written: &mut u64,
+        app_ready: bool,
     ) -> io::Result<Flush> {
         match self {
             Transport::Tcp(s) => queue.write_to(s, budget, written),
-            Transport::Tls(t) => t.write_from(queue, budget, written),
+            Transport::Tls(t) => t.write_from(queue, budget, written, app_ready),
             Transport::Sniffing(_) => Ok(Flush::Blocked),
         }
     }
@@ -295,6 +296,9 @@ pub(crate) struct Conn {
     pub(crate) partial: usize,
     /// In `Core::held_reads`, waiting for reads to resume.
     pub(crate) held: bool,
+    /// The `--secret` proof in progress (after the TLS handshake, before the
+    /// connection is reported up).
+    pub(crate) pake: Option<Box<super::pake::Pake>>,
     /// A dial to wrap in TLS once its TCP connect completes.
     pub(crate) dial_tls: Option<(
         Arc<rustls::ClientConfig>,

@@ -7,10 +7,11 @@ use super::access::canonical_addr;
 use super::config::Config;
 use super::conn::{Conn, ConnId, ConnInfo, Dir, IdMap, NoticeRun, State, Transport};
 use super::error::{SendError, describe};
+use super::pake::{EXPORTER_LABEL, Pake};
 use super::queue::{Flush, OutQueue};
 use super::resolver::Resolver;
 use super::tls::{Tls, Trust, client_config, looks_like_tls, system_roots};
-use crate::protocol::{Decoder, EncodeError, Header, encode_into};
+use crate::protocol::{Decoder, EncodeError, Header, Message, encode_into};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token, Waker};
 use smallvec::SmallVec;
@@ -440,6 +441,79 @@ impl Core {
         Some(true)
     }
 
+    /// The TLS handshake of `id` is over: with `--secret`, the proof starts
+    /// (the connection stays in its handshake until it succeeds); without, the
+    /// connection is up.
+    pub(super) fn tls_done(&mut self, id: u64) {
+        let Some(secret) = self.config.secret.clone() else {
+            return self.promote(id);
+        };
+        let max_body = self.config.max_body;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.pake.is_some() {
+            return;
+        }
+        let Some(Transport::Tls(t)) = c.transport.as_mut() else {
+            return self.promote(id);
+        };
+        let Some(exporter) = t.exporter(EXPORTER_LABEL) else {
+            return self.drop_conn(id, "cannot bind the --secret proof to TLS".into());
+        };
+        let (pake, first) = Pake::start(&secret, exporter, c.info.dir == Dir::Out, max_body);
+        if let Err(e) = t.send_own(&first) {
+            return self.drop_conn(id, describe(&e));
+        }
+        c.pake = Some(Box::new(pake));
+        self.mark_dirty(id);
+    }
+
+    /// Decrypted bytes of a connection proving `--secret`: `Ok(Some(frames))`
+    /// once the proof succeeded (the connection is up; these frames came after
+    /// it), `Ok(None)` while it goes on, `Err` why the peer failed it.
+    pub(super) fn pake_input(
+        &mut self,
+        id: u64,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<Message>>, String> {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return Ok(None);
+        };
+        let Some(pake) = c.pake.as_mut() else {
+            return Ok(None);
+        };
+        let mut msgs = Vec::new();
+        pake.decoder
+            .feed(bytes, &mut msgs)
+            .map_err(|e| e.to_string())?;
+        let (mut used, mut sent) = (0, false);
+        while used < msgs.len() && !pake.done() {
+            if let Some(reply) = pake.on_frame(&msgs[used])? {
+                if let Some(Transport::Tls(t)) = c.transport.as_mut() {
+                    t.send_own(&reply).map_err(|e| describe(&e))?;
+                }
+                sent = true;
+            }
+            used += 1;
+        }
+        let done = pake.done();
+        let rest = msgs.split_off(used);
+        if sent {
+            self.mark_dirty(id);
+        }
+        if !done {
+            return Ok(None);
+        }
+        if let Some(c) = self.conns.get_mut(&id)
+            && let Some(p) = c.pake.take()
+        {
+            c.decoder = p.decoder;
+        }
+        self.promote(id);
+        Ok(Some(rest))
+    }
+
     /// A sniffing connection that stayed silent: a plaintext peer waiting for us
     /// to speak first (a TLS client never waits).
     fn take_as_plaintext(&mut self, id: u64) {
@@ -518,6 +592,7 @@ impl Core {
                 partial: 0,
                 held: false,
                 dial_tls: None,
+                pake: None,
                 malformed: (0, 0),
                 run: None,
             },
@@ -632,7 +707,8 @@ impl Core {
             return;
         };
         let before = c.out.len;
-        match transport.write_from(&mut c.out, WRITE_BUDGET, &mut c.info.bytes_out) {
+        let app_ready = c.info.state != State::Handshaking;
+        match transport.write_from(&mut c.out, WRITE_BUDGET, &mut c.info.bytes_out, app_ready) {
             Ok(Flush::Done) => {
                 if let Some(reason) = c.close_reason.take() {
                     self.drop_conn(id, reason);

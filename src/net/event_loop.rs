@@ -9,6 +9,7 @@ use super::context::{Context, TimerId};
 use super::core::{ACCEPT_RETRY, Core, Pending};
 use super::error::describe;
 use super::handler::Handler;
+use super::pake::is_pake_frame;
 use super::remote::Remote;
 use super::tls::Tls;
 use crate::protocol::Message;
@@ -376,10 +377,14 @@ impl<H: Handler> Node<H> {
                 break;
             };
             let read = transport.read(&mut buf);
-            if conn.info.state == State::Handshaking && !transport.is_handshaking() {
-                // The handshake just ended: the connection is up, and its
-                // `connected` event goes before any of its messages.
-                self.core.promote(id);
+            if conn.info.state == State::Handshaking
+                && !transport.is_handshaking()
+                && conn.pake.is_none()
+            {
+                // The handshake just ended: the connection is up (or proves
+                // --secret first), and its `connected` event goes before any
+                // of its messages.
+                self.core.tls_done(id);
                 self.dispatch_pending();
             }
             let Some(conn) = self.core.conns.get_mut(&id) else {
@@ -412,6 +417,23 @@ impl<H: Handler> Node<H> {
             };
             total += n;
             conn.info.bytes_in += n as u64;
+            if conn.pake.is_some() {
+                // Frames of the --secret proof, and whatever follows it.
+                match self.core.pake_input(id, &buf[..n]) {
+                    Ok(None) => continue,
+                    Ok(Some(mut after)) => {
+                        self.dispatch_pending();
+                        if !self.deliver(id, &mut after) {
+                            break 'reads;
+                        }
+                        continue;
+                    }
+                    Err(reason) => {
+                        outcome = Some(reason);
+                        break;
+                    }
+                }
+            }
             let mut pos = 0;
             while pos < n {
                 let Some(conn) = self.core.conns.get_mut(&id) else {
@@ -465,7 +487,24 @@ impl<H: Handler> Node<H> {
                 continue;
             }
             match self.core.conns.get_mut(&id) {
-                Some(c) if c.info.state == State::Open => c.info.msgs_in += 1,
+                Some(c) if c.info.state == State::Open => {
+                    // A --secret proof arriving at a side without a secret: the
+                    // peer requires one. Checked on a TLS link's first frame only.
+                    if c.info.msgs_in == 0
+                        && c.info.tls.is_some()
+                        && self.core.config.secret.is_none()
+                        && is_pake_frame(&msg)
+                    {
+                        self.core.drop_conn(
+                            id,
+                            "the peer requires a shared secret (--secret), and this side has none"
+                                .into(),
+                        );
+                        open = false;
+                        continue;
+                    }
+                    c.info.msgs_in += 1;
+                }
                 _ => {
                     open = false;
                     continue;

@@ -17,6 +17,7 @@ mod error;
 mod event_loop;
 mod handler;
 mod limits;
+mod pake;
 mod queue;
 mod remote;
 mod resolver;
@@ -33,6 +34,7 @@ pub use error::{SendError, SendResult, describe};
 pub use event_loop::Node;
 pub use handler::Handler;
 pub use limits::raise_nofile_limit;
+pub use pake::Secret;
 pub use remote::Remote;
 pub use tls::{
     ClientAuth, Identity, TlsInfo, Trust, client_config, fingerprint, parse_fingerprint,

@@ -423,7 +423,6 @@ impl Tls {
     /// Keying material bound to this session (RFC 5705), for binding a higher
     /// protocol (a passphrase proof) to it: a relay between two sessions gets
     /// two different values.
-    #[allow(dead_code)] // for binding a passphrase proof to the session
     pub(crate) fn exporter(&self, label: &[u8]) -> Option<[u8; 32]> {
         self.conn
             .export_keying_material([0u8; 32], label, None)
@@ -464,6 +463,7 @@ impl Tls {
         queue: &mut OutQueue,
         budget: usize,
         written: &mut u64,
+        app_ready: bool,
     ) -> io::Result<Flush> {
         let mut done = 0usize;
         loop {
@@ -476,8 +476,9 @@ impl Tls {
                     Err(e) => return Err(e),
                 }
             }
-            if self.conn.is_handshaking() {
-                // Plaintext waits for the handshake; reading will move it on.
+            if self.conn.is_handshaking() || !app_ready {
+                // Plaintext waits for the handshake (and a --secret proof);
+                // reading will move them on.
                 return Ok(Flush::Blocked);
             }
             let Some(front) = queue.front() else {
@@ -495,6 +496,12 @@ impl Tls {
             done += n;
             *written += n as u64;
         }
+    }
+
+    /// Queues bytes of the connection's own (a `--secret` proof frame) ahead
+    /// of anything the queue holds; written by the next flush.
+    pub(crate) fn send_own(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.conn.writer().write_all(bytes)
     }
 
     /// Sends close_notify, best effort, before the socket is closed.
