@@ -60,6 +60,8 @@ struct Security {
     keys: BTreeMap<String, String>,
     /// Changed keys already complained about (name, new fingerprint).
     warned: HashSet<(String, String)>,
+    /// Names first pinned during this run (shown as `new` by `peers`).
+    new_pins: HashSet<String>,
     /// The ipserver did not complete a TLS handshake: it is an original one,
     /// reported to in plaintext.
     ipserver_plain: bool,
@@ -76,6 +78,7 @@ impl Security {
             pinned: HashMap::new(),
             keys: BTreeMap::new(),
             warned: HashSet::new(),
+            new_pins: HashSet::new(),
             ipserver_plain: false,
         })
     }
@@ -243,7 +246,11 @@ impl Filer {
         }
         for (name, fp) in &keys {
             match sec.pins.get(name) {
-                None => sec.pins.pin(name, fp),
+                None => {
+                    sec.pins.pin(name, fp);
+                    sec.new_pins.insert(name.to_string());
+                    sec.new_pins.insert(name.clone());
+                }
                 Some(pinned) if pinned == fp => {}
                 Some(pinned) => {
                     if sec.warned.insert((name.clone(), fp.clone())) {
@@ -296,6 +303,7 @@ impl Filer {
             if ok {
                 let fp = reported.clone();
                 sec.pins.pin(name, &fp);
+                sec.new_pins.insert(name.to_string());
             }
             return Ok(ok);
         }
@@ -308,6 +316,7 @@ impl Filer {
                 None => at_roster_addr,
                 Some(fp) if !keys_expected && at_roster_addr => {
                     sec.pins.pin(name, fp);
+                    sec.new_pins.insert(name.to_string());
                     true
                 }
                 Some(_) => false,
@@ -375,6 +384,7 @@ impl Filer {
             .cloned()
             .ok_or_else(|| format!("the ipserver reports no key for {}", quoted(name)))?;
         sec.pins.pin(name, &fp);
+        sec.new_pins.insert(name.to_string());
         sec.warned.retain(|(n, _)| n != name);
         core.out.notice(&format!("pinned {name} to SHA-256 {fp}"));
         Ok(())
@@ -558,6 +568,25 @@ impl Filer {
         Ok(())
     }
 
+    /// A roster peer's key as the ipserver reports it, and how far it is
+    /// trusted: `pinned` (the pin matches), `new` (pinned during this run, on
+    /// first sight), `changed` (the pin differs: refused), `unencrypted` (no key:
+    /// an original peer), `-` (this filer has no key itself).
+    fn key_state(&self, name: &str) -> (Option<&str>, &'static str) {
+        let Some(sec) = &self.sec else {
+            return (None, "-");
+        };
+        let reported = sec.keys.get(name).map(String::as_str);
+        let state = match (reported, sec.pins.get(name)) {
+            (None, _) => "unencrypted",
+            (Some(r), Some(p)) if r == p && sec.new_pins.contains(name) => "new",
+            (Some(r), Some(p)) if r == p => "pinned",
+            (Some(_), Some(_)) => "changed",
+            (Some(_), None) => "new",
+        };
+        (reported, state)
+    }
+
     fn peers_table(&self, ctx: &Context<'_>) -> String {
         if self.roster.is_empty() {
             return if self.ipserver_up(ctx) {
@@ -569,7 +598,13 @@ impl Filer {
                 )
             };
         }
-        let mut rows = vec![["name".to_string(), "address".into(), "connection".into()]];
+        let mut rows = vec![[
+            "name".to_string(),
+            "address".into(),
+            "connection".into(),
+            "key".into(),
+            "trust".into(),
+        ]];
         for (name, e) in &self.roster {
             let conns: Vec<String> = self
                 .peers
@@ -578,6 +613,7 @@ impl Filer {
                 .iter()
                 .map(ConnId::to_string)
                 .collect();
+            let (key, trust) = self.key_state(name);
             rows.push([
                 name.clone(),
                 format!("{}:{}", e.ip, e.port),
@@ -586,6 +622,8 @@ impl Filer {
                 } else {
                     conns.join(",")
                 },
+                key.map_or_else(|| "-".to_string(), short_fingerprint),
+                trust.into(),
             ]);
         }
         format_table(&rows)
@@ -603,11 +641,14 @@ impl Filer {
                     .iter()
                     .map(|c| c.0)
                     .collect();
+                let (key, trust) = self.key_state(name);
                 serde_json::json!({
                     "id": name,
                     "ip": e.ip.to_string(),
                     "port": e.port,
                     "conns": conns,
+                    "fingerprint": key,
+                    "trust": trust,
                 })
             })
             .collect();
@@ -925,4 +966,9 @@ fn key_changed(name: &str, pinned: &str, now: &str) -> String {
         "{name} presented a different key: pinned SHA-256 {pinned}, now SHA-256 {now}; \
          refused (if {name} really has a new key: `trust {name}`, or `forget {name}` to drop the pin)"
     )
+}
+
+/// The first four bytes of a fingerprint (`AB:CD:EF:12`), as `peers` shows it.
+fn short_fingerprint(fp: &str) -> String {
+    fp.get(..11).unwrap_or(fp).to_string()
 }
