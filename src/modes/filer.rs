@@ -248,7 +248,6 @@ impl Filer {
             match sec.pins.get(name) {
                 None => {
                     sec.pins.pin(name, fp);
-                    sec.new_pins.insert(name.to_string());
                     sec.new_pins.insert(name.clone());
                 }
                 Some(pinned) if pinned == fp => {}
@@ -384,7 +383,6 @@ impl Filer {
             .cloned()
             .ok_or_else(|| format!("the ipserver reports no key for {}", quoted(name)))?;
         sec.pins.pin(name, &fp);
-        sec.new_pins.insert(name.to_string());
         sec.warned.retain(|(n, _)| n != name);
         core.out.notice(&format!("pinned {name} to SHA-256 {fp}"));
         Ok(())
