@@ -1,11 +1,15 @@
 //! sockmod: painless TCP messaging over one small protocol.
 //!
-//! Layers, each knowing only those above it in this list:
+//! Layers, each knowing only those above it in this list (`tests/layers.rs`
+//! checks it, and that no module imports itself back):
 //!
 //! - [`human`]: sizes and file names in words, for messages of any layer.
 //! - [`protocol`]: the frame codec (no sockets).
-//! - [`net`]: the event loop, the [`net::Handler`] trait and its [`net::Context`].
+//! - [`net`]: the event loop ([`net::Node`]), the connection table, the
+//!   [`net::Handler`] trait and its [`net::Context`], transports (TCP, TLS) and
+//!   the `--secret` proof.
 //! - [`command`]: the command language of the REPL and piped stdin.
+//! - [`trust`]: keys and pins on disk (the state directory).
 //! - [`filer`]: the filer network's roster and file transfers (facts only;
 //!   transfers report through [`filer::transfer::Report`]).
 //! - [`render`]: events as human lines or JSON lines, file transfers included.
