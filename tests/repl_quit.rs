@@ -351,3 +351,32 @@ fn progress_follows_a_resize_to_40_columns() {
         rows.join("\n")
     );
 }
+
+#[test]
+fn a_waiting_quit_that_ends_by_itself_leaves_no_prompt_behind() {
+    let (mut alice, mut bob, pacer) = sending();
+    alice.keys("\x03");
+    alice.wait("the waiting prompt", |r| {
+        r.last()
+            .is_some_and(|l| l == "filer (waiting for transfers)>")
+    });
+    // The receiver goes away: the file fails, nothing is left to wait for,
+    // and the filer stops while its prompt is being read.
+    drop(pacer);
+    bob.kill();
+    assert_eq!(alice.exit_code(), 0);
+    let rows = alice.rows();
+    let screen = rows.join("\n");
+    assert!(
+        rows.iter().any(|l| l.starts_with("~ transfer t1 failed")),
+        "{screen}"
+    );
+    assert!(
+        !rows.iter().any(|l| is_progress(l)),
+        "a progress line is left:\n{screen}"
+    );
+    assert!(
+        rows.last().is_some_and(|l| !l.starts_with("filer")),
+        "a prompt is left:\n{screen}"
+    );
+}

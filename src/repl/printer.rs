@@ -339,11 +339,14 @@ impl<P: ExternalPrinter + Send> Drop for PrinterSink<P> {
         }
         if reading {
             // The printer hands texts to `readline` through a channel that holds
-            // one: once two more went in, the text above is on screen.
+            // one, and `readline` prints them in turn, redrawing the prompt
+            // after each: once two more went in, the text above is on screen,
+            // and the redraw after the last is a moment's work.
             std::thread::sleep(Duration::from_millis(20));
             for _ in 0..2 {
                 let _ = self.printer.print(NOTHING.to_string());
             }
+            std::thread::sleep(Duration::from_millis(50));
             let erase = b"\r\x1b[J";
             // SAFETY: writing a buffer we own to stdout.
             unsafe {
