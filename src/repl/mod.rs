@@ -200,14 +200,19 @@ impl Repl {
 
     /// After a `quit` (the `sent`th line): waits until the loop took it, for a
     /// few seconds at most (a loop busy sending files may take a moment), and
-    /// says whether it stops now or waits for transfers.
+    /// says whether it stops now or waits for transfers. A `quit` not taken by
+    /// then (`connect` holds lines until its first dials end) counts as
+    /// stopping: no prompt is drawn again, as before the quit was known.
     fn quit_taken(&self, sent: u64) -> Quit {
         for _ in 0..20 {
-            if self.link.wait_done(sent, OUTPUT_WAIT) || self.link.quit() == Quit::Stopping {
+            if self.link.wait_done(sent, OUTPUT_WAIT) {
+                return self.link.quit();
+            }
+            if self.link.quit() == Quit::Stopping {
                 break;
             }
         }
-        self.link.quit()
+        Quit::Stopping
     }
 }
 

@@ -468,6 +468,23 @@ mod tests {
     }
 
     #[test]
+    fn the_block_is_erased_when_the_loop_ends() {
+        let (mut s, rec, link) = sink();
+        s.status(&["t1 send a 5%".into()]);
+        s.flush();
+        s.event(b"~ transfer t1 failed");
+        s.quitting(false);
+        assert_eq!(link.quit(), Quit::Stopping);
+        drop(s);
+        assert_eq!(
+            printed(&rec),
+            vec!["t1 send a 5%\n", "\x1b[1A\x1b[J~ transfer t1 failed\n"]
+        );
+        // No prompt is drawn after that.
+        assert!(!link.begin_reading("filer> "));
+    }
+
+    #[test]
     fn rows_follow_rustylines_layout() {
         assert_eq!(rows("> ", "", 10), 1);
         assert_eq!(rows("> ", "1234567", 10), 1);
