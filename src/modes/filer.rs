@@ -704,13 +704,14 @@ impl Filer {
         core.out.notice(&format!(
             "waiting for {n} transfer{} to finish ({} to stop now)",
             if n == 1 { "" } else { "s" },
-            // The prompt has gone once `quit` is typed there; Ctrl-C remains.
+            // At the prompt, which stays: `transfers` and `cancel` still run.
             if core.piped() {
                 "quit again or Ctrl-C"
             } else {
-                "Ctrl-C"
+                "Ctrl-C again or quit"
             }
         ));
+        core.out.quitting(true);
     }
 
     /// Stops the node now: transfers still running are stopped and their peers
@@ -718,6 +719,7 @@ impl Filer {
     /// piped session exit 1, as a failed command does (`by_command`: a `quit`;
     /// otherwise a signal, whose exit status stays as it is in every mode).
     fn stop_now(&mut self, core: &mut Core, ctx: &mut Context<'_>, by_command: bool) {
+        core.out.quitting(false);
         self.xfer.stop_all(ctx, &mut self.peers.env(&mut core.out));
         if self.xfer.any_send_failed() {
             core.failed = true;

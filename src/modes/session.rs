@@ -252,6 +252,7 @@ impl Core {
         if self.piped() && self.failed {
             self.exit_code = 1;
         }
+        self.out.quitting(false);
         ctx.stop();
     }
 

@@ -22,6 +22,10 @@ pub trait Sink: Send {
     /// The loop took a command line the user entered (the REPL's sink counts
     /// them, so the prompt comes back once their output is printed).
     fn input_line(&mut self) {}
+    /// The node is quitting: `true` while it waits for something to end first
+    /// (the filer's outgoing files; the prompt stays, saying so), `false` when
+    /// it stops now (the prompt does not come back).
+    fn quitting(&mut self, _waiting: bool) {}
 }
 
 /// A few lines redrawn in place at the bottom of a terminal (transfer progress).

@@ -65,7 +65,7 @@ fn minutes_or_hours(s: u64) -> String {
 
 /// Terminal columns of `c`: wide East Asian characters count 2, combining
 /// marks 0 (`…` and `é` count 1, which a guess by code point got wrong).
-fn columns(c: char) -> usize {
+pub(super) fn columns(c: char) -> usize {
     unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
 }
 

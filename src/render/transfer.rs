@@ -105,37 +105,70 @@ fn percent(r: &Record) -> u64 {
     }
 }
 
-/// The progress line: `t3 send "a.iso" to bob  45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
+/// The progress line at full width:
+/// `t3 send "a.iso" to bob   45%  1.2 MiB/2.0 MiB  12.3 MiB/s  ETA 3s`.
+#[cfg(test)]
 fn progress_line(r: &Record, peer_name: Option<&str>) -> String {
-    let head = format!(
-        "t{} {} {} {} {}",
-        r.id,
-        if r.sending { "send" } else { "recv" },
-        quoted_name(&r.name),
+    fit_progress(r, peer_name, usize::MAX)
+}
+
+/// The progress line made to fit `width` columns. What goes first, as the
+/// terminal narrows: the peer, then the sizes (with the name shortened when
+/// that is not enough), then the name down to a few characters; the
+/// percentage, the rate and the ETA stay to the last.
+fn fit_progress(r: &Record, peer_name: Option<&str>, width: usize) -> String {
+    let id = format!("t{}", r.id);
+    let dir = if r.sending { "send" } else { "recv" };
+    let name = quoted_name(&r.name);
+    let peer = format!(
+        " {} {}",
         if r.sending { "to" } else { "from" },
         r.who(peer_name)
     );
-    if r.phase == Phase::Confirming {
-        return format!("{head}  100%  waiting for the receiver to confirm");
+    let (full, short) = if r.phase == Phase::Confirming {
+        (
+            "100%  waiting for the receiver to confirm".to_string(),
+            "100%  confirming".to_string(),
+        )
+    } else {
+        let rate = r.rate();
+        let (shown_rate, eta) = if rate > 0.0 {
+            let left = r.total.saturating_sub(r.bytes) as f64 / rate;
+            (format!("{}/s", human_size(rate as u64)), eta(left))
+        } else {
+            ("-".to_string(), "-".to_string())
+        };
+        let sizes = format!("{}/{}", human_size(r.bytes), human_size(r.total));
+        (
+            format!("{:>3}%  {sizes}  {shown_rate}  ETA {eta}", percent(r)),
+            format!("{}%  {shown_rate}  ETA {eta}", percent(r)),
+        )
+    };
+    let cols = |s: &str| s.chars().map(super::text::columns).sum::<usize>();
+    // Each try: peer or not, the tail, the least columns the name may take.
+    let tries: [(&str, &str, usize); 5] = [
+        (&peer, &full, usize::MAX),
+        ("", &full, usize::MAX),
+        ("", &full, 12),
+        ("", &short, usize::MAX),
+        ("", &short, 5),
+    ];
+    for (peer, tail, least) in tries {
+        let fixed = cols(&id) + 1 + cols(dir) + 1 + cols(peer) + 2 + cols(tail);
+        let room = width.saturating_sub(fixed);
+        let name_cols = cols(&name);
+        if name_cols <= room {
+            return format!("{id} {dir} {name}{peer}  {tail}");
+        }
+        if least != usize::MAX && room >= least {
+            let name = clip_columns(&name, room);
+            return format!("{id} {dir} {name}{peer}  {tail}");
+        }
     }
-    let rate = r.rate();
-    let shown_rate = if rate > 0.0 {
-        format!("{}/s", human_size(rate as u64))
-    } else {
-        "-".to_string()
-    };
-    let eta = if rate > 0.0 {
-        let left = r.total.saturating_sub(r.bytes) as f64 / rate;
-        format!("ETA {}", eta(left))
-    } else {
-        "ETA -".to_string()
-    };
-    format!(
-        "{head}  {:>3}%  {}/{}  {shown_rate}  {eta}",
-        percent(r),
-        human_size(r.bytes),
-        human_size(r.total)
-    )
+    // Narrower still: no direction, single spaces, and the name as short as
+    // it gets.
+    let short = short.replace("  ", " ");
+    clip_columns(&format!("{id} {} {short}", clip_columns(&name, 4)), width)
 }
 
 /// A row of the `transfers` table: `rate` and `time` are `-` until the
@@ -235,9 +268,10 @@ impl Report for Renderer {
     }
 
     fn progress(&mut self, active: &[Listed<'_>]) {
+        let width = status_width();
         let lines: Vec<String> = active
             .iter()
-            .map(|l| progress_line(l.record, l.peer_name))
+            .map(|l| fit_progress(l.record, l.peer_name, width))
             .collect();
         self.status(&lines);
     }
@@ -257,6 +291,14 @@ impl Report for Renderer {
     fn shows_progress(&self) -> bool {
         self.shows_status()
     }
+}
+
+/// The columns a status line may take: one less than the terminal is wide (a
+/// line filling the last column would move the cursor on some terminals),
+/// asked afresh at each refresh, so a resized terminal gets lines of its new
+/// width.
+fn status_width() -> usize {
+    terminal_width().unwrap_or(80).saturating_sub(1).max(20)
 }
 
 impl Renderer {
@@ -347,9 +389,15 @@ impl Renderer {
         if !self.shows_status() {
             return;
         }
-        let width = terminal_width().unwrap_or(80).saturating_sub(1).max(20);
+        let width = status_width();
         let clipped: Vec<String> = lines.iter().map(|l| clip_columns(l, width)).collect();
         self.sink.status(&clipped);
+    }
+
+    /// The node is quitting: waiting for transfers first, or stopping now (see
+    /// [`super::Sink::quitting`]).
+    pub fn quitting(&mut self, waiting: bool) {
+        self.sink.quitting(waiting);
     }
 
     /// The user entered a command line (see [`super::Sink::input_line`]).
@@ -441,6 +489,28 @@ mod tests {
             "{l}"
         );
         assert!(l.contains("ETA"), "{l}");
+        // Narrower: the peer goes, then the sizes and most of the name; the
+        // percentage, the rate and the ETA stay.
+        let mut m = Record::new(3, true, ConnId(2), "a".into(), "a.iso".into(), 2 << 20);
+        m.phase = Phase::Active;
+        m.started = Some(now - Duration::from_secs(2));
+        m.sample(now - Duration::from_secs(2));
+        m.bytes = 1 << 20;
+        m.sample(now - Duration::from_secs(1));
+        let w = |width| fit_progress(&m, Some("bob"), width);
+        assert!(w(100).contains(" to bob "), "{}", w(100));
+        assert_eq!(
+            w(60),
+            "t3 send \"a.iso\"   50%  1.0 MiB/2.0 MiB  1.0 MiB/s  ETA 1s"
+        );
+        assert_eq!(w(39), "t3 send \"a.iso\"  50%  1.0 MiB/s  ETA 1s");
+        assert_eq!(w(37), "t3 send \"a.i…  50%  1.0 MiB/s  ETA 1s");
+        assert_eq!(w(30), "t3 \"a.… 50% 1.0 MiB/s ETA 1s");
+        for width in [20, 25, 30, 39, 50, 100] {
+            let l = w(width);
+            assert!(l.chars().count() <= width, "{width}: {l}");
+        }
+        assert!(w(25).contains("50%"), "{}", w(25));
         let cells = row(&r, None, now);
         assert_eq!(cells[2], "#2 1.2.3.4:5");
         assert_eq!(cells[5], "50%");

@@ -6,7 +6,7 @@ mod complete;
 mod printer;
 
 pub use complete::{SockHelper, candidates};
-pub use printer::{Link, PrinterSink, rows};
+pub use printer::{Link, PrinterSink, Quit, rows};
 
 use crate::command::{CompletionTargets, Input};
 use crate::net::Remote;
@@ -56,13 +56,12 @@ impl ConditionalEventHandler for CtrlC {
 /// rustyline ends `readline` (see [`Link::entered`]); then does the usual.
 struct Enter {
     link: Arc<Link>,
-    prompt: String,
 }
 
 impl ConditionalEventHandler for Enter {
     fn handle(&self, _: &Event, _: RepeatCount, _: bool, ctx: &EventContext) -> Option<Cmd> {
         let cols = terminal_width().unwrap_or(80);
-        self.link.entered(&self.prompt, ctx.line(), cols);
+        self.link.entered_here(ctx.line(), cols);
         None
     }
 }
@@ -72,6 +71,8 @@ pub struct Repl {
     editor: Editor<SockHelper, FileHistory>,
     history: Option<PathBuf>,
     prompt: String,
+    /// The prompt while `quit` waits for transfers.
+    waiting_prompt: String,
     link: Arc<Link>,
 }
 
@@ -99,10 +100,7 @@ impl Repl {
         ] {
             editor.bind_sequence(
                 key,
-                EventHandler::Conditional(Box::new(Enter {
-                    link: link.clone(),
-                    prompt: prompt.clone(),
-                })),
+                EventHandler::Conditional(Box::new(Enter { link: link.clone() })),
             );
         }
         let history = history_path(mode);
@@ -116,6 +114,7 @@ impl Repl {
             editor,
             history,
             prompt,
+            waiting_prompt: format!("{mode} (waiting for transfers)> "),
             link,
         })
     }
@@ -150,40 +149,70 @@ impl Repl {
         self.link.wait_done(0, OUTPUT_WAIT);
         let mut sent = 0u64;
         loop {
-            self.link.begin_line();
-            let read = self.editor.readline(&self.prompt);
+            let prompt = match self.link.quit() {
+                Quit::Running => self.prompt.clone(),
+                Quit::Waiting => self.waiting_prompt.clone(),
+                Quit::Stopping => return,
+            };
+            if !self.link.begin_reading(&prompt) {
+                return;
+            }
+            let read = self.editor.readline(&prompt);
+            self.link.end_reading();
             let cols = terminal_width().unwrap_or(80);
-            match read {
+            let lines: Vec<String> = match read {
                 Ok(text) => {
-                    self.link.entered(&self.prompt, &text, cols);
-                    let lines: Vec<&str> = command_lines(&text).collect();
+                    self.link.entered(&prompt, &text, cols);
+                    let lines: Vec<String> = command_lines(&text).map(str::to_string).collect();
                     for l in &lines {
                         let _ = self.editor.add_history_entry(l.trim());
                     }
                     if let (Some(h), false) = (&self.history, lines.is_empty()) {
                         let _ = self.editor.append_history(h);
                     }
-                    for l in lines {
-                        let quit = matches!(l.trim(), "quit" | "exit");
-                        if remote.send(Input::Line(l.to_string())).is_err() || quit {
-                            return;
-                        }
-                        sent += 1;
-                    }
-                    self.link.wait_done(sent, OUTPUT_WAIT);
+                    lines
                 }
+                // Ctrl-C on an empty line, Ctrl-D: `quit` (which in a filer
+                // with files going out waits, and the prompt stays).
                 Err(ReadlineError::Interrupted) | Err(ReadlineError::Eof) => {
-                    self.link.entered(&self.prompt, "", cols);
-                    let _ = remote.send(Input::Line("quit".into()));
-                    return;
+                    self.link.entered(&prompt, "", cols);
+                    vec!["quit".to_string()]
                 }
                 Err(e) => {
                     eprintln!("error: reading the terminal: {e}");
                     let _ = remote.send(Input::Line("quit".into()));
                     return;
                 }
+            };
+            for l in lines {
+                let quit = matches!(l.trim(), "quit" | "exit");
+                if remote.send(Input::Line(l)).is_err() {
+                    return;
+                }
+                sent += 1;
+                if quit && self.quit_taken(sent) == Quit::Stopping {
+                    return;
+                }
+            }
+            self.link.wait_done(sent, OUTPUT_WAIT);
+        }
+    }
+
+    /// After a `quit` (the `sent`th line): waits until the loop took it, for a
+    /// few seconds at most (a loop busy sending files may take a moment), and
+    /// says whether it stops now or waits for transfers. A `quit` not taken by
+    /// then (`connect` holds lines until its first dials end) counts as
+    /// stopping: no prompt is drawn again, as before the quit was known.
+    fn quit_taken(&self, sent: u64) -> Quit {
+        for _ in 0..20 {
+            if self.link.wait_done(sent, OUTPUT_WAIT) {
+                return self.link.quit();
+            }
+            if self.link.quit() == Quit::Stopping {
+                break;
             }
         }
+        Quit::Stopping
     }
 }
 

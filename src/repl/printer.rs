@@ -39,6 +39,27 @@ struct LinkState {
     /// Command lines the loop has taken and then flushed the output of; `None`
     /// until its first flush.
     done: Option<u64>,
+    /// The prompt being read (what [`Link::entered_here`] records the line with).
+    prompt: String,
+    /// Where the node is in quitting.
+    quit: Quit,
+    /// The prompt's thread is in `readline` (or about to be).
+    reading: bool,
+    /// The loop has ended: no prompt is to be drawn again.
+    closed: bool,
+}
+
+/// Where the node is in quitting, as the prompt needs to know.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Quit {
+    /// Not quitting.
+    #[default]
+    Running,
+    /// `quit` waits for something to end (the filer's outgoing files): the
+    /// prompt stays, saying so; Ctrl-C or `quit` again stops now.
+    Waiting,
+    /// Stopping now: no prompt again.
+    Stopping,
 }
 
 impl Link {
@@ -49,6 +70,45 @@ impl Link {
     /// A new prompt is about to be read: nothing of it recorded yet.
     pub fn begin_line(&self) {
         self.state().recorded = false;
+    }
+
+    /// Like [`Self::begin_line`], for `prompt`; then marks the prompt as being
+    /// read, unless the loop has ended (false: no prompt may be drawn).
+    pub fn begin_reading(&self, prompt: &str) -> bool {
+        let mut s = self.state();
+        s.recorded = false;
+        s.prompt.clear();
+        s.prompt.push_str(prompt);
+        s.reading = !s.closed;
+        s.reading
+    }
+
+    /// `readline` returned.
+    pub fn end_reading(&self) {
+        self.state().reading = false;
+    }
+
+    /// The loop has ended: no prompt is to be drawn again. True when one may
+    /// be on screen (the prompt's thread is reading).
+    fn close(&self) -> bool {
+        let mut s = self.state();
+        s.closed = true;
+        s.reading
+    }
+
+    /// Where the node is in quitting.
+    pub fn quit(&self) -> Quit {
+        self.state().quit
+    }
+
+    fn set_quit(&self, q: Quit) {
+        self.state().quit = q;
+    }
+
+    /// [`Self::entered`] at the prompt being read.
+    pub fn entered_here(&self, line: &str, cols: usize) {
+        let prompt = self.state().prompt.clone();
+        self.entered(&prompt, line, cols);
     }
 
     /// The user entered `line` at `prompt` on a terminal `cols` wide: it stays on
@@ -251,6 +311,49 @@ impl<P: ExternalPrinter + Send> Sink for PrinterSink<P> {
     fn input_line(&mut self) {
         self.taken += 1;
     }
+
+    fn quitting(&mut self, waiting: bool) {
+        self.link.set_quit(if waiting {
+            Quit::Waiting
+        } else {
+            Quit::Stopping
+        });
+    }
+}
+
+/// A no-op for the screen that rustyline still has to print (it moves the
+/// cursor up a row and back down, then the prompt is redrawn).
+const NOTHING: &str = "\x1b[1A\n";
+
+impl<P: ExternalPrinter + Send> Drop for PrinterSink<P> {
+    /// The loop has ended and the process is about to exit: the last output is
+    /// printed, the progress block erased, and a prompt still on screen (the
+    /// node stopped by itself, e.g. when the last file `quit` waited for went
+    /// out) erased, so nothing is left half-drawn above the shell's prompt.
+    fn drop(&mut self) {
+        self.block.set(&[]);
+        let text = self.render();
+        let reading = self.link.close();
+        if !text.is_empty() {
+            let _ = self.printer.print(text);
+        }
+        if reading {
+            // The printer hands texts to `readline` through a channel that holds
+            // one, and `readline` prints them in turn, redrawing the prompt
+            // after each: once two more went in, the text above is on screen,
+            // and the redraw after the last is a moment's work.
+            std::thread::sleep(Duration::from_millis(20));
+            for _ in 0..2 {
+                let _ = self.printer.print(NOTHING.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let erase = b"\r\x1b[J";
+            // SAFETY: writing a buffer we own to stdout.
+            unsafe {
+                libc::write(1, erase.as_ptr().cast(), erase.len());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -362,6 +465,23 @@ mod tests {
         s.status(&["p 2%".into()]);
         s.flush();
         assert_eq!(printed(&rec), vec!["p 1%\n", "p 2%\n"]);
+    }
+
+    #[test]
+    fn the_block_is_erased_when_the_loop_ends() {
+        let (mut s, rec, link) = sink();
+        s.status(&["t1 send a 5%".into()]);
+        s.flush();
+        s.event(b"~ transfer t1 failed");
+        s.quitting(false);
+        assert_eq!(link.quit(), Quit::Stopping);
+        drop(s);
+        assert_eq!(
+            printed(&rec),
+            vec!["t1 send a 5%\n", "\x1b[1A\x1b[J~ transfer t1 failed\n"]
+        );
+        // No prompt is drawn after that.
+        assert!(!link.begin_reading("filer> "));
     }
 
     #[test]
