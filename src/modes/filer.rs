@@ -51,8 +51,10 @@ struct Security {
     identity: Identity,
     pins: KnownPeers,
     require_encryption: bool,
-    /// Dials of the ipserver (and of addresses outside the roster): encrypted,
-    /// presenting our key, but not checking the other side's.
+    /// Dials of the ipserver: encrypted, presenting our key, but not checking
+    /// the other side's (the ipserver is not authenticated; see README,
+    /// "Security"). Addresses outside the roster are dialled in plaintext, as
+    /// an original peer may be there.
     any_server: Arc<rustls::ClientConfig>,
     /// Dials of a peer whose key we know, by fingerprint.
     pinned: HashMap<String, Arc<rustls::ClientConfig>>,
@@ -683,7 +685,7 @@ impl Filer {
                 self.peers.names.claim(conn, name);
                 let why = match ctx.info(conn).and_then(|i| i.tls.as_ref()) {
                     Some(_) => "its key is not the one the ipserver reports for that name",
-                    None => "not encrypted, and not from that name's roster address",
+                    None => "not encrypted, while that name has a key or another address",
                 };
                 core.out.unverified(conn.0, name, why);
                 core.refresh_completion(ctx, &*self);

@@ -231,7 +231,9 @@ impl Ipserver {
             .reports
             .values()
             .filter(|r| !r.stale && seen.insert(&r.entry.id))
-            .map(|r| &r.entry);
+            // The name's holder's entry (a keyed report displaces a plaintext
+            // one), in the order the names first reported.
+            .filter_map(|r| self.shown.get(&r.entry.id));
         let body = roster::format(entries);
         let header = Header::new().with("Broadcast", "");
         match encode(&header, body.as_bytes()) {
