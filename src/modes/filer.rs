@@ -504,6 +504,11 @@ impl Filer {
                     let cfg = sec.pinned_config(&fp)?;
                     ctx.dial_tls(addr, cfg)
                 }
+                // `connect tls://ADDR`: a sockmod filer outside the roster;
+                // encrypted, its key judged when it names itself.
+                None if addr.starts_with(crate::net::TLS_SCHEME) => {
+                    ctx.dial_tls(addr, sec.any_server.clone())
+                }
                 None if sec.require_encryption => {
                     return Err(format!(
                         "{} has no key (an original peer, or unknown): --require-encryption refuses plaintext",
