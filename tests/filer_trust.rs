@@ -1127,3 +1127,76 @@ fn require_encryption_refuses_plaintext_peers() {
     let out = dialled(&ann.p, "bob");
     assert_eq!(out["tls"]["version"], "TLS1.3", "{out}");
 }
+
+/// `--secret`: members of the group (the ipserver and two filers) talk; a filer
+/// with another passphrase, and one with none, are refused on both sides with a
+/// reason that says so; the passphrase itself is never printed.
+#[test]
+fn a_secret_closes_the_group() {
+    const SECRET: &str = "correct horse battery staple";
+    let (ips, ips_addr) = spawn_ipserver("127.0.0.1:0", EVERY, &["--secret", SECRET]);
+    let mut ann = filer("ann", ips_addr, &["--secret", SECRET]);
+    let bob = filer("bob", ips_addr, &["--secret", SECRET]);
+    expect_online(&ann.p, "bob", bob.addr.port());
+    expect_online(&bob.p, "ann", ann.addr.port());
+    ann.p.send_line("send bob members only");
+    let m = expect_chat(&bob.p, "members only");
+    assert_eq!(m["from"], "ann", "{m}");
+    let c = connected_event(&bob.p, &m["peer"]);
+    assert_eq!(c["tls"]["version"], "TLS1.3", "{c}");
+
+    // Another passphrase: the ipserver refuses it, and it hears why.
+    let mut eve = filer("eve", ips_addr, &["--secret", "wrong horse"]);
+    eve.p.expect_json("eve refused by the ipserver", |v| {
+        v["event"] == "ipserver"
+            && v["state"] == "lost"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("wrong secret"))
+    });
+    // Dialling a member directly is refused on both sides, too.
+    eve.p.send_line(&format!("connect tls://{}", ann.addr));
+    eve.p.expect_json("eve's dial of ann refused", |v| {
+        (v["event"] == "connect_failed" || v["event"] == "closed")
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("wrong secret"))
+    });
+    ann.p.expect_json("ann refuses eve", |v| {
+        v["event"] == "closed"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("wrong secret"))
+    });
+
+    // No passphrase at all: refused with the reason on both sides.
+    let mal = filer("mal", ips_addr, &[]);
+    mal.p.expect_json("mal told a secret is required", |v| {
+        v["event"] == "ipserver"
+            && v["state"] == "lost"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("requires a shared secret"))
+    });
+    ips.expect_json("the ipserver says mal has none", |v| {
+        v["event"] == "closed"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the peer has no --secret"))
+    });
+    // Outsiders never made it into the roster.
+    ann.p.send_line("peers");
+    let v = ann.p.expect_json("ann's peers", |v| v["event"] == "peers");
+    let ids: Vec<&str> = v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["bob"], "{v}");
+    // The passphrase appears in no output.
+    for p in [&ips, &ann.p, &bob.p, &eve.p, &mal.p] {
+        let all = p.out.texts().join("\n") + &p.err.texts().join("\n");
+        assert!(!all.contains("horse"), "the passphrase was printed:\n{all}");
+    }
+}

@@ -659,9 +659,9 @@ impl Core {
             return;
         };
         if let Some(s) = c.transport.as_mut() {
-            if c.info.state != State::Handshaking {
-                s.close();
-            }
+            // TLS: what is buffered (a --secret proof's last frame, so the peer
+            // learns why) goes out with close_notify.
+            s.close();
             let _ = self.poll.registry().deregister(s);
         }
         self.forget(&c);
