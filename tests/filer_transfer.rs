@@ -915,8 +915,8 @@ fn received_paths_are_absolute_though_the_inbox_was_given_relative() {
     cmd.current_dir(&dir);
     let mut bob = Proc::spawn_cmd(cmd);
     let addr = bob.listening_addr();
-    // The inbox is made when the first file arrives, not before.
-    assert!(!dir.join("in box").exists());
+    // The inbox is made (and checked writable) at start.
+    assert!(wait_until(TIMEOUT, || dir.join("in box").is_dir()));
     let want = dir.canonicalize().unwrap().join("in box");
     let mut c = Client::connect(addr);
     for (i, file) in ["notes.txt", "notes (1).txt"].iter().enumerate() {

@@ -108,6 +108,9 @@ struct Peers {
     names: PeerNames,
     /// Connections whose peer sent an identity frame (a sockmod filer).
     identified: HashSet<ConnId>,
+    /// Connections dialled by the roster name of a peer a sockmod ipserver
+    /// lists without a key: original peers, which never confirm files.
+    originals: HashSet<ConnId>,
 }
 
 impl Peers {
@@ -117,6 +120,7 @@ impl Peers {
             out,
             names: self.names.as_map(),
             identified: &self.identified,
+            originals: &self.originals,
         }
     }
 }
@@ -528,7 +532,16 @@ impl Filer {
             .get(name)
             .ok_or_else(|| format!("no peer named {name:?} in the roster (see `peers`)"))?;
         let addr = std::net::SocketAddr::new(e.ip, e.port).to_string();
-        self.dial_peer(core, ctx, &addr, Some(name))
+        let keyless = self.keys_expected()
+            && self
+                .sec
+                .as_ref()
+                .is_some_and(|s| !s.keys.contains_key(name));
+        let id = self.dial_peer(core, ctx, &addr, Some(name))?;
+        if keyless {
+            self.peers.originals.insert(id);
+        }
+        Ok(id)
     }
 
     /// Named targets that are in the roster but not connected get dialled, so
@@ -725,6 +738,9 @@ impl Mode for Filer {
 
     fn on_start(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         core.listening(ctx);
+        if let Some(problem) = self.xfer.inbox_problem() {
+            core.out.notice(&format!("warning: {problem}"));
+        }
         self.dial_ipserver(ctx);
         self.report_timer = Some(ctx.set_timer(self.cfg.report_interval));
     }
@@ -805,6 +821,7 @@ impl Mode for Filer {
         self.xfer
             .on_closed(&mut self.peers.env(&mut core.out), info, reason);
         self.peers.identified.remove(&info.id);
+        self.peers.originals.remove(&info.id);
         core.closed(ctx, self, info, reason, alive);
         self.check_quit(core, ctx);
     }
@@ -886,10 +903,12 @@ impl Mode for Filer {
                 core.run_common(ctx, &*self, cmd)
             }
             Command::SendFile(t, paths) => {
+                // Checked before anything happens: a bad path dials no one.
+                let files = Transfers::check_files(&paths)?;
                 self.dial_missing(core, ctx, &t)?;
                 let ids = core.resolve(ctx, &*self, &t)?;
                 self.xfer
-                    .send_files(ctx, &mut self.peers.env(&mut core.out), &ids, &paths)
+                    .send_files(ctx, &mut self.peers.env(&mut core.out), &ids, &files)
             }
             Command::Transfers => {
                 self.xfer.list(&mut self.peers.env(&mut core.out));

@@ -6,7 +6,7 @@
 use super::{
     Renderer, clip_columns, eta, format_table, human_duration, human_rate, terminal_width,
 };
-use crate::filer::transfer::{Change, Listed, Phase, Record, Report};
+use crate::filer::transfer::{BatchSummary, Change, Listed, Phase, Record, Report};
 use crate::human::{human_size, quoted_name};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ pub struct TransferEvent<'a> {
     pub reason: Option<&'a str>,
     /// Where a received file was stored (`done`), or the source of a sent one.
     pub path: Option<&'a str>,
+    /// Sending, `done`: the name the receiver stored the file under.
+    pub stored: Option<&'a str>,
     /// Time since it started.
     pub elapsed: Duration,
 }
@@ -90,6 +92,11 @@ fn event<'a>(
         reason: r.reason.as_deref(),
         path: if change == Change::Done && !r.sending {
             r.path.as_deref()
+        } else {
+            None
+        },
+        stored: if change == Change::Done && r.sending {
+            r.stored.as_deref()
         } else {
             None
         },
@@ -197,6 +204,9 @@ fn json(r: &Record, peer_name: Option<&str>, now: Instant) -> serde_json::Value 
     if let Some(p) = &r.path {
         v["path"] = p.clone().into();
     }
+    if let Some(st) = &r.stored {
+        v["stored"] = st.clone().into();
+    }
     v
 }
 
@@ -246,6 +256,29 @@ impl Report for Renderer {
         Renderer::notice(self, text);
     }
 
+    /// `~ batch: 3 of 4 files sent (12.0 MiB), 1 failed`, or a `batch` event.
+    fn batch(&mut self, b: &BatchSummary) {
+        if self.is_json() {
+            self.json("batch")
+                .num("files", b.files as u64)
+                .num("sent", b.sent as u64)
+                .num("failed", b.failed as u64)
+                .num("bytes", b.bytes);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(
+                    l,
+                    "~ batch: {} of {} files sent ({}), {} failed",
+                    b.sent,
+                    b.files,
+                    human_size(b.bytes),
+                    b.failed
+                );
+            });
+        }
+    }
+
     fn flush(&mut self) {
         Renderer::flush(self);
     }
@@ -283,6 +316,9 @@ impl Renderer {
             if let Some(p) = ev.path {
                 j.str("path", p);
             }
+            if let Some(st) = ev.stored {
+                j.str("stored", st);
+            }
             j.num("elapsed_ms", ev.elapsed.as_millis() as u64);
             self.emit_json();
         } else if ev.state != "progress" {
@@ -309,6 +345,9 @@ impl Renderer {
                         );
                         if let (false, Some(p)) = (s, ev.path) {
                             let _ = write!(l, " -> {p}");
+                        }
+                        if let (true, Some(st)) = (s, ev.stored) {
+                            let _ = write!(l, ", stored as {}", quoted_name(st));
                         }
                     }
                     (state, s) => {
@@ -378,6 +417,7 @@ mod tests {
             state,
             reason,
             path: Some("inbox/a b.txt"),
+            stored: None,
             elapsed: Duration::from_millis(1500),
         }
     }

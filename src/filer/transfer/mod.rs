@@ -20,6 +20,7 @@
 //! depends on no output code.
 
 pub mod naming;
+pub mod paths;
 pub mod record;
 pub mod recv;
 pub mod send;
@@ -67,11 +68,6 @@ const STOPPED_BY_QUIT: &str = "stopped: quitting";
 /// Finished transfers kept for `transfers`.
 const KEEP_FINISHED: usize = 1000;
 
-/// How long a new connection's peer has to name itself (a sockmod filer sends
-/// its identity frame first) before it is taken for an original peer, which
-/// never confirms a file: a file sent to it is done once its bytes are written.
-const IDENTITY_WAIT: Duration = Duration::from_secs(2);
-
 /// Transfer settings from the command line.
 #[derive(Debug, Clone)]
 pub struct TransferConfig {
@@ -101,6 +97,8 @@ impl Default for TransferConfig {
 pub trait Report {
     /// Transfer `r` has just changed (`peer_name` as [`Listed::peer_name`]).
     fn transfer(&mut self, r: &Record, change: Change, peer_name: Option<&str>, now: Instant);
+    /// Every file of a `sendfile` with several files has ended.
+    fn batch(&mut self, summary: &BatchSummary);
     /// The answer to `transfers`: every record kept, by number.
     fn transfers(&mut self, all: &[Listed<'_>], now: Instant);
     /// The transfers moving bytes or awaiting confirmation, for the progress
@@ -139,6 +137,44 @@ pub struct Env<'a> {
     /// Connections whose peer sent an identity frame: sockmod filers, which
     /// confirm every file they store (`TP:received`). Original peers do not.
     pub identified: &'a HashSet<ConnId>,
+    /// Connections known to reach an original peer without it having spoken:
+    /// dialled by the roster name of a peer the ipserver lists without a key.
+    pub originals: &'a HashSet<ConnId>,
+}
+
+impl Env<'_> {
+    /// True when the peer on `conn` is known to be an original one, which
+    /// never confirms a file: it never identified itself, and it either sent a
+    /// message (`msgs_in`) or was dialled as a keyless roster peer.
+    fn is_original(&self, conn: ConnId, msgs_in: u64) -> bool {
+        !self.identified.contains(&conn) && (msgs_in > 0 || self.originals.contains(&conn))
+    }
+}
+
+/// A file checked for sending: its path, announced name and size.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    path: PathBuf,
+    name: String,
+    size: u64,
+}
+
+/// The files of one `sendfile` with several files, for its summary line.
+struct Batch {
+    ids: Vec<u64>,
+}
+
+/// What a batch came to, once every file in it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Files in the batch (over every target).
+    pub files: usize,
+    /// Files delivered.
+    pub sent: usize,
+    /// Files that failed (cancelled ones included).
+    pub failed: usize,
+    /// Bytes delivered.
+    pub bytes: u64,
 }
 
 /// A file waiting for its turn on a connection.
@@ -195,6 +231,8 @@ pub struct Transfers {
     /// Some finished records were forgotten (over [`KEEP_FINISHED`]): a number
     /// missing from `records` may then have been used.
     pruned: bool,
+    /// `sendfile`s of several files not yet ended.
+    batches: Vec<Batch>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -233,6 +271,7 @@ impl Transfers {
             tick: None,
             send_failures: 0,
             pruned: false,
+            batches: Vec::new(),
         }
     }
 
@@ -360,6 +399,7 @@ impl Transfers {
             }
         };
         self.emit(env, id, change);
+        self.end_batches(env);
         self.finished.push_back(id);
         while self.finished.len() > KEEP_FINISHED {
             if let Some(old) = self.finished.pop_front() {
@@ -369,6 +409,35 @@ impl Transfers {
         }
         self.refresh_status(env);
         env.out.flush();
+    }
+
+    /// Reports the batches whose files have all ended.
+    fn end_batches(&mut self, env: &mut Env<'_>) {
+        let records = &self.records;
+        let ended = |id: &u64| records.get(id).is_none_or(|r| r.phase.is_final());
+        let mut i = 0;
+        while i < self.batches.len() {
+            if !self.batches[i].ids.iter().all(ended) {
+                i += 1;
+                continue;
+            }
+            let b = self.batches.swap_remove(i);
+            let mut s = BatchSummary {
+                files: b.ids.len(),
+                sent: 0,
+                failed: 0,
+                bytes: 0,
+            };
+            for r in b.ids.iter().filter_map(|id| self.records.get(id)) {
+                if r.phase == Phase::Done {
+                    s.sent += 1;
+                    s.bytes += r.total;
+                } else {
+                    s.failed += 1;
+                }
+            }
+            env.out.batch(&s);
+        }
     }
 
     fn set_bytes(&mut self, id: u64, bytes: u64) {
@@ -381,22 +450,37 @@ impl Transfers {
     // Commands
     // ----------------------------------------------------------------------
 
-    /// `sendfile`: queues every path for every connection. Every path is checked
-    /// first; if one cannot be sent, nothing is queued.
+    /// `sendfile`'s paths, before anything else is done: patterns expanded
+    /// ([`paths::expand`]) and every file checked. `Err` when one cannot be
+    /// sent (missing, unreadable, a directory) or a pattern matches nothing.
+    pub fn check_files(args: &[PathBuf]) -> Result<Vec<Checked>, String> {
+        let paths = paths::expand(args)?;
+        let mut files = Vec::with_capacity(paths.len());
+        for p in paths {
+            let size = check_source(&p)?;
+            let name = wire_name(&p);
+            files.push(Checked {
+                path: p,
+                name,
+                size,
+            });
+        }
+        Ok(files)
+    }
+
+    /// `sendfile`: queues every checked file ([`Transfers::check_files`]) for
+    /// every connection. Several files make a batch, which ends with a
+    /// summary ([`Report::batch`]).
     pub fn send_files(
         &mut self,
         ctx: &mut Context<'_>,
         env: &mut Env<'_>,
         conns: &[ConnId],
-        paths: &[PathBuf],
+        files: &[Checked],
     ) -> Result<(), String> {
-        let mut files = Vec::with_capacity(paths.len());
-        for p in paths {
-            let size = check_source(p)?;
-            files.push((p.clone(), wire_name(p), size));
-        }
+        let mut batch = Vec::new();
         for &conn in conns {
-            for (path, name, size) in &files {
+            for Checked { path, name, size } in files {
                 let id = self.new_record(ctx, true, conn, name, *size);
                 if let Some(r) = self.records.get_mut(&id) {
                     r.path = Some(path.display().to_string());
@@ -410,10 +494,25 @@ impl Transfers {
                         path: path.clone(),
                         name: name.clone(),
                     });
+                batch.push(id);
             }
+        }
+        if batch.len() > 1 {
+            self.batches.push(Batch { ids: batch });
+        }
+        for &conn in conns {
             self.pump(ctx, env, conn);
         }
         Ok(())
+    }
+
+    /// Why received files could not be stored, if they could not (checked
+    /// at start, so the user hears of it before a file is refused).
+    pub fn inbox_problem(&self) -> Option<String> {
+        if !self.cfg.accept {
+            return None;
+        }
+        recv::inbox_problem(&self.cfg.inbox)
     }
 
     /// `transfers`: every record kept, to the report.
@@ -626,19 +725,16 @@ impl Transfers {
     /// Completes sends to peers that do not confirm once their bytes are written.
     ///
     /// A peer that named itself (a sockmod filer) confirms each file, so its
-    /// sends wait for that. Any other peer is an original one once it has sent
-    /// a message without naming itself, or stayed unnamed for
-    /// [`IDENTITY_WAIT`] since the connection appeared (checked again on every
-    /// progress tick); the roster name a connection was dialled by says nothing
-    /// about what the peer speaks.
+    /// sends wait for that (or its refusal, whenever it comes). Only a peer
+    /// known to be original ([`Env::is_original`]) has its files completed by
+    /// the bytes written; a peer that stays silent is not presumed original,
+    /// however long: its files stay `confirming` until it speaks or the
+    /// connection closes (then they fail).
     fn check_written(&mut self, ctx: &Context<'_>, env: &mut Env<'_>, conn: ConnId) {
-        if env.identified.contains(&conn) {
-            return;
-        }
         let Some(i) = ctx.info(conn) else {
             return;
         };
-        if i.msgs_in == 0 && i.since.elapsed() < IDENTITY_WAIT {
+        if !env.is_original(conn, i.msgs_in) {
             return;
         }
         self.complete_written(env, conn, i.bytes_out);
@@ -808,7 +904,11 @@ impl Transfers {
         match step {
             Step::More => Some(RecvState::Receiving(inc)),
             Step::Done(path) => {
-                let h = wire::received_header(&inc.name, inc.total);
+                let stored = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let h = wire::received_header(&inc.name, inc.total, &stored);
                 let _ = ctx.send(conn, &h, &[]);
                 self.finish(env, inc.id, Ok(Some(path)));
                 None
@@ -905,6 +1005,9 @@ impl Transfers {
 
     fn on_received(&mut self, env: &mut Env<'_>, conn: ConnId, c: Control<'_>) {
         if let Some(id) = self.take_unconfirmed(conn, &c) {
+            if let (Some(r), Some(s)) = (self.records.get_mut(&id), c.stored) {
+                r.stored = Some(wire::clean_text(s));
+            }
             self.finish(env, id, Ok(None));
         }
     }
@@ -988,7 +1091,7 @@ impl Transfers {
                 Err(format!("connection closed mid-file: {reason}")),
             );
         }
-        if !env.identified.contains(&conn) {
+        if env.is_original(conn, info.msgs_in) {
             // An original peer: what was written in full is all it gets.
             self.complete_written(env, conn, info.bytes_out);
         }

@@ -80,6 +80,8 @@ pub struct Record {
     pub reason: Option<String>,
     /// The source (sending) or where it was stored (received).
     pub path: Option<String>,
+    /// Sending: the name the receiver says it stored the file under.
+    pub stored: Option<String>,
     /// When it began moving bytes.
     pub started: Option<Instant>,
     /// When it ended.
@@ -114,6 +116,7 @@ impl Record {
             phase: Phase::Queued,
             reason: None,
             path: None,
+            stored: None,
             started: None,
             ended: None,
             emitted: 0,

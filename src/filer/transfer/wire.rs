@@ -12,10 +12,11 @@
 //!   with transfers in flight sends one for each, with reason `sender quit` or
 //!   `receiver quit`; a sender told `receiver quit` drops the files it had
 //!   queued for that peer too.
-//! - Received (sockmod): `TP:received;N:NAME;L:TOTAL`, no body: the receiver
-//!   stored the file complete and verified. A sockmod sender reports `done` on it
-//!   when the peer identified itself as a sockmod filer; otherwise once the last
-//!   byte is written to the socket.
+//! - Received (sockmod): `TP:received;N:NAME;L:TOTAL;S:STORED`, no body: the
+//!   receiver stored the file complete and verified, under the name `S`. A
+//!   sockmod sender reports `done` on it when the peer identified itself as a
+//!   sockmod filer; to a peer known to be original (it spoke without
+//!   identifying itself), once the last byte is written to the socket.
 //!
 //! - The first chunk of a file also carries `T:N`, the sender's transfer
 //!   number (sockmod): a sockmod receiver numbers the transfer alike when it
@@ -73,6 +74,8 @@ pub struct Control<'a> {
     pub role: Option<Role>,
     /// Cancel: why.
     pub reason: &'a str,
+    /// Received: the name the receiver stored the file under (`S`), when given.
+    pub stored: Option<&'a str>,
 }
 
 /// A frame of the file protocol, borrowed from a header.
@@ -131,6 +134,7 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                     _ => None,
                 },
                 reason: h.get("reason").unwrap_or(""),
+                stored: h.get("S"),
             };
             Some(Ok(if tp == TP_CANCEL {
                 Frame::Cancel(ctl)
@@ -175,12 +179,14 @@ pub fn cancel_header(name: &str, total: u64, role: Role, reason: &str) -> Header
         .with("reason", reason)
 }
 
-/// The header of a received frame.
-pub fn received_header(name: &str, total: u64) -> Header {
-    Header::with_capacity(3)
+/// The header of a received frame: `stored` is the name the file was stored
+/// under in the receiver's inbox (`S`).
+pub fn received_header(name: &str, total: u64, stored: &str) -> Header {
+    Header::with_capacity(4)
         .with("TP", TP_RECEIVED)
         .with("N", name)
         .with("L", total.to_string())
+        .with("S", stored)
 }
 
 /// Makes peer-supplied text safe to show on one line: control characters
@@ -270,8 +276,11 @@ mod tests {
         assert_eq!(c.total, Some(7));
         assert_eq!(c.role, Some(Role::Receiver));
         assert_eq!(c.reason, "disk full: no space");
-        let h = received_header("x", 3);
-        assert!(matches!(parse(&h), Some(Ok(Frame::Received(_)))));
+        let h = received_header("x", 3, "x (2)");
+        let Some(Ok(Frame::Received(c))) = parse(&h) else {
+            panic!()
+        };
+        assert_eq!(c.stored, Some("x (2)"));
         assert_eq!(parse(&Header::new().with("info", "hi")), None);
     }
 
