@@ -111,6 +111,9 @@ struct Peers {
     /// Connections dialled by the roster name of a peer a sockmod ipserver
     /// lists without a key: original peers, which never confirm files.
     originals: HashSet<ConnId>,
+    /// Connections whose verified name has a pinned key that the connection
+    /// showed (refreshed before each frame goes to the transfer code).
+    pinned: HashSet<ConnId>,
 }
 
 impl Peers {
@@ -121,6 +124,7 @@ impl Peers {
             names: self.names.as_map(),
             identified: &self.identified,
             originals: &self.originals,
+            pinned: &self.pinned,
         }
     }
 }
@@ -663,6 +667,21 @@ impl Filer {
         }
     }
 
+    /// True when `conn`'s peer is verified under a name whose pinned key the
+    /// connection showed (`--accept-files known`).
+    fn is_pinned_peer(&self, ctx: &Context<'_>, conn: ConnId) -> bool {
+        let (Some(sec), Some(name)) = (&self.sec, self.peers.names.verified(conn)) else {
+            return false;
+        };
+        let shown = ctx
+            .info(conn)
+            .and_then(|i| i.tls.as_ref())
+            .and_then(|t| t.peer_fingerprint.clone());
+        sec.pins
+            .get(name)
+            .is_some_and(|p| shown.as_deref() == Some(p))
+    }
+
     /// `quit`: with files of ours still queued, going out or waiting for the
     /// receiver's confirmation, waits for them to end first (saying so); a
     /// second `quit`, or a signal, stops at once.
@@ -822,6 +841,7 @@ impl Mode for Filer {
             .on_closed(&mut self.peers.env(&mut core.out), info, reason);
         self.peers.identified.remove(&info.id);
         self.peers.originals.remove(&info.id);
+        self.peers.pinned.remove(&info.id);
         core.closed(ctx, self, info, reason, alive);
         self.check_quit(core, ctx);
     }
@@ -844,8 +864,15 @@ impl Mode for Filer {
             if let Some(name) = msg.header.get("ID") {
                 self.peers.identified.insert(conn);
                 self.on_identity(core, ctx, conn, name);
+                self.xfer
+                    .on_identified(ctx, &mut self.peers.env(&mut core.out), conn);
             }
             return;
+        }
+        if self.is_pinned_peer(ctx, conn) {
+            self.peers.pinned.insert(conn);
+        } else {
+            self.peers.pinned.remove(&conn);
         }
         if self
             .xfer
@@ -915,6 +942,8 @@ impl Mode for Filer {
                 Ok(())
             }
             Command::Cancel(n) => self.xfer.cancel(ctx, &mut self.peers.env(&mut core.out), n),
+            Command::Accept(n) => self.xfer.accept(ctx, &mut self.peers.env(&mut core.out), n),
+            Command::Refuse(n) => self.xfer.refuse(ctx, &mut self.peers.env(&mut core.out), n),
             Command::Quit => {
                 self.quit(core, ctx);
                 Ok(())

@@ -55,6 +55,7 @@ impl TransferEvent<'_> {
 fn phase_word(p: Phase) -> &'static str {
     match p {
         Phase::Queued => "queued",
+        Phase::Offered => "offered",
         Phase::Active => "active",
         Phase::Confirming => "confirming",
         Phase::Done => "done",
@@ -65,6 +66,7 @@ fn phase_word(p: Phase) -> &'static str {
 /// The `state` of a transfer event.
 fn change_word(c: Change) -> &'static str {
     match c {
+        Change::Offered => "offered",
         Change::Started => "started",
         Change::Progress => "progress",
         Change::Done => "done",
@@ -212,6 +214,10 @@ fn json(r: &Record, peer_name: Option<&str>, now: Instant) -> serde_json::Value 
 
 impl Report for Renderer {
     fn transfer(&mut self, r: &Record, change: Change, peer_name: Option<&str>, now: Instant) {
+        if change == Change::Offered {
+            self.offer(r, peer_name);
+            return;
+        }
         Renderer::transfer(self, &event(r, change, peer_name, now));
     }
 
@@ -293,6 +299,36 @@ impl Report for Renderer {
 }
 
 impl Renderer {
+    /// A file offered to us: `? bob offers "trip.mov" (4.2 GiB) — accept t3 /
+    /// refuse t3`, or an `offer` event.
+    pub fn offer(&mut self, r: &Record, peer_name: Option<&str>) {
+        if self.is_json() {
+            let j = self.json("offer");
+            j.num("transfer", r.id).num("peer", r.conn.0);
+            if let Some(n) = peer_name {
+                j.str("peer_name", n);
+            }
+            j.str("addr", &r.addr)
+                .str("name", &r.name)
+                .num("total", r.total)
+                .num("files", 1);
+            self.emit_json();
+        } else {
+            let who = r.who(peer_name);
+            self.human(|l| {
+                let _ = write!(
+                    l,
+                    "? {who} offers {} ({}) — accept t{} / refuse t{}",
+                    quoted_name(&r.name),
+                    human_size(r.total),
+                    r.id,
+                    r.id
+                );
+            });
+        }
+        self.flush();
+    }
+
     /// A transfer event. JSON: every state. Human: `started`, `done` and
     /// `failed` as lines (progress is the status block's job); a failure is
     /// also an error line on stderr unless stdout and stderr share a terminal.

@@ -25,6 +25,8 @@ const STALL_MIN: Duration = Duration::from_secs(2);
 pub enum Phase {
     /// Waiting for earlier files on the same connection.
     Queued,
+    /// Offered: waiting for the receiver's answer (`accept tN` / `refuse tN`).
+    Offered,
     /// Moving bytes.
     Active,
     /// Sent in full; waiting for the receiver's confirmation.
@@ -45,6 +47,8 @@ impl Phase {
 /// What just happened to a transfer, as reported to [`super::Report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
+    /// A peer offers a file, which waits for `accept` or `refuse`.
+    Offered,
     /// It began moving bytes.
     Started,
     /// It moved more bytes (reported once per progress tick).

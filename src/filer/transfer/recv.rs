@@ -44,6 +44,8 @@ pub struct Incoming {
     pub total: u64,
     /// Bytes stored so far.
     pub received: u64,
+    /// When it was created or last took a chunk (for `--transfer-timeout`).
+    pub touched: std::time::Instant,
     stored: String,
     dir: PathBuf,
     part: PathBuf,
@@ -150,6 +152,7 @@ impl Incoming {
             name: name.to_string(),
             total,
             received: 0,
+            touched: std::time::Instant::now(),
             stored,
             dir: inbox.to_path_buf(),
             part,
@@ -165,6 +168,11 @@ impl Incoming {
         Step::Failed { reason, ended }
     }
 
+    /// True before the first chunk (an accepted offer waiting for its data).
+    pub fn fresh(&self) -> bool {
+        self.next_index == 0 && self.received == 0
+    }
+
     /// Closes and removes the part file (idempotent).
     pub fn discard(&mut self) {
         if !self.finished {
@@ -177,6 +185,7 @@ impl Incoming {
     /// Takes chunk `index` (`None`: the last one) with `digest` (given on the
     /// last chunk by sockmod senders).
     pub fn accept(&mut self, index: Option<u64>, digest: Option<&str>, body: &[u8]) -> Step {
+        self.touched = std::time::Instant::now();
         if self.finished {
             return Step::Failed {
                 reason: "transfer already ended".into(),
