@@ -317,8 +317,12 @@ fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     bob.expect_event("identified", &[("name", Value::from("alice"))]);
     let src = tmp_path("killed-source.bin");
     std::fs::write(&src, random_bytes(64 << 20, 5)).unwrap();
-    bob.signal(libc::SIGSTOP);
+    // Bob is stopped once he has accepted the offer (no byte goes before).
     alice.send_line(&format!("sendfile bob {}", src.display()));
+    bob.expect_json("bob accepted", |v| {
+        v["event"] == "transfer" && v["dir"] == "recv" && v["state"] == "started"
+    });
+    bob.signal(libc::SIGSTOP);
     alice.expect_json("alice's send started", |v| {
         v["event"] == "transfer" && v["dir"] == "send" && v["state"] == "started"
     });
