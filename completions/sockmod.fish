@@ -121,9 +121,14 @@ complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -s b -l bind -d '
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l ipserver -d 'The ipserver to report to (HOST:PORT, or HOST for port 5000); retried while it is unreachable' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l report-interval -d 'How often to report to the ipserver (also how often to retry it, within 100ms to 5s, while it is unreachable)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l inbox -d 'Where received files are written (created if missing)' -r -F
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this (e.g. 4GiB); without it, only files larger than the free space are refused' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Accept incoming files, or refuse them all (the sender is told why)' -r -f -a "yes\t'Accept incoming files into --inbox'
-no\t'Refuse every incoming file; the sender is told why'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l max-file-size -d 'Refuse incoming files larger than this (e.g. 4GiB); without it, only files that would leave less than --min-free are refused' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l accept-files -d 'Which incoming files are taken: ask (each offer waits for `accept tN` or `refuse tN`), yes (all), no (none; the sender is told why), known (those from pinned peers; ask about the rest)' -r -f -a "ask\t'Show each offer; `accept tN` or `refuse tN` answers it'
+yes\t'Accept incoming files into --inbox'
+no\t'Refuse every incoming file; the sender is told why'
+known\t'Accept files from pinned peers; ask about the others'"
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l offer-timeout -d 'An offer not answered within this is refused (the sender is told)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l transfer-timeout -d 'An incoming file that moves no byte for this long fails (its part file and descriptor are released)' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l min-free -d 'Free space to keep on the inbox\'s disk: a file is refused when it and the files being received would leave less [default: 1GiB, or 5% of a smaller disk]' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l secret -d 'A passphrase every link (filer to filer, filer to ipserver) must prove, over TLS, without revealing it (SPAKE2): peers with another passphrase or none, and plaintext peers, are refused. Also read from SOCKMOD_SECRET (better than the command line, which other users can see)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l secret-file -d 'Read the --secret passphrase from the first line of FILE' -r -F
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l allow -d 'Admit only peers in this address or network (e.g. 192.168.1.0/24, ::1); repeatable. Without it, everyone not denied is admitted' -r

@@ -3,7 +3,7 @@
 
 use crate::cli::{AcceptFiles, AccessArgs, Cli, Common, Mode, TlsArgs};
 use crate::command::Input;
-use crate::filer::transfer::{CHUNK_SIZE, TransferConfig};
+use crate::filer::transfer::{CHUNK_SIZE, Policy, TransferConfig};
 use crate::modes::{
     Connect, Core, Filer, FilerConfig, FilerSecurity, Ipserver, Mode as _, Serve, Session,
 };
@@ -500,8 +500,16 @@ pub fn run(cli: Cli) -> i32 {
                 transfer: TransferConfig {
                     inbox,
                     max_file_size: a.max_file_size.map(|n| n as u64),
-                    accept: a.accept_files == AcceptFiles::Yes,
+                    accept: match a.accept_files {
+                        AcceptFiles::Ask => Policy::Ask,
+                        AcceptFiles::Yes => Policy::Yes,
+                        AcceptFiles::No => Policy::No,
+                        AcceptFiles::Known => Policy::Known,
+                    },
                     chunk_size: chunk_size(),
+                    offer_timeout: a.offer_timeout,
+                    transfer_timeout: a.transfer_timeout,
+                    min_free: a.min_free.map(|n| n as u64),
                 },
                 security: None,
             };

@@ -339,12 +339,26 @@ pub struct FilerArgs {
     #[arg(long, default_value = "./inbox", value_name = "DIR")]
     pub inbox: PathBuf,
     /// Refuse incoming files larger than this (e.g. 4GiB); without it, only files
-    /// larger than the free space are refused.
+    /// that would leave less than --min-free are refused.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_file_size: Option<usize>,
-    /// Accept incoming files, or refuse them all (the sender is told why).
-    #[arg(long, value_enum, default_value_t = AcceptFiles::Yes, value_name = "yes|no")]
+    /// Which incoming files are taken: ask (each offer waits for `accept tN` or
+    /// `refuse tN`), yes (all), no (none; the sender is told why), known (those
+    /// from pinned peers; ask about the rest).
+    #[arg(long, value_enum, default_value_t = AcceptFiles::Ask, value_name = "ask|yes|no|known")]
     pub accept_files: AcceptFiles,
+    /// An offer not answered within this is refused (the sender is told).
+    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
+    pub offer_timeout: Duration,
+    /// An incoming file that moves no byte for this long fails (its part file
+    /// and descriptor are released).
+    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
+    pub transfer_timeout: Duration,
+    /// Free space to keep on the inbox's disk: a file is refused when it and
+    /// the files being received would leave less [default: 1GiB, or 5% of a
+    /// smaller disk].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub min_free: Option<usize>,
     /// Refuse peers that cannot encrypt (original Python/Qt peers, which speak
     /// plaintext): on the listening port and when dialling.
     #[arg(long, conflicts_with = "plaintext")]
@@ -367,10 +381,14 @@ pub struct FilerArgs {
 /// What a filer does with files sent to it (`--accept-files`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AcceptFiles {
+    /// Show each offer; `accept tN` or `refuse tN` answers it.
+    Ask,
     /// Accept incoming files into --inbox.
     Yes,
     /// Refuse every incoming file; the sender is told why.
     No,
+    /// Accept files from pinned peers; ask about the others.
+    Known,
 }
 
 /// Checks a filer peer name.

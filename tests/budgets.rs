@@ -269,7 +269,11 @@ fn partial_bodies_over_the_budget_close_the_largest_and_memory_stays_bounded() {
 /// path; with its listening address.
 fn lone_filer(id: &str) -> (Proc, SocketAddr) {
     let inbox = tmp_path(&format!("inbox-{id}"));
-    let p = Proc::spawn_cmd(lone_filer_command(id, &inbox, &["--json", "-q"]));
+    let p = Proc::spawn_cmd(lone_filer_command(
+        id,
+        &inbox,
+        &["--json", "-q", "--accept-files", "yes"],
+    ));
     let a = p.listening_addr();
     (p, a)
 }

@@ -60,7 +60,11 @@ fn a_huge_garbled_roster_entry_gives_a_short_notice() {
 #[test]
 fn a_huge_file_name_is_clipped_in_human_lines() {
     let inbox = tmp_path("audit-longname-inbox");
-    let mut ann = Proc::spawn_cmd(lone_filer_command("ann", &inbox, &[]));
+    let mut ann = Proc::spawn_cmd(lone_filer_command(
+        "ann",
+        &inbox,
+        &["--accept-files", "yes"],
+    ));
     let mut c = Client::connect(ann.listening_addr());
     let name = format!("{}.txt", "n".repeat(20_000));
     let h = Header::new()
@@ -292,7 +296,7 @@ fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
         &ips_addr.to_string(),
         "100ms",
         &bob_inbox,
-        &["--json"],
+        &["--json", "--accept-files", "yes"],
     ));
     let bob_port = bob.listening_addr().port();
     let mut watcher = watcher(ips_addr);
@@ -313,8 +317,14 @@ fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     bob.expect_event("identified", &[("name", Value::from("alice"))]);
     let src = tmp_path("killed-source.bin");
     std::fs::write(&src, random_bytes(64 << 20, 5)).unwrap();
-    bob.signal(libc::SIGSTOP);
+    // Bob is stopped once he has accepted the offer (no byte goes before).
     alice.send_line(&format!("sendfile bob {}", src.display()));
+    bob.expect_json("bob accepted", |v| {
+        v["event"] == "transfer" && v["dir"] == "recv" && v["state"] == "started"
+    });
+    // His answer is written as his loop turns after the event.
+    std::thread::sleep(Duration::from_millis(50));
+    bob.signal(libc::SIGSTOP);
     alice.expect_json("alice's send started", |v| {
         v["event"] == "transfer" && v["dir"] == "send" && v["state"] == "started"
     });

@@ -39,7 +39,13 @@ fn filer_cmd(id: &str, extra: &[&str]) -> (Command, PathBuf, PathBuf) {
     let dir = tmp_path(&format!("filer-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let inbox = dir.join("inbox");
-    let cmd = lone_filer_command(id, &inbox, extra);
+    // These tests are about moving files: take them without asking unless
+    // told otherwise (consent has its own tests, tests/transfer_consent.rs).
+    let mut args = extra.to_vec();
+    if !args.contains(&"--accept-files") {
+        args.extend(["--accept-files", "yes"]);
+    }
+    let cmd = lone_filer_command(id, &inbox, &args);
     (cmd, dir, inbox)
 }
 
@@ -471,9 +477,13 @@ fn sender_killed_mid_file_fails_and_leaves_nothing() {
     let big = alice.dir.join("big.bin");
     big_file(&big, 64 << 20, 7);
     // With bob stopped, alice can only fill the socket buffers: she is stuck
-    // mid-file when she is killed.
-    bob.p.signal(libc::SIGSTOP);
+    // mid-file when she is killed. (Bob is stopped once he has accepted the
+    // offer: before that, no byte of the file goes out.)
     sendfile(&mut alice, "bob", &[&big]);
+    expect_transfer(&bob.p, "recv", "started", "big.bin", TIMEOUT);
+    // Bob's answer is written as his loop turns after the event.
+    std::thread::sleep(Duration::from_millis(50));
+    bob.p.signal(libc::SIGSTOP);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     // Her first progress report means chunks are in the socket for bob.
     alice.p.expect_json("alice's first progress", |v| {
@@ -516,9 +526,11 @@ fn cancel_stops_a_transfer_on_both_sides() {
     let big = alice.dir.join("big.bin");
     big_file(&big, 64 << 20, 9);
 
-    // The sender cancels while stuck mid-file.
-    bob.p.signal(libc::SIGSTOP);
+    // The sender cancels while stuck mid-file (bob stopped once he accepted).
     sendfile(&mut alice, "bob", &[&big]);
+    expect_transfer(&bob.p, "recv", "started", "big.bin", TIMEOUT);
+    std::thread::sleep(Duration::from_millis(50));
+    bob.p.signal(libc::SIGSTOP);
     let v = expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     alice.p.send_line(&format!("cancel {}", v["transfer"]));
     let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
@@ -548,17 +560,19 @@ fn cancel_stops_a_transfer_on_both_sides() {
     // The receiver cancels a sockmod sender: the sender reports it. Alice is
     // stopped mid-file (bob was stopped while she began), so bob's cancel
     // reaches her before the file can end.
-    bob.p.signal(libc::SIGSTOP);
     sendfile(&mut alice, "bob", &[&big]);
+    let v = bob.p.expect_json("bob receiving the second big.bin", |v| {
+        is_transfer(v, "recv", "started") && v["name"] == "big.bin" && v["transfer"] != 1
+    });
+    // Bob's answer is written as his loop turns after the event.
+    std::thread::sleep(Duration::from_millis(50));
+    bob.p.signal(libc::SIGSTOP);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     alice.p.expect_json("alice's first progress", |v| {
         is_transfer(v, "send", "progress") && v["bytes"].as_u64() > Some(0)
     });
     alice.p.signal(libc::SIGSTOP);
     bob.p.signal(libc::SIGCONT);
-    let v = bob.p.expect_json("bob receiving the second big.bin", |v| {
-        is_transfer(v, "recv", "started") && v["name"] == "big.bin" && v["transfer"] != 1
-    });
     bob.p.send_line(&format!("cancel {}", v["transfer"]));
     let v = expect_transfer(&bob.p, "recv", "failed", "big.bin", TIMEOUT);
     assert_eq!(v["reason"], "cancelled", "{v}");
@@ -910,13 +924,13 @@ fn received_paths_are_absolute_though_the_inbox_was_given_relative() {
         &refused_addr().to_string(),
         "5s",
         Path::new("./in box"),
-        &["--json"],
+        &["--json", "--accept-files", "yes"],
     );
     cmd.current_dir(&dir);
     let mut bob = Proc::spawn_cmd(cmd);
     let addr = bob.listening_addr();
-    // The inbox is made when the first file arrives, not before.
-    assert!(!dir.join("in box").exists());
+    // The inbox is made (and checked writable) at start.
+    assert!(wait_until(TIMEOUT, || dir.join("in box").is_dir()));
     let want = dir.canonicalize().unwrap().join("in box");
     let mut c = Client::connect(addr);
     for (i, file) in ["notes.txt", "notes (1).txt"].iter().enumerate() {
@@ -998,11 +1012,11 @@ fn accept_files_help_says_what_each_value_does() {
         .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(
-        help.contains("- yes: Accept incoming files into --inbox"),
+        help.contains("- yes:   Accept incoming files into --inbox"),
         "{help}"
     );
     assert!(
-        help.contains("- no:  Refuse every incoming file; the sender is told why"),
+        help.contains("- no:    Refuse every incoming file; the sender is told why"),
         "{help}"
     );
 }
@@ -1065,7 +1079,11 @@ fn a_file_sent_by_name_to_an_original_peer_finishes() {
 fn transfers_table_aligns_wide_names() {
     use unicode_width::UnicodeWidthStr;
     let inbox = tmp_path("audit-wide-inbox");
-    let mut ann = Proc::spawn_cmd(lone_filer_command("ann", &inbox, &[]));
+    let mut ann = Proc::spawn_cmd(lone_filer_command(
+        "ann",
+        &inbox,
+        &["--accept-files", "yes"],
+    ));
     let addr = ann.listening_addr();
     let mut c = Client::connect(addr);
     for name in ["日本語のファイル.txt", "plain.txt"] {

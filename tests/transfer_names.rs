@@ -22,7 +22,11 @@ impl Drop for Peer {
 fn filer(id: &str) -> Peer {
     let dir = tmp_path(&format!("names-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let p = Proc::spawn_cmd(lone_filer_command(id, &dir.join("inbox"), &[]));
+    let p = Proc::spawn_cmd(lone_filer_command(
+        id,
+        &dir.join("inbox"),
+        &["--accept-files", "yes"],
+    ));
     let addr = p.listening_addr();
     Peer { p, addr, dir }
 }

@@ -146,6 +146,25 @@ the transfer failed; the receiver removes its part file. A queued file is simply
         modes: &["filer"],
     },
     CommandSpec {
+        name: "accept",
+        aliases: &[],
+        usage: "accept tN|*",
+        summary: "take a file offered to this filer",
+        detail: "Under --accept-files ask (the default) or known, each incoming file is first offered:\n\
+`? bob offers \"trip.mov\" (4.2 GiB) — accept t3 / refuse t3`. `accept t3` takes it (if it still fits\n\
+--max-file-size and --min-free), `accept *` takes every waiting offer. Nothing is written before.\n\
+An offer not answered within --offer-timeout is refused.",
+        modes: &["filer"],
+    },
+    CommandSpec {
+        name: "refuse",
+        aliases: &[],
+        usage: "refuse tN",
+        summary: "refuse a file offered to this filer",
+        detail: "The sender is told (`refused`) and reports the transfer failed.",
+        modes: &["filer"],
+    },
+    CommandSpec {
         name: "quit",
         aliases: &["exit"],
         usage: "quit",

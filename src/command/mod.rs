@@ -146,6 +146,10 @@ pub enum Command {
     Transfers,
     /// `cancel N` (filer).
     Cancel(u64),
+    /// `accept N`, or `accept *` (`None`) (filer).
+    Accept(Option<u64>),
+    /// `refuse N` (filer).
+    Refuse(u64),
 }
 
 impl Command {
@@ -167,6 +171,8 @@ impl Command {
             Command::SendFile(..) => "sendfile",
             Command::Transfers => "transfers",
             Command::Cancel(_) => "cancel",
+            Command::Accept(_) => "accept",
+            Command::Refuse(_) => "refuse",
         }
     }
 }
@@ -202,6 +208,14 @@ pub fn split_words(line: &str) -> Option<Vec<String>> {
         out.push(c);
     }
     shlex::split(&out)
+}
+
+/// A transfer number as written: `t3`, `3` or `#3`.
+fn transfer_number(cmd: &str, n: &str) -> Result<u64, String> {
+    n.strip_prefix(['t', 'T'])
+        .unwrap_or_else(|| n.trim_start_matches('#'))
+        .parse()
+        .map_err(|_| format!("{cmd}: {} is not a transfer (want t3, or 3)", quoted(n)))
 }
 
 /// Parses one line. `Ok(None)` for a blank line or a comment (a line whose
@@ -257,14 +271,16 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         },
         "cancel" => match args {
             // `t3` as transfers are named; `3` and `#3` as before.
-            [n] => Command::Cancel(
-                n.strip_prefix(['t', 'T'])
-                    .unwrap_or_else(|| n.trim_start_matches('#'))
-                    .parse()
-                    .map_err(|_| {
-                        format!("cancel: {} is not a transfer (want t3, or 3)", quoted(n))
-                    })?,
-            ),
+            [n] => Command::Cancel(transfer_number("cancel", n)?),
+            _ => return Err(usage()),
+        },
+        "accept" => match args {
+            [n] if n == "*" => Command::Accept(None),
+            [n] => Command::Accept(Some(transfer_number("accept", n)?)),
+            _ => return Err(usage()),
+        },
+        "refuse" => match args {
+            [n] => Command::Refuse(transfer_number("refuse", n)?),
             _ => return Err(usage()),
         },
         "close" => match args {
@@ -502,6 +518,9 @@ mod tests {
         assert_eq!(ok("cancel #3"), Command::Cancel(3));
         assert_eq!(ok("cancel t3"), Command::Cancel(3));
         assert_eq!(ok("cancel 3"), Command::Cancel(3));
+        assert_eq!(ok("accept t3"), Command::Accept(Some(3)));
+        assert_eq!(ok("accept *"), Command::Accept(None));
+        assert_eq!(ok("refuse t4"), Command::Refuse(4));
         assert!(parse("cancel tx").is_err());
         assert_eq!(info("send 1 text with # hash"), "text with # hash");
         assert_eq!(info("send 1 #tag #"), "#tag #");

@@ -113,6 +113,12 @@ struct Peers {
     names: PeerNames,
     /// Connections whose peer sent an identity frame (a sockmod filer).
     identified: HashSet<ConnId>,
+    /// Connections dialled by the roster name of a peer a sockmod ipserver
+    /// lists without a key: original peers, which never confirm files.
+    originals: HashSet<ConnId>,
+    /// Connections whose verified name has a pinned key that the connection
+    /// showed (refreshed before each frame goes to the transfer code).
+    pinned: HashSet<ConnId>,
 }
 
 impl Peers {
@@ -122,6 +128,8 @@ impl Peers {
             out,
             names: self.names.as_map(),
             identified: &self.identified,
+            originals: &self.originals,
+            pinned: &self.pinned,
         }
     }
 }
@@ -545,7 +553,16 @@ impl Filer {
             .get(name)
             .ok_or_else(|| format!("no peer named {name:?} in the roster (see `peers`)"))?;
         let addr = std::net::SocketAddr::new(e.ip, e.port).to_string();
-        self.dial_peer(core, ctx, &addr, Some(name))
+        let keyless = self.keys_expected()
+            && self
+                .sec
+                .as_ref()
+                .is_some_and(|s| !s.keys.contains_key(name));
+        let id = self.dial_peer(core, ctx, &addr, Some(name))?;
+        if keyless {
+            self.peers.originals.insert(id);
+        }
+        Ok(id)
     }
 
     /// Named targets that are in the roster but not connected get dialled, so
@@ -698,6 +715,21 @@ impl Filer {
         }
     }
 
+    /// True when `conn`'s peer is verified under a name whose pinned key the
+    /// connection showed (`--accept-files known`).
+    fn is_pinned_peer(&self, ctx: &Context<'_>, conn: ConnId) -> bool {
+        let (Some(sec), Some(name)) = (&self.sec, self.peers.names.verified(conn)) else {
+            return false;
+        };
+        let shown = ctx
+            .info(conn)
+            .and_then(|i| i.tls.as_ref())
+            .and_then(|t| t.peer_fingerprint.clone());
+        sec.pins
+            .get(name)
+            .is_some_and(|p| shown.as_deref() == Some(p))
+    }
+
     /// `quit`: with files of ours still queued, going out or waiting for the
     /// receiver's confirmation, waits for them to end first (saying so); a
     /// second `quit`, or a signal, stops at once.
@@ -775,6 +807,9 @@ impl Mode for Filer {
 
     fn on_start(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
         core.listening(ctx);
+        if let Some(problem) = self.xfer.inbox_problem() {
+            core.out.notice(&format!("warning: {problem}"));
+        }
         self.dial_ipserver(ctx);
         self.report_timer = Some(ctx.set_timer(self.cfg.report_interval));
     }
@@ -855,6 +890,8 @@ impl Mode for Filer {
         self.xfer
             .on_closed(&mut self.peers.env(&mut core.out), info, reason);
         self.peers.identified.remove(&info.id);
+        self.peers.originals.remove(&info.id);
+        self.peers.pinned.remove(&info.id);
         core.closed(ctx, self, info, reason, alive);
         self.check_quit(core, ctx);
     }
@@ -877,8 +914,15 @@ impl Mode for Filer {
             if let Some(name) = msg.header.get("ID") {
                 self.peers.identified.insert(conn);
                 self.on_identity(core, ctx, conn, name);
+                self.xfer
+                    .on_identified(ctx, &mut self.peers.env(&mut core.out), conn);
             }
             return;
+        }
+        if self.is_pinned_peer(ctx, conn) {
+            self.peers.pinned.insert(conn);
+        } else {
+            self.peers.pinned.remove(&conn);
         }
         if self
             .xfer
@@ -936,16 +980,20 @@ impl Mode for Filer {
                 core.run_common(ctx, &*self, cmd)
             }
             Command::SendFile(t, paths) => {
+                // Checked before anything happens: a bad path dials no one.
+                let files = Transfers::check_files(&paths)?;
                 self.dial_missing(core, ctx, &t)?;
                 let ids = core.resolve(ctx, &*self, &t)?;
                 self.xfer
-                    .send_files(ctx, &mut self.peers.env(&mut core.out), &ids, &paths)
+                    .send_files(ctx, &mut self.peers.env(&mut core.out), &ids, &files)
             }
             Command::Transfers => {
                 self.xfer.list(&mut self.peers.env(&mut core.out));
                 Ok(())
             }
             Command::Cancel(n) => self.xfer.cancel(ctx, &mut self.peers.env(&mut core.out), n),
+            Command::Accept(n) => self.xfer.accept(ctx, &mut self.peers.env(&mut core.out), n),
+            Command::Refuse(n) => self.xfer.refuse(ctx, &mut self.peers.env(&mut core.out), n),
             Command::Quit => {
                 self.quit(core, ctx);
                 Ok(())

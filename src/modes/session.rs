@@ -799,8 +799,9 @@ mod tests {
             transfer: TransferConfig {
                 inbox: std::env::temp_dir(),
                 max_file_size: None,
-                accept: false,
+                accept: crate::filer::transfer::Policy::No,
                 chunk_size: 4096,
+                ..TransferConfig::default()
             },
             security: None,
         })

@@ -6,7 +6,7 @@
 use super::{
     Renderer, clip_columns, eta, format_table, human_duration, human_rate, terminal_width,
 };
-use crate::filer::transfer::{Change, Listed, Phase, Record, Report};
+use crate::filer::transfer::{BatchSummary, Change, Listed, Phase, Record, Report};
 use crate::human::{human_size, quoted_name};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ pub struct TransferEvent<'a> {
     pub reason: Option<&'a str>,
     /// Where a received file was stored (`done`), or the source of a sent one.
     pub path: Option<&'a str>,
+    /// Sending, `done`: the name the receiver stored the file under.
+    pub stored: Option<&'a str>,
     /// Time since it started.
     pub elapsed: Duration,
 }
@@ -53,6 +55,7 @@ impl TransferEvent<'_> {
 fn phase_word(p: Phase) -> &'static str {
     match p {
         Phase::Queued => "queued",
+        Phase::Offered => "offered",
         Phase::Active => "active",
         Phase::Confirming => "confirming",
         Phase::Done => "done",
@@ -63,6 +66,7 @@ fn phase_word(p: Phase) -> &'static str {
 /// The `state` of a transfer event.
 fn change_word(c: Change) -> &'static str {
     match c {
+        Change::Offered => "offered",
         Change::Started => "started",
         Change::Progress => "progress",
         Change::Done => "done",
@@ -90,6 +94,11 @@ fn event<'a>(
         reason: r.reason.as_deref(),
         path: if change == Change::Done && !r.sending {
             r.path.as_deref()
+        } else {
+            None
+        },
+        stored: if change == Change::Done && r.sending {
+            r.stored.as_deref()
         } else {
             None
         },
@@ -230,11 +239,18 @@ fn json(r: &Record, peer_name: Option<&str>, now: Instant) -> serde_json::Value 
     if let Some(p) = &r.path {
         v["path"] = p.clone().into();
     }
+    if let Some(st) = &r.stored {
+        v["stored"] = st.clone().into();
+    }
     v
 }
 
 impl Report for Renderer {
     fn transfer(&mut self, r: &Record, change: Change, peer_name: Option<&str>, now: Instant) {
+        if change == Change::Offered {
+            self.offer(r, peer_name);
+            return;
+        }
         Renderer::transfer(self, &event(r, change, peer_name, now));
     }
 
@@ -280,6 +296,29 @@ impl Report for Renderer {
         Renderer::notice(self, text);
     }
 
+    /// `~ batch: 3 of 4 files sent (12.0 MiB), 1 failed`, or a `batch` event.
+    fn batch(&mut self, b: &BatchSummary) {
+        if self.is_json() {
+            self.json("batch")
+                .num("files", b.files as u64)
+                .num("sent", b.sent as u64)
+                .num("failed", b.failed as u64)
+                .num("bytes", b.bytes);
+            self.emit_json();
+        } else {
+            self.human(|l| {
+                let _ = write!(
+                    l,
+                    "~ batch: {} of {} files sent ({}), {} failed",
+                    b.sent,
+                    b.files,
+                    human_size(b.bytes),
+                    b.failed
+                );
+            });
+        }
+    }
+
     fn flush(&mut self) {
         Renderer::flush(self);
     }
@@ -302,6 +341,36 @@ fn status_width() -> usize {
 }
 
 impl Renderer {
+    /// A file offered to us: `? bob offers "trip.mov" (4.2 GiB) — accept t3 /
+    /// refuse t3`, or an `offer` event.
+    pub fn offer(&mut self, r: &Record, peer_name: Option<&str>) {
+        if self.is_json() {
+            let j = self.json("offer");
+            j.num("transfer", r.id).num("peer", r.conn.0);
+            if let Some(n) = peer_name {
+                j.str("peer_name", n);
+            }
+            j.str("addr", &r.addr)
+                .str("name", &r.name)
+                .num("total", r.total)
+                .num("files", 1);
+            self.emit_json();
+        } else {
+            let who = r.who(peer_name);
+            self.human(|l| {
+                let _ = write!(
+                    l,
+                    "? {who} offers {} ({}) — accept t{} / refuse t{}",
+                    quoted_name(&r.name),
+                    human_size(r.total),
+                    r.id,
+                    r.id
+                );
+            });
+        }
+        self.flush();
+    }
+
     /// A transfer event. JSON: every state. Human: `started`, `done` and
     /// `failed` as lines (progress is the status block's job); a failure is
     /// also an error line on stderr unless stdout and stderr share a terminal.
@@ -324,6 +393,9 @@ impl Renderer {
             }
             if let Some(p) = ev.path {
                 j.str("path", p);
+            }
+            if let Some(st) = ev.stored {
+                j.str("stored", st);
             }
             j.num("elapsed_ms", ev.elapsed.as_millis() as u64);
             self.emit_json();
@@ -351,6 +423,9 @@ impl Renderer {
                         );
                         if let (false, Some(p)) = (s, ev.path) {
                             let _ = write!(l, " -> {p}");
+                        }
+                        if let (true, Some(st)) = (s, ev.stored) {
+                            let _ = write!(l, ", stored as {}", quoted_name(st));
                         }
                     }
                     (state, s) => {
@@ -426,6 +501,7 @@ mod tests {
             state,
             reason,
             path: Some("inbox/a b.txt"),
+            stored: None,
             elapsed: Duration::from_millis(1500),
         }
     }

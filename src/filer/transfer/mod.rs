@@ -20,6 +20,7 @@
 //! depends on no output code.
 
 pub mod naming;
+pub mod paths;
 pub mod record;
 pub mod recv;
 pub mod send;
@@ -64,13 +65,43 @@ const CANCELLED: &str = "cancelled";
 /// This filer's own reason for a transfer it cut short by quitting.
 const STOPPED_BY_QUIT: &str = "stopped: quitting";
 
+/// The refusal under `--accept-files no`.
+const REFUSE_ALL: &str = "refused: this filer does not accept files (--accept-files no)";
+
+/// The refusal of a file sent without an offer where consent is needed.
+const NO_OFFER: &str = "refused: the file came without an offer and this filer asks before \
+     taking files (--accept-files ask; an original peer cannot ask: the receiver may run \
+     with --accept-files yes)";
+
 /// Finished transfers kept for `transfers`.
 const KEEP_FINISHED: usize = 1000;
 
-/// How long a new connection's peer has to name itself (a sockmod filer sends
-/// its identity frame first) before it is taken for an original peer, which
-/// never confirms a file: a file sent to it is done once its bytes are written.
-const IDENTITY_WAIT: Duration = Duration::from_secs(2);
+/// How long a sender waits for a new connection's peer to name itself (a
+/// sockmod filer sends its identity frame first, and is then offered each
+/// file) before sending files to it without an offer. Such a file is `done`
+/// only on the receiver's confirmation, or once the peer is known to be
+/// original; a sockmod receiver that wants an offer refuses it.
+const IDENTITY_WAIT: Duration = Duration::from_secs(5);
+
+/// The default `--offer-timeout` and `--transfer-timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The default `--min-free`: 1 GiB, or 5% of a disk smaller than 20 GiB.
+const DEFAULT_MIN_FREE: u64 = 1 << 30;
+
+/// What a filer does with the files offered to it (`--accept-files`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Each offer waits for `accept tN` or `refuse tN`.
+    Ask,
+    /// Every file is taken (within `--max-file-size` and `--min-free`).
+    Yes,
+    /// Every file is refused.
+    No,
+    /// Files from pinned peers (a key verified against a pin) are taken; the
+    /// others are asked about.
+    Known,
+}
 
 /// Transfer settings from the command line.
 #[derive(Debug, Clone)]
@@ -79,10 +110,17 @@ pub struct TransferConfig {
     pub inbox: PathBuf,
     /// Refuse incoming files larger than this.
     pub max_file_size: Option<u64>,
-    /// Accept incoming files at all.
-    pub accept: bool,
+    /// Which incoming files are taken.
+    pub accept: Policy,
     /// Bytes per chunk when sending.
     pub chunk_size: usize,
+    /// An offer not answered within this is refused.
+    pub offer_timeout: Duration,
+    /// An incoming file that moves no byte for this long fails.
+    pub transfer_timeout: Duration,
+    /// Free space to keep on the inbox's disk; `None`: [`DEFAULT_MIN_FREE`], or
+    /// 5% of a smaller disk.
+    pub min_free: Option<u64>,
 }
 
 impl Default for TransferConfig {
@@ -90,8 +128,11 @@ impl Default for TransferConfig {
         TransferConfig {
             inbox: PathBuf::from("inbox"),
             max_file_size: None,
-            accept: true,
+            accept: Policy::Ask,
             chunk_size: CHUNK_SIZE,
+            offer_timeout: DEFAULT_TIMEOUT,
+            transfer_timeout: DEFAULT_TIMEOUT,
+            min_free: None,
         }
     }
 }
@@ -101,6 +142,8 @@ impl Default for TransferConfig {
 pub trait Report {
     /// Transfer `r` has just changed (`peer_name` as [`Listed::peer_name`]).
     fn transfer(&mut self, r: &Record, change: Change, peer_name: Option<&str>, now: Instant);
+    /// Every file of a `sendfile` with several files has ended.
+    fn batch(&mut self, summary: &BatchSummary);
     /// The answer to `transfers`: every record kept, by number.
     fn transfers(&mut self, all: &[Listed<'_>], now: Instant);
     /// The transfers moving bytes or awaiting confirmation, for the progress
@@ -139,6 +182,57 @@ pub struct Env<'a> {
     /// Connections whose peer sent an identity frame: sockmod filers, which
     /// confirm every file they store (`TP:received`). Original peers do not.
     pub identified: &'a HashSet<ConnId>,
+    /// Connections known to reach an original peer without it having spoken:
+    /// dialled by the roster name of a peer the ipserver lists without a key.
+    pub originals: &'a HashSet<ConnId>,
+    /// Connections whose peer's name was verified against a pinned key
+    /// (`--accept-files known` takes their files without asking).
+    pub pinned: &'a HashSet<ConnId>,
+}
+
+impl Env<'_> {
+    /// True when the peer on `conn` is known to be an original one, which
+    /// never confirms a file: it never identified itself, and it either sent a
+    /// message (`msgs_in`) or was dialled as a keyless roster peer.
+    fn is_original(&self, conn: ConnId, msgs_in: u64) -> bool {
+        !self.identified.contains(&conn) && (msgs_in > 0 || self.originals.contains(&conn))
+    }
+}
+
+/// A file checked for sending: its path, announced name and size.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    path: PathBuf,
+    name: String,
+    size: u64,
+}
+
+/// A file offered to us, waiting for `accept` or `refuse`.
+struct Pending {
+    conn: ConnId,
+    name: String,
+    total: u64,
+    /// The sender's number for it (`T`), said back in the answer.
+    their_id: Option<u64>,
+    since: Instant,
+}
+
+/// The files of one `sendfile` with several files, for its summary line.
+struct Batch {
+    ids: Vec<u64>,
+}
+
+/// What a batch came to, once every file in it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Files in the batch (over every target).
+    pub files: usize,
+    /// Files delivered.
+    pub sent: usize,
+    /// Files that failed (cancelled ones included).
+    pub failed: usize,
+    /// Bytes delivered.
+    pub bytes: u64,
 }
 
 /// A file waiting for its turn on a connection.
@@ -195,6 +289,10 @@ pub struct Transfers {
     /// Some finished records were forgotten (over [`KEEP_FINISHED`]): a number
     /// missing from `records` may then have been used.
     pruned: bool,
+    /// `sendfile`s of several files not yet ended.
+    batches: Vec<Batch>,
+    /// Offers waiting for an answer, by transfer number.
+    offers: BTreeMap<u64, Pending>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -233,6 +331,8 @@ impl Transfers {
             tick: None,
             send_failures: 0,
             pruned: false,
+            batches: Vec::new(),
+            offers: BTreeMap::new(),
         }
     }
 
@@ -323,6 +423,12 @@ impl Transfers {
         // The loop flushes output when idle, which a busy transfer may keep it
         // from being for a long time: transfer events go out at once.
         env.out.flush();
+        self.ensure_tick(ctx);
+    }
+
+    /// Sets the progress timer unless it is set: it also drives offer and
+    /// stall timeouts, and files waiting for their peer to name itself.
+    fn ensure_tick(&mut self, ctx: &mut Context<'_>) {
         if self.tick.is_none() {
             self.tick = Some(ctx.set_timer(TICK));
         }
@@ -360,6 +466,7 @@ impl Transfers {
             }
         };
         self.emit(env, id, change);
+        self.end_batches(env);
         self.finished.push_back(id);
         while self.finished.len() > KEEP_FINISHED {
             if let Some(old) = self.finished.pop_front() {
@@ -369,6 +476,35 @@ impl Transfers {
         }
         self.refresh_status(env);
         env.out.flush();
+    }
+
+    /// Reports the batches whose files have all ended.
+    fn end_batches(&mut self, env: &mut Env<'_>) {
+        let records = &self.records;
+        let ended = |id: &u64| records.get(id).is_none_or(|r| r.phase.is_final());
+        let mut i = 0;
+        while i < self.batches.len() {
+            if !self.batches[i].ids.iter().all(ended) {
+                i += 1;
+                continue;
+            }
+            let b = self.batches.swap_remove(i);
+            let mut s = BatchSummary {
+                files: b.ids.len(),
+                sent: 0,
+                failed: 0,
+                bytes: 0,
+            };
+            for r in b.ids.iter().filter_map(|id| self.records.get(id)) {
+                if r.phase == Phase::Done {
+                    s.sent += 1;
+                    s.bytes += r.total;
+                } else {
+                    s.failed += 1;
+                }
+            }
+            env.out.batch(&s);
+        }
     }
 
     fn set_bytes(&mut self, id: u64, bytes: u64) {
@@ -381,22 +517,37 @@ impl Transfers {
     // Commands
     // ----------------------------------------------------------------------
 
-    /// `sendfile`: queues every path for every connection. Every path is checked
-    /// first; if one cannot be sent, nothing is queued.
+    /// `sendfile`'s paths, before anything else is done: patterns expanded
+    /// ([`paths::expand`]) and every file checked. `Err` when one cannot be
+    /// sent (missing, unreadable, a directory) or a pattern matches nothing.
+    pub fn check_files(args: &[PathBuf]) -> Result<Vec<Checked>, String> {
+        let paths = paths::expand(args)?;
+        let mut files = Vec::with_capacity(paths.len());
+        for p in paths {
+            let size = check_source(&p)?;
+            let name = wire_name(&p);
+            files.push(Checked {
+                path: p,
+                name,
+                size,
+            });
+        }
+        Ok(files)
+    }
+
+    /// `sendfile`: queues every checked file ([`Transfers::check_files`]) for
+    /// every connection. Several files make a batch, which ends with a
+    /// summary ([`Report::batch`]).
     pub fn send_files(
         &mut self,
         ctx: &mut Context<'_>,
         env: &mut Env<'_>,
         conns: &[ConnId],
-        paths: &[PathBuf],
+        files: &[Checked],
     ) -> Result<(), String> {
-        let mut files = Vec::with_capacity(paths.len());
-        for p in paths {
-            let size = check_source(p)?;
-            files.push((p.clone(), wire_name(p), size));
-        }
+        let mut batch = Vec::new();
         for &conn in conns {
-            for (path, name, size) in &files {
+            for Checked { path, name, size } in files {
                 let id = self.new_record(ctx, true, conn, name, *size);
                 if let Some(r) = self.records.get_mut(&id) {
                     r.path = Some(path.display().to_string());
@@ -410,10 +561,26 @@ impl Transfers {
                         path: path.clone(),
                         name: name.clone(),
                     });
+                batch.push(id);
             }
+        }
+        if batch.len() > 1 {
+            self.batches.push(Batch { ids: batch });
+        }
+        self.ensure_tick(ctx);
+        for &conn in conns {
             self.pump(ctx, env, conn);
         }
         Ok(())
+    }
+
+    /// Why received files could not be stored, if they could not (checked
+    /// at start, so the user hears of it before a file is refused).
+    pub fn inbox_problem(&self) -> Option<String> {
+        if self.cfg.accept == Policy::No {
+            return None;
+        }
+        recv::inbox_problem(&self.cfg.inbox)
     }
 
     /// `transfers`: every record kept, to the report.
@@ -454,6 +621,10 @@ impl Transfers {
                 "cannot cancel transfer t{id}: it is already sent in full and waits for the \
                  receiver to confirm"
             )),
+            (Phase::Offered, false) => {
+                self.refuse_offer(ctx, env, id, CANCELLED.into());
+                Ok(())
+            }
             (Phase::Queued, _) => {
                 if let Some(q) = self.sends.get_mut(&conn) {
                     q.waiting.retain(|w| w.id != id);
@@ -515,6 +686,15 @@ impl Transfers {
             let why = [STOPPED_BY_QUIT, "not sent: quitting"];
             self.drop_sends(ctx, env, conn, wire::SENDER_QUIT, why);
         }
+        let offered: Vec<u64> = self.offers.keys().copied().collect();
+        for id in offered {
+            if let Some(p) = self.offers.remove(&id) {
+                let h =
+                    wire::answer_header(&p.name, p.total, p.their_id, Some(wire::RECEIVER_QUIT));
+                let _ = ctx.send(p.conn, &h, &[]);
+                self.finish(env, id, Err(STOPPED_BY_QUIT.into()));
+            }
+        }
         let mut conns: Vec<ConnId> = self.recvs.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {
@@ -554,18 +734,50 @@ impl Transfers {
                 return;
             };
             if q.active.is_none() {
+                if q.waiting.is_empty() {
+                    break;
+                }
+                // A sockmod peer (it named itself) is offered each file first;
+                // a peer known to be original gets it straight away; any other
+                // waits to be known (checked on each tick), for at most
+                // IDENTITY_WAIT.
+                let info = ctx.info(conn);
+                let msgs_in = info.map_or(0, |i| i.msgs_in);
+                let waited = info.is_some_and(|i| i.since.elapsed() >= IDENTITY_WAIT);
+                let offer = env.identified.contains(&conn);
+                if !offer && !env.is_original(conn, msgs_in) && !waited {
+                    break;
+                }
                 let Some(w) = q.waiting.pop_front() else {
                     break;
                 };
                 match Outgoing::open(w.id, w.path, w.name) {
-                    Ok(o) => {
+                    Ok(mut o) => {
                         let (id, total) = (o.id, o.total);
-                        q.active = Some(o);
-                        self.start(ctx, env, id, total);
+                        if offer {
+                            o.offered = true;
+                            let h = wire::offer_header(&o.name, total, id);
+                            let _ = ctx.send(conn, &h, &[]);
+                            q.active = Some(o);
+                            // Started (the sender's clock runs from the
+                            // offer), but no byte moves before the answer.
+                            self.start(ctx, env, id, total);
+                            if let Some(r) = self.records.get_mut(&id) {
+                                r.phase = Phase::Offered;
+                            }
+                        } else {
+                            o.cleared = true;
+                            q.active = Some(o);
+                            self.start(ctx, env, id, total);
+                        }
                     }
                     Err(reason) => self.finish(env, w.id, Err(reason)),
                 }
                 continue;
+            }
+            if q.active.as_ref().is_some_and(|a| !a.cleared) {
+                // Offered: the chunks wait for the receiver's answer.
+                break;
             }
             if ctx.queued(conn) >= high {
                 ctx.notify_drained(conn, low);
@@ -626,19 +838,16 @@ impl Transfers {
     /// Completes sends to peers that do not confirm once their bytes are written.
     ///
     /// A peer that named itself (a sockmod filer) confirms each file, so its
-    /// sends wait for that. Any other peer is an original one once it has sent
-    /// a message without naming itself, or stayed unnamed for
-    /// [`IDENTITY_WAIT`] since the connection appeared (checked again on every
-    /// progress tick); the roster name a connection was dialled by says nothing
-    /// about what the peer speaks.
+    /// sends wait for that (or its refusal, whenever it comes). Only a peer
+    /// known to be original ([`Env::is_original`]) has its files completed by
+    /// the bytes written; a peer that stays silent is not presumed original,
+    /// however long: its files stay `confirming` until it speaks or the
+    /// connection closes (then they fail).
     fn check_written(&mut self, ctx: &Context<'_>, env: &mut Env<'_>, conn: ConnId) {
-        if env.identified.contains(&conn) {
-            return;
-        }
         let Some(i) = ctx.info(conn) else {
             return;
         };
-        if i.msgs_in == 0 && i.since.elapsed() < IDENTITY_WAIT {
+        if !env.is_original(conn, i.msgs_in) {
             return;
         }
         self.complete_written(env, conn, i.bytes_out);
@@ -707,6 +916,17 @@ impl Transfers {
         c: Chunk<'_>,
         body: &[u8],
     ) {
+        if let Some(id) = self.offer_on(conn) {
+            // Chunks before the answer: the offer is refused, the file dropped.
+            let why = "refused: the sender sent the file before it was accepted";
+            self.refuse_offer(ctx, env, id, why.into());
+            if c.index.is_some() {
+                let (name, total) = (c.name.to_string(), c.total);
+                self.recvs
+                    .insert(conn, RecvState::Discarding { name, total });
+            }
+            return;
+        }
         let next = match self.recvs.remove(&conn) {
             None => self.start_recv(ctx, env, conn, &c, body),
             Some(RecvState::Discarding { name, total }) => {
@@ -719,7 +939,7 @@ impl Transfers {
             }
             Some(RecvState::Receiving(mut inc)) => {
                 let same = c.name == inc.name && c.total == inc.total;
-                if same && c.index != Some(0) {
+                if same && (c.index != Some(0) || inc.fresh()) {
                     let step = inc.accept(c.index, c.digest, body);
                     self.after_step(ctx, env, conn, inc, step)
                 } else {
@@ -771,17 +991,13 @@ impl Transfers {
         }
         let id = self.new_recv_record(ctx, conn, c.name, c.total, c.transfer);
         self.start(ctx, env, id, c.total);
-        let refused = if !self.cfg.accept {
-            Some("refused: this filer does not accept files (--accept-files no)".to_string())
-        } else {
-            match self.cfg.max_file_size {
-                Some(max) if c.total > max => Some(format!(
-                    "refused: {} is larger than --max-file-size ({})",
-                    human_size(c.total),
-                    human_size(max)
-                )),
-                _ => None,
-            }
+        // A file that comes without an offer (from an original peer, which
+        // cannot ask) is taken only where no consent is needed.
+        let refused = match self.cfg.accept {
+            Policy::No => Some(REFUSE_ALL.to_string()),
+            Policy::Yes => self.admit(c.total).err(),
+            Policy::Known if env.pinned.contains(&conn) => self.admit(c.total).err(),
+            Policy::Ask | Policy::Known => Some(NO_OFFER.to_string()),
         };
         let created = match refused {
             Some(r) => Err(r),
@@ -808,7 +1024,11 @@ impl Transfers {
         match step {
             Step::More => Some(RecvState::Receiving(inc)),
             Step::Done(path) => {
-                let h = wire::received_header(&inc.name, inc.total);
+                let stored = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let h = wire::received_header(&inc.name, inc.total, &stored);
                 let _ = ctx.send(conn, &h, &[]);
                 self.finish(env, inc.id, Ok(Some(path)));
                 None
@@ -845,6 +1065,16 @@ impl Transfers {
                     return;
                 }
                 _ => {}
+            }
+            if let Some(id) = self.offer_on(conn)
+                && self
+                    .offers
+                    .get(&id)
+                    .is_some_and(|p| matches(&p.name, p.total, &c))
+            {
+                self.offers.remove(&id);
+                self.finish(env, id, Err(said_by("sender", &reason)));
+                return;
             }
             if c.role == Some(Role::Sender) {
                 return;
@@ -905,6 +1135,9 @@ impl Transfers {
 
     fn on_received(&mut self, env: &mut Env<'_>, conn: ConnId, c: Control<'_>) {
         if let Some(id) = self.take_unconfirmed(conn, &c) {
+            if let (Some(r), Some(s)) = (self.records.get_mut(&id), c.stored) {
+                r.stored = Some(wire::clean_text(s));
+            }
             self.finish(env, id, Ok(None));
         }
     }
@@ -925,8 +1158,265 @@ impl Transfers {
     }
 
     // ----------------------------------------------------------------------
+    // Consent and disk safety
+    // ----------------------------------------------------------------------
+
+    /// The offer waiting for an answer on `conn`, if any.
+    fn offer_on(&self, conn: ConnId) -> Option<u64> {
+        self.offers
+            .iter()
+            .find(|(_, p)| p.conn == conn)
+            .map(|(&id, _)| id)
+    }
+
+    /// Bytes promised to the files being received: what they still expect.
+    fn promised(&self) -> u64 {
+        self.recvs
+            .values()
+            .map(|s| match s {
+                RecvState::Receiving(inc) => inc.total.saturating_sub(inc.received),
+                RecvState::Discarding { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// `Err` (the reason, told to the sender) when a file of `total` bytes may
+    /// not come in: over `--max-file-size`, or it would leave less than
+    /// `--min-free` on the inbox's disk once the running transfers have their
+    /// bytes too.
+    fn admit(&self, total: u64) -> Result<(), String> {
+        if let Some(max) = self.cfg.max_file_size
+            && total > max
+        {
+            return Err(format!(
+                "refused: {} is larger than --max-file-size ({})",
+                human_size(total),
+                human_size(max)
+            ));
+        }
+        let Some((free, size)) = recv::disk_space(&self.cfg.inbox) else {
+            return Ok(());
+        };
+        let min = self
+            .cfg
+            .min_free
+            .unwrap_or_else(|| DEFAULT_MIN_FREE.min(size / 20));
+        let promised = self.promised();
+        let need = promised.saturating_add(total);
+        if free < need.saturating_add(min) {
+            return Err(format!(
+                "refused: not enough free space: {} free in {}, {} promised to running \
+                 transfers, and --min-free keeps {}",
+                human_size(free),
+                self.cfg.inbox.display(),
+                human_size(promised),
+                human_size(min)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A sender asks before sending a file: answered at once under
+    /// `--accept-files yes` and `no` (and `known` for a pinned peer), else
+    /// shown and kept until `accept`, `refuse` or `--offer-timeout`.
+    fn on_offer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, conn: ConnId, c: Control<'_>) {
+        let total = c.total.unwrap_or(0);
+        let busy = self.offer_on(conn).is_some()
+            || matches!(self.recvs.get(&conn), Some(RecvState::Receiving(_)));
+        if busy {
+            let why = "refused: one file at a time (another is offered or under way)";
+            let h = wire::answer_header(c.name, total, c.transfer, Some(why));
+            let _ = ctx.send(conn, &h, &[]);
+            return;
+        }
+        self.recvs.remove(&conn);
+        let id = self.new_recv_record(ctx, conn, c.name, total, c.transfer);
+        if let Some(r) = self.records.get_mut(&id) {
+            r.phase = Phase::Offered;
+            if let Some(n) = env.names.get(&conn) {
+                r.peer_name = Some(n.clone());
+            }
+        }
+        self.offers.insert(
+            id,
+            Pending {
+                conn,
+                name: c.name.to_string(),
+                total,
+                their_id: c.transfer,
+                since: Instant::now(),
+            },
+        );
+        match self.cfg.accept {
+            Policy::No => self.refuse_offer(ctx, env, id, REFUSE_ALL.into()),
+            Policy::Yes => self.accept_offer(ctx, env, id),
+            Policy::Known if env.pinned.contains(&conn) => self.accept_offer(ctx, env, id),
+            Policy::Ask | Policy::Known => {
+                self.emit(env, id, Change::Offered);
+                env.out.flush();
+                self.ensure_tick(ctx);
+            }
+        }
+    }
+
+    /// Takes offer `id`: checks it against the limits, creates the part file
+    /// and tells the sender to go ahead (or why not).
+    fn accept_offer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, id: u64) {
+        let Some(p) = self.offers.remove(&id) else {
+            return;
+        };
+        let created = self
+            .admit(p.total)
+            .and_then(|()| Incoming::create(id, &p.name, p.total, &self.cfg.inbox));
+        match created {
+            Ok(inc) => {
+                let h = wire::answer_header(&p.name, p.total, p.their_id, None);
+                let _ = ctx.send(p.conn, &h, &[]);
+                self.recvs
+                    .insert(p.conn, RecvState::Receiving(Box::new(inc)));
+                self.start(ctx, env, id, p.total);
+            }
+            Err(reason) => {
+                let h = wire::answer_header(&p.name, p.total, p.their_id, Some(&reason));
+                let _ = ctx.send(p.conn, &h, &[]);
+                self.finish(env, id, Err(reason));
+            }
+        }
+    }
+
+    /// Refuses offer `id`, telling the sender `reason`.
+    fn refuse_offer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, id: u64, reason: String) {
+        let Some(p) = self.offers.remove(&id) else {
+            return;
+        };
+        let h = wire::answer_header(&p.name, p.total, p.their_id, Some(&reason));
+        let _ = ctx.send(p.conn, &h, &[]);
+        self.finish(env, id, Err(reason));
+    }
+
+    /// The receiver answered our offer: the chunks go, or the file fails.
+    fn on_answer(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        conn: ConnId,
+        c: Control<'_>,
+    ) {
+        let Some(a) = self
+            .sends
+            .get_mut(&conn)
+            .and_then(|q| q.active.as_mut())
+            .filter(|a| a.offered && !a.cleared && matches(&a.name, a.total, &c))
+        else {
+            return;
+        };
+        if c.ok {
+            a.cleared = true;
+            let id = a.id;
+            if let Some(r) = self.records.get_mut(&id) {
+                r.phase = Phase::Active;
+            }
+            self.pump(ctx, env, conn);
+        } else {
+            let reason = if c.reason.is_empty() {
+                "refused"
+            } else {
+                c.reason
+            };
+            let ctl = Control {
+                role: Some(Role::Receiver),
+                reason,
+                ..c
+            };
+            self.on_cancel(ctx, env, conn, ctl);
+        }
+    }
+
+    /// `accept tN`, or every waiting offer (`accept *`).
+    pub fn accept(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        which: Option<u64>,
+    ) -> Result<(), String> {
+        let ids: Vec<u64> = match which {
+            None if self.offers.is_empty() => return Err("no offers waiting".into()),
+            None => self.offers.keys().copied().collect(),
+            Some(id) if self.offers.contains_key(&id) => vec![id],
+            Some(id) => return Err(format!("t{id} is not an offer waiting for an answer")),
+        };
+        for id in ids {
+            self.accept_offer(ctx, env, id);
+        }
+        Ok(())
+    }
+
+    /// `refuse tN`.
+    pub fn refuse(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        id: u64,
+    ) -> Result<(), String> {
+        if !self.offers.contains_key(&id) {
+            return Err(format!("t{id} is not an offer waiting for an answer"));
+        }
+        self.refuse_offer(ctx, env, id, "refused".into());
+        Ok(())
+    }
+
+    /// Offers not answered within `--offer-timeout` are refused; incoming
+    /// files that moved nothing for `--transfer-timeout` fail (their part file
+    /// and descriptor released).
+    fn check_timeouts(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>) {
+        let limit = self.cfg.offer_timeout;
+        let late: Vec<u64> = self
+            .offers
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() >= limit)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            let why = format!(
+                "refused: not answered within {} (--offer-timeout)",
+                humantime::format_duration(limit)
+            );
+            self.refuse_offer(ctx, env, id, why);
+        }
+        let limit = self.cfg.transfer_timeout;
+        let mut stalled: Vec<ConnId> = self
+            .recvs
+            .iter()
+            .filter(
+                |(_, s)| matches!(s, RecvState::Receiving(inc) if inc.touched.elapsed() >= limit),
+            )
+            .map(|(&c, _)| c)
+            .collect();
+        stalled.sort_unstable();
+        for conn in stalled {
+            if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
+                inc.discard();
+                let why = format!(
+                    "stalled: nothing received for {} (--transfer-timeout)",
+                    humantime::format_duration(limit)
+                );
+                if let Some(s) = self.give_up_recv(ctx, env, conn, inc.id, why, true) {
+                    self.recvs.insert(conn, s);
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------
     // Hooks from the handler
     // ----------------------------------------------------------------------
+
+    /// `conn`'s peer named itself: files waiting to know it go (offered).
+    pub fn on_identified(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, conn: ConnId) {
+        if self.sends.contains_key(&conn) {
+            self.pump(ctx, env, conn);
+        }
+    }
 
     /// A frame arrived; returns true when it was a file frame (handled here).
     pub fn on_message(
@@ -943,6 +1433,8 @@ impl Transfers {
             Ok(Frame::Chunk(c)) => self.on_chunk(ctx, env, conn, c, &msg.body),
             Ok(Frame::Cancel(c)) => self.on_cancel(ctx, env, conn, c),
             Ok(Frame::Received(c)) => self.on_received(env, conn, c),
+            Ok(Frame::Offer(c)) => self.on_offer(ctx, env, conn, c),
+            Ok(Frame::Answer(c)) => self.on_answer(ctx, env, conn, c),
             Err(reason) => {
                 if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
                     inc.discard();
@@ -988,7 +1480,17 @@ impl Transfers {
                 Err(format!("connection closed mid-file: {reason}")),
             );
         }
-        if !env.identified.contains(&conn) {
+        if let Some(id) = self.offer_on(conn) {
+            self.offers.remove(&id);
+            self.finish(
+                env,
+                id,
+                Err(format!(
+                    "connection closed before the offer was answered: {reason}"
+                )),
+            );
+        }
+        if env.is_original(conn, info.msgs_in) {
             // An original peer: what was written in full is all it gets.
             self.complete_written(env, conn, info.bytes_out);
         }
@@ -1030,18 +1532,27 @@ impl Transfers {
 
     /// The progress timer fired ([`Transfers::owns_timer`]).
     pub fn on_timer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>) {
+        self.tick = None;
         let conns: Vec<ConnId> = self.sends.keys().copied().collect();
         for conn in conns {
             self.check_written(ctx, env, conn);
+            // Files waiting for their peer to name itself.
+            if self.sends.get(&conn).is_some_and(|q| q.active.is_none()) {
+                self.pump(ctx, env, conn);
+            }
         }
+        self.check_timeouts(ctx, env);
         let now = Instant::now();
         let progress_events = env.out.wants_progress_events();
         let mut any = false;
         for r in self.records.values_mut() {
-            if r.phase.is_final() || r.phase == Phase::Queued {
+            if r.phase.is_final() {
                 continue;
             }
             any = true;
+            if matches!(r.phase, Phase::Queued | Phase::Offered) {
+                continue;
+            }
             r.sample(now);
             if progress_events && r.phase == Phase::Active && r.bytes != r.emitted {
                 r.emitted = r.bytes;
@@ -1051,7 +1562,9 @@ impl Transfers {
         }
         self.refresh_status(env);
         env.out.flush();
-        self.tick = any.then(|| ctx.set_timer(TICK));
+        if any && self.tick.is_none() {
+            self.tick = Some(ctx.set_timer(TICK));
+        }
     }
 
     /// Redraws the progress block (terminal only).

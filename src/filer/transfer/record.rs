@@ -25,6 +25,8 @@ const STALL_MIN: Duration = Duration::from_secs(2);
 pub enum Phase {
     /// Waiting for earlier files on the same connection.
     Queued,
+    /// Offered: waiting for the receiver's answer (`accept tN` / `refuse tN`).
+    Offered,
     /// Moving bytes.
     Active,
     /// Sent in full; waiting for the receiver's confirmation.
@@ -45,6 +47,8 @@ impl Phase {
 /// What just happened to a transfer, as reported to [`super::Report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
+    /// A peer offers a file, which waits for `accept` or `refuse`.
+    Offered,
     /// It began moving bytes.
     Started,
     /// It moved more bytes (reported once per progress tick).
@@ -80,6 +84,8 @@ pub struct Record {
     pub reason: Option<String>,
     /// The source (sending) or where it was stored (received).
     pub path: Option<String>,
+    /// Sending: the name the receiver says it stored the file under.
+    pub stored: Option<String>,
     /// When it began moving bytes.
     pub started: Option<Instant>,
     /// When it ended.
@@ -114,6 +120,7 @@ impl Record {
             phase: Phase::Queued,
             reason: None,
             path: None,
+            stored: None,
             started: None,
             ended: None,
             emitted: 0,

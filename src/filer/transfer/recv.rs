@@ -44,6 +44,8 @@ pub struct Incoming {
     pub total: u64,
     /// Bytes stored so far.
     pub received: u64,
+    /// When it was created or last took a chunk (for `--transfer-timeout`).
+    pub touched: std::time::Instant,
     stored: String,
     dir: PathBuf,
     part: PathBuf,
@@ -67,15 +69,77 @@ fn free_space(dir: &Path) -> Option<u64> {
     }
 }
 
+/// Why files cannot be stored in `inbox` (created if missing), if they
+/// cannot: the directory cannot be made, or no file can be created in it.
+pub fn inbox_problem(inbox: &Path) -> Option<String> {
+    if let Err(e) = make_inbox(inbox) {
+        return Some(e);
+    }
+    match create_part(inbox, ".sockmod-probe") {
+        Ok((part, file)) => {
+            drop(file);
+            let _ = std::fs::remove_file(part);
+            None
+        }
+        Err(e) => Some(not_writable(inbox, &e)),
+    }
+}
+
+fn make_inbox(inbox: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(inbox).map_err(|e| {
+        format!(
+            "the inbox {} cannot be created: {}",
+            inbox.display(),
+            describe(&e)
+        )
+    })
+}
+
+fn not_writable(inbox: &Path, e: &std::io::Error) -> String {
+    format!(
+        "the inbox {} is not writable: {}",
+        inbox.display(),
+        describe(e)
+    )
+}
+
+/// Free bytes in `inbox` (the disk holding it) and the disk's size, when known.
+pub fn disk_space(inbox: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dir = inbox;
+    // The inbox may not exist yet: ask about the nearest existing parent.
+    while !dir.exists() {
+        dir = dir.parent()?;
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills a zeroed struct we own from a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+            return None;
+        }
+        let f = s.f_frsize as u64;
+        Some((
+            (s.f_bavail as u64).saturating_mul(f),
+            (s.f_blocks as u64).saturating_mul(f),
+        ))
+    }
+}
+
 impl Incoming {
     /// Starts receiving `name` (`total` bytes) into `inbox`, creating the inbox
-    /// if missing and a fresh part file in it.
+    /// if missing and a fresh part file in it. A refusal names its true cause:
+    /// an inbox that cannot be created or written says so whatever the size;
+    /// only then is the free space looked at.
     pub fn create(id: u64, name: &str, total: u64, inbox: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(inbox)
-            .map_err(|e| format!("cannot create inbox {}: {}", inbox.display(), describe(&e)))?;
+        make_inbox(inbox)?;
+        let stored = safe_name(name);
+        let (part, file) = create_part(inbox, &stored).map_err(|e| not_writable(inbox, &e))?;
         if let Some(free) = free_space(inbox)
             && free < total
         {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
             return Err(format!(
                 "not enough space in {} ({} needed, {} free)",
                 inbox.display(),
@@ -83,19 +147,12 @@ impl Incoming {
                 human_size(free)
             ));
         }
-        let stored = safe_name(name);
-        let (part, file) = create_part(inbox, &stored).map_err(|e| {
-            format!(
-                "cannot create a file in {}: {}",
-                inbox.display(),
-                describe(&e)
-            )
-        })?;
         Ok(Incoming {
             id,
             name: name.to_string(),
             total,
             received: 0,
+            touched: std::time::Instant::now(),
             stored,
             dir: inbox.to_path_buf(),
             part,
@@ -111,6 +168,11 @@ impl Incoming {
         Step::Failed { reason, ended }
     }
 
+    /// True before the first chunk (an accepted offer waiting for its data).
+    pub fn fresh(&self) -> bool {
+        self.next_index == 0 && self.received == 0
+    }
+
     /// Closes and removes the part file (idempotent).
     pub fn discard(&mut self) {
         if !self.finished {
@@ -123,6 +185,7 @@ impl Incoming {
     /// Takes chunk `index` (`None`: the last one) with `digest` (given on the
     /// last chunk by sockmod senders).
     pub fn accept(&mut self, index: Option<u64>, digest: Option<&str>, body: &[u8]) -> Step {
+        self.touched = std::time::Instant::now();
         if self.finished {
             return Step::Failed {
                 reason: "transfer already ended".into(),

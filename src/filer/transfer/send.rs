@@ -44,6 +44,10 @@ pub struct Outgoing {
     pub total: u64,
     /// Bytes read and handed to the connection so far.
     pub sent: u64,
+    /// An offer went out for it (the receiver knows of it).
+    pub offered: bool,
+    /// It may be sent: accepted, or no offer is needed.
+    pub cleared: bool,
     file: File,
     next_index: u64,
     hasher: blake3::Hasher,
@@ -77,6 +81,8 @@ impl Outgoing {
             name,
             total: meta.len(),
             sent: 0,
+            offered: false,
+            cleared: false,
             file,
             next_index: 0,
             hasher: blake3::Hasher::new(),
@@ -85,7 +91,7 @@ impl Outgoing {
 
     /// True once at least one chunk went out (the receiver knows the file).
     pub fn announced(&self) -> bool {
-        self.sent > 0 || self.next_index > 0
+        self.offered || self.sent > 0 || self.next_index > 0
     }
 
     /// Reads the next chunk of at most `chunk` bytes.

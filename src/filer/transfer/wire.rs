@@ -12,10 +12,16 @@
 //!   with transfers in flight sends one for each, with reason `sender quit` or
 //!   `receiver quit`; a sender told `receiver quit` drops the files it had
 //!   queued for that peer too.
-//! - Received (sockmod): `TP:received;N:NAME;L:TOTAL`, no body: the receiver
-//!   stored the file complete and verified. A sockmod sender reports `done` on it
-//!   when the peer identified itself as a sockmod filer; otherwise once the last
-//!   byte is written to the socket.
+//! - Received (sockmod): `TP:received;N:NAME;L:TOTAL;S:STORED`, no body: the
+//!   receiver stored the file complete and verified, under the name `S`. A
+//!   sockmod sender reports `done` on it when the peer identified itself as a
+//!   sockmod filer; to a peer known to be original (it spoke without
+//!   identifying itself), once the last byte is written to the socket.
+//!
+//! - Offer (sockmod): `TP:offer;N:NAME;L:TOTAL;T:N`, no body: a sender asks a
+//!   sockmod receiver (one that identified itself) before sending a file.
+//! - Answer (sockmod): `TP:answer;N:NAME;L:TOTAL;T:N;ok:yes|no;reason:TEXT`, no
+//!   body: the receiver's answer to an offer; chunks follow only `ok:yes`.
 //!
 //! - The first chunk of a file also carries `T:N`, the sender's transfer
 //!   number (sockmod): a sockmod receiver numbers the transfer alike when it
@@ -36,6 +42,10 @@ pub const TP_FILE: &str = "file";
 pub const TP_CANCEL: &str = "cancel";
 /// The `TP` of the received extension.
 pub const TP_RECEIVED: &str = "received";
+/// The `TP` of an offer.
+pub const TP_OFFER: &str = "offer";
+/// The `TP` of an answer to an offer.
+pub const TP_ANSWER: &str = "answer";
 
 /// A parsed file chunk header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +83,12 @@ pub struct Control<'a> {
     pub role: Option<Role>,
     /// Cancel: why.
     pub reason: &'a str,
+    /// Received: the name the receiver stored the file under (`S`), when given.
+    pub stored: Option<&'a str>,
+    /// Offer and answer: the sender's transfer number (`T`).
+    pub transfer: Option<u64>,
+    /// Answer: accepted (`ok:yes`) or not.
+    pub ok: bool,
 }
 
 /// A frame of the file protocol, borrowed from a header.
@@ -84,6 +100,10 @@ pub enum Frame<'a> {
     Cancel(Control<'a>),
     /// A confirmation from the receiver.
     Received(Control<'a>),
+    /// A sender asks before sending a file (`L` is required).
+    Offer(Control<'a>),
+    /// The receiver's answer to an offer.
+    Answer(Control<'a>),
 }
 
 /// Parses a header as a file-protocol frame: `None` when it is not one, and
@@ -116,7 +136,7 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                 transfer: h.get("T").and_then(|t| t.parse().ok()).filter(|&t| t > 0),
             }))
         })()),
-        TP_CANCEL | TP_RECEIVED => {
+        TP_CANCEL | TP_RECEIVED | TP_OFFER | TP_ANSWER => {
             let total = match total {
                 Some(Ok(t)) => Some(t),
                 Some(Err(e)) => return Some(Err(e)),
@@ -131,11 +151,16 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                     _ => None,
                 },
                 reason: h.get("reason").unwrap_or(""),
+                stored: h.get("S"),
+                transfer: h.get("T").and_then(|t| t.parse().ok()).filter(|&t| t > 0),
+                ok: h.get("ok") == Some("yes"),
             };
-            Some(Ok(if tp == TP_CANCEL {
-                Frame::Cancel(ctl)
-            } else {
-                Frame::Received(ctl)
+            Some(Ok(match tp {
+                TP_CANCEL => Frame::Cancel(ctl),
+                TP_RECEIVED => Frame::Received(ctl),
+                TP_OFFER if ctl.total.is_none() => return Some(Err("bad offer: no L".into())),
+                TP_OFFER => Frame::Offer(ctl),
+                _ => Frame::Answer(ctl),
             }))
         }
         _ => None,
@@ -175,12 +200,43 @@ pub fn cancel_header(name: &str, total: u64, role: Role, reason: &str) -> Header
         .with("reason", reason)
 }
 
-/// The header of a received frame.
-pub fn received_header(name: &str, total: u64) -> Header {
-    Header::with_capacity(3)
+/// The header of a received frame: `stored` is the name the file was stored
+/// under in the receiver's inbox (`S`).
+pub fn received_header(name: &str, total: u64, stored: &str) -> Header {
+    Header::with_capacity(4)
         .with("TP", TP_RECEIVED)
         .with("N", name)
         .with("L", total.to_string())
+        .with("S", stored)
+}
+
+/// The header of an offer of file `name` (`total` bytes), transfer `id`.
+pub fn offer_header(name: &str, total: u64, id: u64) -> Header {
+    Header::with_capacity(4)
+        .with("TP", TP_OFFER)
+        .with("N", name)
+        .with("L", total.to_string())
+        .with("T", id.to_string())
+}
+
+/// The header of an answer to an offer: `refused` is `None` to accept, else
+/// the reason.
+pub fn answer_header(name: &str, total: u64, id: Option<u64>, refused: Option<&str>) -> Header {
+    let mut h = Header::with_capacity(6)
+        .with("TP", TP_ANSWER)
+        .with("N", name)
+        .with("L", total.to_string());
+    if let Some(t) = id {
+        h.set("T", t.to_string());
+    }
+    match refused {
+        None => h.set("ok", "yes"),
+        Some(r) => {
+            h.set("ok", "no");
+            h.set("reason", r);
+        }
+    }
+    h
 }
 
 /// Makes peer-supplied text safe to show on one line: control characters
@@ -270,8 +326,27 @@ mod tests {
         assert_eq!(c.total, Some(7));
         assert_eq!(c.role, Some(Role::Receiver));
         assert_eq!(c.reason, "disk full: no space");
-        let h = received_header("x", 3);
-        assert!(matches!(parse(&h), Some(Ok(Frame::Received(_)))));
+        let h = received_header("x", 3, "x (2)");
+        let Some(Ok(Frame::Received(c))) = parse(&h) else {
+            panic!()
+        };
+        assert_eq!(c.stored, Some("x (2)"));
+        let h = offer_header("a b", 9, 3);
+        let Some(Ok(Frame::Offer(o))) = parse(&h) else {
+            panic!()
+        };
+        assert_eq!((o.name, o.total, o.transfer), ("a b", Some(9), Some(3)));
+        let h = answer_header("a b", 9, Some(3), Some("no thanks"));
+        let Some(Ok(Frame::Answer(a))) = parse(&h) else {
+            panic!()
+        };
+        assert!(!a.ok);
+        assert_eq!(a.reason, "no thanks");
+        let h = answer_header("a b", 9, Some(3), None);
+        assert!(matches!(
+            parse(&h),
+            Some(Ok(Frame::Answer(Control { ok: true, .. })))
+        ));
         assert_eq!(parse(&Header::new().with("info", "hi")), None);
     }
 
