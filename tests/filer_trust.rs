@@ -66,7 +66,8 @@ fn start_filer(
     extra: &[&str],
 ) -> Filer {
     let inbox = tmp_path(&format!("inbox-{id}"));
-    let mut args = vec!["--json"];
+    // Files are taken without asking: consent has tests of its own.
+    let mut args = vec!["--json", "--accept-files", "yes"];
     args.extend_from_slice(extra);
     let mut cmd = match bind {
         None => filer_command(id, &ips.to_string(), EVERY, &inbox, &args),

@@ -199,7 +199,7 @@ fn sending() -> (Pty, Proc, Pacer) {
     let bob = Proc::spawn_cmd(lone_filer_command(
         "bob",
         &bob_dir.join("inbox"),
-        &["--json"],
+        &["--json", "--accept-files", "yes"],
     ));
     let bob_addr = bob.listening_addr();
     let mut alice = Pty::filer("alice");
