@@ -4,13 +4,18 @@
 //!
 //! Run: `cargo bench` (a few minutes on 2 cores), or `cargo bench -- --quick`
 //! (or `SOCKMOD_BENCH_QUICK=1`) for a smoke run of seconds. Extra words select
-//! rows by name: `cargo bench -- fan-out rtt` (ingest, bulk, fan-out, idle, rtt,
-//! start, file, codec).
+//! rows by name: `cargo bench -- fan-out rtt` (ingest, bulk, fan-out, piped,
+//! idle, rtt, start, file, tls-bulk, tls-file, handshakes, codec).
 //!
 //! The file row drives two `sockmod filer`s (`sendfile` from one to the other, as
 //! `scripts/bench_file.sh` does with more options) against socat disk to disk.
 //!
-//! References come from the distribution: `apt-get install -y socat iperf3 ncat`.
+//! The piped row (flow control, benches/compare/flow.rs) pipes `broadcast` lines
+//! into `serve` for readers that check every frame arrived; the TLS rows
+//! (benches/compare/tls.rs) measure bulk frames, a filer file and handshakes
+//! over TLS against socat OPENSSL, sockmod's own plaintext and openssl s_server.
+//!
+//! References come from the distribution: `apt-get install -y socat iperf3 ncat openssl`.
 //! A row whose reference is missing says so and is marked skipped.
 //!
 //! `SOCKMOD_BIN=PATH` measures another sockmod binary (e.g. an older build) and
@@ -24,6 +29,8 @@
 // from the `listening` event, lines read with timeouts, /proc figures.
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod flow;
+mod tls;
 
 use common::{
     BIN, KillOnDrop, LineReader, cpu_ticks, listening_addr_in, raise_own_limit, status_kib,
@@ -40,7 +47,7 @@ use std::time::{Duration, Instant};
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// The frame the ingest rows stream: `CL:0;info:x`.
 const SMALL_FRAME: &[u8] = b"\x0b\x00CL:0;info:x";
-const INSTALL_HINT: &str = "apt-get install -y socat iperf3 ncat";
+const INSTALL_HINT: &str = "apt-get install -y socat iperf3 ncat openssl";
 
 type Res<T> = Result<T, String>;
 
@@ -60,6 +67,9 @@ struct Settings {
     rtt_samples: usize,
     startup_runs: usize,
     file_bytes: usize,
+    pipe_clients: usize,
+    pipe_broadcasts: usize,
+    handshake_secs: u64,
 }
 
 impl Settings {
@@ -87,6 +97,9 @@ impl Settings {
                 rtt_samples: 2_000,
                 startup_runs: 5,
                 file_bytes: 64 << 20,
+                pipe_clients: 100,
+                pipe_broadcasts: 5_000,
+                handshake_secs: 2,
             }
         } else {
             Settings {
@@ -101,6 +114,9 @@ impl Settings {
                 rtt_samples: 20_000,
                 startup_runs: 21,
                 file_bytes: 1 << 30,
+                pipe_clients: 100,
+                pipe_broadcasts: 100_000,
+                handshake_secs: 5,
             }
         }
     }
@@ -138,6 +154,9 @@ enum Unit {
     BytesPerConn,
     NanosPerFrame,
     Mebibytes,
+    Seconds,
+    Count,
+    HandshakesPerSec,
 }
 
 fn show(f: Fig) -> String {
@@ -155,6 +174,9 @@ fn show(f: Fig) -> String {
         Unit::BytesPerConn => format!("{:.0} B/conn", f.v),
         Unit::NanosPerFrame => format!("{:.0} ns/frame", f.v),
         Unit::Mebibytes => format!("{:.1} MiB", f.v / 1048576.0),
+        Unit::Seconds => format!("{:.2} s", f.v),
+        Unit::Count => format!("{:.0}", f.v),
+        Unit::HandshakesPerSec => format!("{:.0} hs/s", f.v),
     }
 }
 
@@ -411,9 +433,15 @@ struct Serve {
 
 impl Serve {
     fn start(extra: &[&str]) -> Res<Serve> {
+        Serve::start_env(extra, &[])
+    }
+
+    /// `start` with extra environment variables.
+    fn start_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Res<Serve> {
         let mut cmd = Command::new(sockmod_bin());
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--json"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -926,16 +954,27 @@ struct FilerProc {
 
 impl FilerProc {
     fn start(id: &str, inbox: &Path) -> Res<FilerProc> {
-        let mut child = Command::new(sockmod_bin())
+        // Nothing listens on port 1: the filer retries quietly in the background.
+        FilerProc::start_with(id, inbox, "127.0.0.1:1", &["--report-interval", "1h"], None)
+    }
+
+    /// A filer reporting to `ipserver`, with `extra` options, and `state` as its
+    /// `XDG_STATE_HOME` when given.
+    fn start_with(
+        id: &str,
+        inbox: &Path,
+        ipserver: &str,
+        extra: &[&str],
+        state: Option<&Path>,
+    ) -> Res<FilerProc> {
+        let mut cmd = Command::new(sockmod_bin());
+        if let Some(state) = state {
+            cmd.env("XDG_STATE_HOME", state);
+        }
+        let mut child = cmd
             .args(["filer", "--id", id, "--bind", "127.0.0.1:0"])
-            // Nothing listens on port 1: the filer retries quietly in the background.
-            .args([
-                "--ipserver",
-                "127.0.0.1:1",
-                "--report-interval",
-                "1h",
-                "--json",
-            ])
+            .args(["--ipserver", ipserver, "--json"])
+            .args(extra)
             .arg("--inbox")
             .arg(inbox)
             .stdin(Stdio::piped())
@@ -1092,19 +1131,21 @@ fn file_socat(src: &Path, dir: &Path) -> Res<f64> {
     Ok(dt)
 }
 
-fn file_rows(set: &Settings) -> Vec<Row> {
+/// The file rows' directory and their source file of `bytes` pseudo-random
+/// bytes (made once, kept while its size fits).
+fn file_source(bytes: usize) -> (PathBuf, PathBuf, Res<()>) {
     let dir = Path::new(MANIFEST_DIR).join("target/bench-files");
     let src = dir.join("source.bin");
     let prepare = || -> Res<()> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        if std::fs::metadata(&src).is_ok_and(|m| m.len() as usize == set.file_bytes) {
+        if std::fs::metadata(&src).is_ok_and(|m| m.len() as usize == bytes) {
             return Ok(());
         }
         let mut f =
             std::io::BufWriter::new(std::fs::File::create(&src).map_err(|e| e.to_string())?);
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut block = vec![0u8; 1 << 20];
-        for _ in 0..set.file_bytes >> 20 {
+        for _ in 0..bytes >> 20 {
             for c in block.chunks_mut(8) {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -1116,6 +1157,11 @@ fn file_rows(set: &Settings) -> Vec<Row> {
         f.flush().map_err(|e| e.to_string())
     };
     let ready = prepare();
+    (dir, src, ready)
+}
+
+fn file_rows(set: &Settings) -> Vec<Row> {
+    let (dir, src, ready) = file_source(set.file_bytes);
     let runs = set.runs.min(3);
     let peak = std::cell::Cell::new(0u64);
     let [ours, reference] = match ready {
@@ -1154,6 +1200,190 @@ fn file_rows(set: &Settings) -> Vec<Row> {
             Some(("≤ 32 MiB each side", &at_most(32.0 * 1048576.0))),
         ),
     ]
+}
+
+// --- piped broadcast (flow control) -----------------------------------------
+
+fn piped_rows(set: &Settings) -> Vec<Row> {
+    let (c, k) = (set.pipe_clients, set.pipe_broadcasts);
+    let runs = set.runs.min(3);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    // Taking turns; a failed run ends that side's runs.
+    let mut ours_err = None;
+    let mut theirs_err = None;
+    for _ in 0..runs {
+        if ours_err.is_none() {
+            match flow::sockmod(c, k) {
+                Ok(o) => ours.push(o),
+                Err(e) => ours_err = Some(e),
+            }
+        }
+        if theirs_err.is_none() {
+            match flow::ncat(c, k) {
+                Ok(o) => theirs.push(o),
+                Err(e) => theirs_err = Some(e),
+            }
+        }
+    }
+    if debug() {
+        for (who, v) in [("sockmod", &ours), ("ncat", &theirs)] {
+            for o in v {
+                eprintln!(
+                    "    {who}: {:.3} s, {} delivered, {} bytes, {} lost",
+                    o.wall, o.delivered, o.bytes, o.lost
+                );
+            }
+        }
+    }
+    let fig = |v: &[flow::Outcome],
+               err: &Option<String>,
+               unit: Unit,
+               f: &dyn Fn(&flow::Outcome) -> f64| {
+        match err {
+            Some(e) if v.is_empty() => Err(e.clone()),
+            _ if v.is_empty() => Err("no run".to_string()),
+            _ => Ok(Fig {
+                v: median(v.iter().map(f).collect()),
+                unit,
+            }),
+        }
+    };
+    let name = format!(
+        "piped broadcast {} × {} B to {c} readers",
+        count_name(k),
+        flow::BODY
+    );
+    let rate = |o: &flow::Outcome| o.delivered as f64 / o.wall;
+    let bytes = |o: &flow::Outcome| o.bytes as f64 / o.wall;
+    let wall = |o: &flow::Outcome| o.wall;
+    // Every run's losses, summed: one lossy run is a failure.
+    let lost = |v: &[flow::Outcome], err: &Option<String>| -> Res<Fig> {
+        match err {
+            Some(e) => Err(e.clone()),
+            None => Ok(Fig {
+                v: v.iter().map(|o| o.lost as f64).sum(),
+                unit: Unit::Count,
+            }),
+        }
+    };
+    vec![
+        row(
+            &format!("{name} (deliveries)"),
+            fig(&ours, &ours_err, Unit::MsgPerSec, &rate),
+            Some((
+                "ncat --broker",
+                fig(&theirs, &theirs_err, Unit::MsgPerSec, &rate),
+            )),
+            Some(("≥ 0.8× ncat", &|o, r| r.is_none_or(|r| o >= 0.8 * r))),
+        ),
+        row(
+            &format!("{name} (delivered bytes)"),
+            fig(&ours, &ours_err, Unit::BytesPerSec, &bytes),
+            Some((
+                "ncat --broker",
+                fig(&theirs, &theirs_err, Unit::BytesPerSec, &bytes),
+            )),
+            None,
+        ),
+        row(
+            &format!("{name} (wall time)"),
+            fig(&ours, &ours_err, Unit::Seconds, &wall),
+            Some((
+                "ncat --broker",
+                fig(&theirs, &theirs_err, Unit::Seconds, &wall),
+            )),
+            None,
+        ),
+        row(
+            &format!("{name} (messages lost, all runs)"),
+            lost(&ours, &ours_err),
+            Some(("ncat --broker", lost(&theirs, &theirs_err))),
+            Some(("= 0", &at_most(0.0))),
+        ),
+    ]
+}
+
+// --- TLS -------------------------------------------------------------------
+
+fn tls_bulk_rows(set: &Settings, cert: &Res<tls::Cert>) -> Vec<Row> {
+    let b = set.bulk_bytes;
+    let [ours, socat, plain] = match cert {
+        Err(e) => [Err(e.clone()), Err(e.clone()), Err(e.clone())],
+        Ok(c) => med_turns(
+            set.runs,
+            Unit::BytesPerSec,
+            [
+                &mut || tls::bulk_sockmod(c, b),
+                &mut || tls::bulk_socat(c, b),
+                &mut || bulk_sockmod(b),
+            ],
+        ),
+    };
+    let name = format!("bulk TLS {} as 1 MiB frames, --json", size_name(b));
+    vec![
+        row(
+            &name,
+            ours.clone(),
+            Some(("socat OPENSSL-LISTEN → /dev/null", socat)),
+            Some(("≥ 1.0× socat", &|o, r| r.is_some_and(|r| o >= r))),
+        ),
+        row(
+            &format!("{name} (vs own plaintext)"),
+            ours,
+            Some(("sockmod plaintext bulk", plain)),
+            Some(("≥ 0.5× plaintext", &|o, r| {
+                r.is_some_and(|r| o >= 0.5 * r)
+            })),
+        ),
+    ]
+}
+
+fn tls_file_rows(set: &Settings) -> Vec<Row> {
+    let (dir, src, ready) = file_source(set.file_bytes);
+    let bytes = set.file_bytes;
+    let [ours, plain] = match ready {
+        Err(e) => [Err(e.clone()), Err(e)],
+        Ok(()) => med_turns(
+            set.runs.min(3),
+            Unit::BytesPerSec,
+            [
+                &mut || tls::file_filers(&src, &dir, bytes, false).map(|s| bytes as f64 / s),
+                &mut || tls::file_filers(&src, &dir, bytes, true).map(|s| bytes as f64 / s),
+            ],
+        ),
+    };
+    vec![row(
+        &format!(
+            "file TLS: {} filer → filer by roster name",
+            size_name(bytes)
+        ),
+        ours,
+        Some(("same, both --plaintext", plain)),
+        Some(("≥ 0.8× plaintext", &|o, r| {
+            r.is_some_and(|r| o >= 0.8 * r)
+        })),
+    )]
+}
+
+fn handshake_rows(set: &Settings, cert: &Res<tls::Cert>) -> Vec<Row> {
+    let secs = set.handshake_secs;
+    let [ours, theirs] = match cert {
+        Err(e) => [Err(e.clone()), Err(e.clone())],
+        Ok(c) => med_turns(
+            set.runs.min(3),
+            Unit::HandshakesPerSec,
+            [&mut || tls::handshakes_sockmod(c, secs), &mut || {
+                tls::handshakes_openssl(c, secs)
+            }],
+        ),
+    };
+    vec![row(
+        "TLS handshakes/s, full (openssl s_time -new), P-256 cert",
+        ours,
+        Some(("openssl s_server", theirs)),
+        Some(("ahead of s_server", &|o, r| r.is_none_or(|r| o > r))),
+    )]
 }
 
 // --- codec micro-benchmarks -------------------------------------------------
@@ -1342,6 +1572,12 @@ fn main() {
         done("fan-out");
     }
 
+    if set.wants("piped") {
+        eprintln!("· piped broadcast …");
+        rows.extend(piped_rows(&set));
+        done("piped");
+    }
+
     if set.wants("idle") {
         eprintln!("· idle connections …");
         let n = set.idle_conns;
@@ -1418,6 +1654,33 @@ fn main() {
         eprintln!("· file …");
         rows.extend(file_rows(&set));
         done("file");
+    }
+
+    let cert = if set.wants("tls-bulk") || set.wants("handshakes") {
+        tls::make_cert()
+    } else {
+        Err("not made".to_string())
+    };
+
+    if set.wants("tls-bulk") {
+        eprintln!("· bulk TLS …");
+        rows.extend(tls_bulk_rows(&set, &cert));
+        done("tls-bulk");
+    }
+
+    if set.wants("tls-file") {
+        eprintln!("· file TLS …");
+        if let Err(e) = std::fs::create_dir_all(tls::state_dir()) {
+            eprintln!("  cannot make {}: {e}", tls::state_dir().display());
+        }
+        rows.extend(tls_file_rows(&set));
+        done("tls-file");
+    }
+
+    if set.wants("handshakes") {
+        eprintln!("· TLS handshakes …");
+        rows.extend(handshake_rows(&set, &cert));
+        done("handshakes");
     }
 
     if set.wants("codec") {
