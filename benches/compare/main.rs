@@ -968,12 +968,14 @@ impl FilerProc {
         state: Option<&Path>,
     ) -> Res<FilerProc> {
         let mut cmd = Command::new(sockmod_bin());
-        if let Some(state) = state {
-            cmd.env("XDG_STATE_HOME", state);
-        }
+        // Keys and pins of the bench's filers stay out of the user's state.
+        let scratch = Path::new(MANIFEST_DIR).join("target/bench-state");
+        cmd.env("XDG_STATE_HOME", state.unwrap_or(&scratch));
         let mut child = cmd
             .args(["filer", "--id", id, "--bind", "127.0.0.1:0"])
             .args(["--ipserver", ipserver, "--json"])
+            // Files are taken without asking (`ask` is the default).
+            .args(["--accept-files", "yes"])
             .args(extra)
             .arg("--inbox")
             .arg(inbox)
