@@ -322,8 +322,9 @@ fn sender_killed_mid_file_leaves_no_descriptors_no_file_and_a_correct_roster() {
     bob.expect_json("bob accepted", |v| {
         v["event"] == "transfer" && v["dir"] == "recv" && v["state"] == "started"
     });
-    // His answer is written as his loop turns after the event.
-    std::thread::sleep(Duration::from_millis(50));
+    // His answer is written as his loop turns after the event (given time even
+    // on a loaded machine).
+    std::thread::sleep(Duration::from_millis(500));
     bob.signal(libc::SIGSTOP);
     alice.expect_json("alice's send started", |v| {
         v["event"] == "transfer" && v["dir"] == "send" && v["state"] == "started"

@@ -481,8 +481,9 @@ fn sender_killed_mid_file_fails_and_leaves_nothing() {
     // offer: before that, no byte of the file goes out.)
     sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&bob.p, "recv", "started", "big.bin", TIMEOUT);
-    // Bob's answer is written as his loop turns after the event.
-    std::thread::sleep(Duration::from_millis(50));
+    // Bob's answer is written as his loop turns after the event (given time
+    // even on a loaded machine).
+    std::thread::sleep(Duration::from_millis(500));
     bob.p.signal(libc::SIGSTOP);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     // Her first progress report means chunks are in the socket for bob.
@@ -529,7 +530,7 @@ fn cancel_stops_a_transfer_on_both_sides() {
     // The sender cancels while stuck mid-file (bob stopped once he accepted).
     sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&bob.p, "recv", "started", "big.bin", TIMEOUT);
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(500));
     bob.p.signal(libc::SIGSTOP);
     let v = expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     alice.p.send_line(&format!("cancel {}", v["transfer"]));
@@ -564,8 +565,9 @@ fn cancel_stops_a_transfer_on_both_sides() {
     let v = bob.p.expect_json("bob receiving the second big.bin", |v| {
         is_transfer(v, "recv", "started") && v["name"] == "big.bin" && v["transfer"] != 1
     });
-    // Bob's answer is written as his loop turns after the event.
-    std::thread::sleep(Duration::from_millis(50));
+    // Bob's answer is written as his loop turns after the event (given time
+    // even on a loaded machine).
+    std::thread::sleep(Duration::from_millis(500));
     bob.p.signal(libc::SIGSTOP);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
     alice.p.expect_json("alice's first progress", |v| {
