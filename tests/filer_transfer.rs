@@ -123,6 +123,15 @@ fn write_file(path: &Path, bytes: &[u8]) {
 
 /// A file of `size` bytes built from a 1 MiB random block, each MiB tagged with
 /// its index so that reordered or repeated chunks change the digest.
+/// Size of a file that cannot go out before a test stops its receiver: 4 GiB,
+/// sparse (zeros read at once; only what a receiver takes is written).
+const HUGE: u64 = 4 << 30;
+
+/// A sparse file of `size` zero bytes.
+fn sparse_file(path: &Path, size: u64) {
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+}
+
 fn big_file(path: &Path, size: usize, seed: u64) {
     use std::io::Write;
     let block = random_bytes(1 << 20, seed);
@@ -475,26 +484,22 @@ fn bad_chunk_sequences_fail_that_file_only() {
 fn sender_killed_mid_file_fails_and_leaves_nothing() {
     let (mut alice, bob) = alice_and_bob();
     let big = alice.dir.join("big.bin");
-    big_file(&big, 64 << 20, 7);
-    // With bob stopped, alice can only fill the socket buffers: she is stuck
-    // mid-file when she is killed. (Bob is stopped once he has accepted the
-    // offer: before that, no byte of the file goes out.)
+    sparse_file(&big, HUGE);
+    // Once chunks flow (alice's first progress report), bob is stopped: alice
+    // can only fill the socket buffers, and is mid-file when she is killed. The
+    // file is far too big to end before.
     sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&bob.p, "recv", "started", "big.bin", TIMEOUT);
-    // Bob's answer is written as his loop turns after the event (given time
-    // even on a loaded machine).
-    std::thread::sleep(Duration::from_millis(500));
-    bob.p.signal(libc::SIGSTOP);
     expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
-    // Her first progress report means chunks are in the socket for bob.
     alice.p.expect_json("alice's first progress", |v| {
         is_transfer(v, "send", "progress") && v["bytes"].as_u64() > Some(0)
     });
+    bob.p.signal(libc::SIGSTOP);
     alice.p.kill();
     bob.p.signal(libc::SIGCONT);
     let v = expect_transfer(&bob.p, "recv", "failed", "big.bin", TIMEOUT);
     assert!(reason(&v).contains("connection closed mid-file"), "{v}");
-    assert!(v["bytes"].as_u64().unwrap() < 64 << 20, "{v}");
+    assert!(v["bytes"].as_u64().unwrap() < HUGE, "{v}");
     assert_no_visible_files(&bob.inbox);
 }
 
@@ -525,14 +530,16 @@ fn source_shrinking_mid_file_fails_on_both_sides() {
 fn cancel_stops_a_transfer_on_both_sides() {
     let (mut alice, mut bob) = alice_and_bob();
     let big = alice.dir.join("big.bin");
-    big_file(&big, 64 << 20, 9);
+    sparse_file(&big, HUGE);
 
-    // The sender cancels while stuck mid-file (bob stopped once he accepted).
+    // The sender cancels while stuck mid-file (bob stopped once chunks flow).
     sendfile(&mut alice, "bob", &[&big]);
     expect_transfer(&bob.p, "recv", "started", "big.bin", TIMEOUT);
-    std::thread::sleep(Duration::from_millis(500));
-    bob.p.signal(libc::SIGSTOP);
     let v = expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
+    alice.p.expect_json("alice's first progress", |p| {
+        is_transfer(p, "send", "progress") && p["bytes"].as_u64() > Some(0)
+    });
+    bob.p.signal(libc::SIGSTOP);
     alice.p.send_line(&format!("cancel {}", v["transfer"]));
     let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
     assert_eq!(v["reason"], "cancelled");
@@ -565,14 +572,15 @@ fn cancel_stops_a_transfer_on_both_sides() {
     let v = bob.p.expect_json("bob receiving the second big.bin", |v| {
         is_transfer(v, "recv", "started") && v["name"] == "big.bin" && v["transfer"] != 1
     });
-    // Bob's answer is written as his loop turns after the event (given time
-    // even on a loaded machine).
-    std::thread::sleep(Duration::from_millis(500));
-    bob.p.signal(libc::SIGSTOP);
-    expect_transfer(&alice.p, "send", "started", "big.bin", TIMEOUT);
-    alice.p.expect_json("alice's first progress", |v| {
-        is_transfer(v, "send", "progress") && v["bytes"].as_u64() > Some(0)
+    let sent = alice.p.expect_json("alice's second big.bin", |v| {
+        is_transfer(v, "send", "started") && v["name"] == "big.bin" && v["transfer"] != 1
     });
+    alice.p.expect_json("alice's first progress", |p| {
+        is_transfer(p, "send", "progress")
+            && p["transfer"] == sent["transfer"]
+            && p["bytes"].as_u64() > Some(0)
+    });
+    bob.p.signal(libc::SIGSTOP);
     alice.p.signal(libc::SIGSTOP);
     bob.p.signal(libc::SIGCONT);
     bob.p.send_line(&format!("cancel {}", v["transfer"]));
@@ -581,7 +589,7 @@ fn cancel_stops_a_transfer_on_both_sides() {
     alice.p.signal(libc::SIGCONT);
     let v = expect_transfer(&alice.p, "send", "failed", "big.bin", TIMEOUT);
     assert_eq!(v["reason"], "receiver: cancelled", "{v}");
-    assert!(v["bytes"].as_u64().unwrap() < 64 << 20, "{v}");
+    assert!(v["bytes"].as_u64().unwrap() < HUGE, "{v}");
     assert_eq!(dir_entries(&bob.inbox), ["next.bin"]);
 
     // Cancelling what has ended, or what never was, is a one-line error.
