@@ -810,6 +810,7 @@ impl Mode for Filer {
         if let Some(problem) = self.xfer.inbox_problem() {
             core.out.notice(&format!("warning: {problem}"));
         }
+        self.xfer.expire_partials();
         self.dial_ipserver(ctx);
         self.report_timer = Some(ctx.set_timer(self.cfg.report_interval));
     }

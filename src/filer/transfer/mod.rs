@@ -20,6 +20,7 @@
 //! depends on no output code.
 
 pub mod naming;
+pub mod partial;
 pub mod paths;
 pub mod record;
 pub mod recv;
@@ -121,6 +122,8 @@ pub struct TransferConfig {
     /// Free space to keep on the inbox's disk; `None`: [`DEFAULT_MIN_FREE`], or
     /// 5% of a smaller disk.
     pub min_free: Option<u64>,
+    /// Resumable part files untouched this long are deleted at start.
+    pub keep_partial: Duration,
 }
 
 impl Default for TransferConfig {
@@ -133,6 +136,7 @@ impl Default for TransferConfig {
             offer_timeout: DEFAULT_TIMEOUT,
             transfer_timeout: DEFAULT_TIMEOUT,
             min_free: None,
+            keep_partial: partial::DEFAULT_KEEP,
         }
     }
 }
@@ -214,6 +218,8 @@ struct Pending {
     total: u64,
     /// The sender's number for it (`T`), said back in the answer.
     their_id: Option<u64>,
+    /// The resume id it was offered with (`R`), when usable.
+    resume: Option<String>,
     since: Instant,
 }
 
@@ -583,6 +589,12 @@ impl Transfers {
         recv::inbox_problem(&self.cfg.inbox)
     }
 
+    /// Deletes resumable part files untouched for `--keep-partial`; returns
+    /// how many files were deleted.
+    pub fn expire_partials(&self) -> usize {
+        partial::expire(&self.cfg.inbox, self.cfg.keep_partial)
+    }
+
     /// `transfers`: every record kept, to the report.
     pub fn list(&self, env: &mut Env<'_>) {
         let all: Vec<Listed<'_>> = self.listed(env.names).collect();
@@ -698,11 +710,12 @@ impl Transfers {
         let mut conns: Vec<ConnId> = self.recvs.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {
-            if let Some(RecvState::Receiving(inc)) = self.recvs.get(&conn) {
+            if let Some(RecvState::Receiving(inc)) = self.recvs.get_mut(&conn) {
                 let (id, name, total) = (inc.id, inc.name.clone(), inc.total);
                 Self::tell(ctx, conn, &name, total, Role::Receiver, wire::RECEIVER_QUIT);
-                // Dropping the Incoming removes its part file; what still
-                // arrives of it is dropped quietly.
+                // A resumable part file is kept for the next run; any other
+                // is removed. What still arrives of it is dropped quietly.
+                inc.suspend();
                 self.recvs
                     .insert(conn, RecvState::Discarding { name, total });
                 self.finish(env, id, Err(STOPPED_BY_QUIT.into()));
@@ -756,7 +769,10 @@ impl Transfers {
                         let (id, total) = (o.id, o.total);
                         if offer {
                             o.offered = true;
-                            let h = wire::offer_header(&o.name, total, id);
+                            // No resume id when the file cannot be sampled:
+                            // its reading fails soon enough, with its reason.
+                            o.resume = o.resume_id().ok();
+                            let h = wire::offer_header(&o.name, total, id, o.resume.as_deref());
                             let _ = ctx.send(conn, &h, &[]);
                             q.active = Some(o);
                             // Started (the sender's clock runs from the
@@ -1056,7 +1072,12 @@ impl Transfers {
             match self.recvs.get(&conn) {
                 Some(RecvState::Receiving(inc)) if matches(&inc.name, inc.total, &c) => {
                     let id = inc.id;
-                    self.recvs.remove(&conn);
+                    if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn)
+                        && c.reason == wire::SENDER_QUIT
+                    {
+                        // It may send it again: what came is kept if resumable.
+                        inc.suspend();
+                    }
                     self.finish(env, id, Err(said_by("sender", &reason)));
                     return;
                 }
@@ -1244,6 +1265,10 @@ impl Transfers {
                 name: c.name.to_string(),
                 total,
                 their_id: c.transfer,
+                resume: c
+                    .resume
+                    .filter(|r| partial::valid_id(r))
+                    .map(str::to_string),
                 since: Instant::now(),
             },
         );
@@ -1265,15 +1290,32 @@ impl Transfers {
         let Some(p) = self.offers.remove(&id) else {
             return;
         };
-        let created = self
-            .admit(p.total)
-            .and_then(|()| Incoming::create(id, &p.name, p.total, &self.cfg.inbox));
+        // A resume id already being received (on another connection) gets a
+        // part file of its own, not resumable.
+        let rid = p.resume.as_deref().filter(|r| {
+            !self
+                .recvs
+                .values()
+                .any(|s| matches!(s, RecvState::Receiving(inc) if inc.rid.as_deref() == Some(*r)))
+        });
+        let created = self.admit(p.total).and_then(|()| match rid {
+            Some(r) => Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r),
+            None => Incoming::create(id, &p.name, p.total, &self.cfg.inbox),
+        });
         match created {
             Ok(inc) => {
-                let h = wire::answer_header(&p.name, p.total, p.their_id, None);
+                let at = inc.resumed_from;
+                let h = wire::answer_at(&p.name, p.total, p.their_id, None, at);
                 let _ = ctx.send(p.conn, &h, &[]);
                 self.recvs
                     .insert(p.conn, RecvState::Receiving(Box::new(inc)));
+                if at > 0
+                    && let Some(r) = self.records.get_mut(&id)
+                {
+                    r.resumed_from = Some(at);
+                    r.bytes = at;
+                    r.emitted = at;
+                }
                 self.start(ctx, env, id, p.total);
             }
             Err(reason) => {
@@ -1313,8 +1355,24 @@ impl Transfers {
         if c.ok {
             a.cleared = true;
             let id = a.id;
+            let at = c.at.filter(|&at| at > 0 && a.resume.is_some());
+            if let Some(at) = at
+                && let Err(reason) = a.resume_at(at)
+            {
+                if let Some(a) = self.sends.get_mut(&conn).and_then(|q| q.active.take()) {
+                    Self::stop_sending(ctx, conn, &a, &reason);
+                }
+                self.finish(env, id, Err(reason));
+                self.pump(ctx, env, conn);
+                return;
+            }
             if let Some(r) = self.records.get_mut(&id) {
                 r.phase = Phase::Active;
+                if let Some(at) = at {
+                    r.resumed_from = Some(at);
+                    r.bytes = at;
+                    r.emitted = at;
+                }
             }
             self.pump(ctx, env, conn);
         } else {
@@ -1395,7 +1453,7 @@ impl Transfers {
         stalled.sort_unstable();
         for conn in stalled {
             if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
-                inc.discard();
+                inc.suspend();
                 let why = format!(
                     "stalled: nothing received for {} (--transfer-timeout)",
                     humantime::format_duration(limit)
@@ -1471,8 +1529,10 @@ impl Transfers {
     /// that do not confirm whose bytes were all written.
     pub fn on_closed(&mut self, env: &mut Env<'_>, info: &ConnInfo, reason: &str) {
         let conn = info.id;
-        if let Some(RecvState::Receiving(inc)) = self.recvs.remove(&conn) {
+        if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
             let id = inc.id;
+            // A resumable part file stays for the next offer of the file.
+            inc.suspend();
             drop(inc);
             self.finish(
                 env,
