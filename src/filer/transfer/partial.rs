@@ -211,10 +211,12 @@ fn held(part: &Path, meta: &Path, total: u64) -> Option<(File, Vec<String>)> {
     Some((f, sums))
 }
 
-/// Removes the part file and meta file of resume id `id`.
-pub fn remove(part: &Path, meta: &Path) {
-    let _ = std::fs::remove_file(part);
+/// Removes the meta file `meta`, and the hidden folder holding it once empty.
+pub fn remove_meta(meta: &Path) {
     let _ = std::fs::remove_file(meta);
+    if let Some(d) = meta.parent() {
+        let _ = std::fs::remove_dir(d);
+    }
 }
 
 /// Deletes the partial files in `inbox` untouched for `keep`; returns how
@@ -238,6 +240,7 @@ pub fn expire(inbox: &Path, keep: Duration) -> usize {
             n += 1;
         }
     }
+    let _ = std::fs::remove_dir(dir_of(inbox));
     n
 }
 

@@ -245,7 +245,7 @@ impl Incoming {
             self.file = None;
             let _ = std::fs::remove_file(&self.part);
             if let Some(s) = self.sums.take() {
-                let _ = std::fs::remove_file(s.meta());
+                super::partial::remove_meta(s.meta());
             }
         }
     }
@@ -334,7 +334,7 @@ impl Incoming {
             Ok(path) => {
                 self.finished = true;
                 if let Some(s) = self.sums.take() {
-                    let _ = std::fs::remove_file(s.meta());
+                    super::partial::remove_meta(s.meta());
                 }
                 Step::Done(path)
             }
