@@ -1,4 +1,4 @@
-//! Resumable part files (docs/PROTOCOL.md §5.3): a file offered with a resume
+//! Resumable part files (docs/PROTOCOL.md §5.4b): a file offered with a resume
 //! id (`R`) is received into `INBOX/.sockmod-partial/ID.part`, beside
 //! `ID.meta`, which holds what is needed to verify the part file later:
 //!

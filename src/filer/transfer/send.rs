@@ -60,7 +60,7 @@ pub struct Outgoing {
 /// Bytes read from each end of a file for its resume id.
 const SAMPLE: u64 = 1 << 20;
 
-/// The resume id of an open file (docs/PROTOCOL.md §5.3): the BLAKE3 of its
+/// The resume id of an open file (docs/PROTOCOL.md §5.4b): the BLAKE3 of its
 /// size, its modification time (ns) and its first and last MiB, in hex (32
 /// digits). It stays the same across runs while the file is untouched, costs
 /// two reads of 1 MiB whatever the size, and changes when the file is
