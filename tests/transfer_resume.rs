@@ -323,3 +323,61 @@ fn a_part_file_altered_while_down_is_sent_again_where_damaged() {
         format!("{len} bytes: resumed_from {}", 5 << 20),
     );
 }
+
+/// Roster peers: the sender resumes by itself once the receiver, killed
+/// mid-file with SIGKILL, is back (same inbox and key, a new port).
+#[test]
+fn a_roster_peer_back_after_a_crash_gets_the_rest_automatically() {
+    let size: u64 = 256 << 20;
+    let (_ips, ips_addr) = spawn_ipserver("127.0.0.1:0", "200ms", &[]);
+    let dir = tmp_path("resume-auto-bob");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bob_cmd = || {
+        let mut c = filer_command(
+            "bob",
+            &ips_addr.to_string(),
+            "200ms",
+            &dir.join("inbox"),
+            &["--json", "--accept-files", "yes"],
+        );
+        c.env("XDG_STATE_HOME", dir.join("state"));
+        c
+    };
+    let mut bob = Proc::spawn_cmd(bob_cmd());
+    bob.listening_addr();
+    let (mut alice, _) = spawn_filer("alice", ips_addr, "200ms", &[]);
+    alice.expect_json("bob online", |v| {
+        v["event"] == "peer_online" && v["id"] == "bob"
+    });
+    let src = dir.join("big.bin");
+    big_file(&src, size as usize, 44);
+    alice.send_line(&format!("sendfile bob '{}'", src.display()));
+    bob.expect_json_within(
+        "bob's first progress",
+        |v| v["event"] == "transfer" && v["state"] == "progress" && v["bytes"].as_u64() > Some(0),
+        LONG,
+    );
+    bob.signal(libc::SIGSTOP);
+    bob.signal(libc::SIGKILL);
+    let v = ended(&alice, "send", "big.bin");
+    assert_eq!(v["state"], "failed", "{v}");
+    bob.kill();
+
+    let bob = Proc::spawn_cmd(bob_cmd());
+    let got = ended(&bob, "recv", "big.bin");
+    assert_eq!(got["state"], "done", "{got}");
+    let from = got["resumed_from"].as_u64().expect("resumed_from");
+    let sent = alice.expect_json_within(
+        "the resumed send done",
+        |v| v["event"] == "transfer" && v["dir"] == "send" && v["state"] == "done",
+        LONG,
+    );
+    assert_eq!(sent["resumed_from"].as_u64(), Some(from), "{sent}");
+    let path = PathBuf::from(got["path"].as_str().unwrap());
+    assert_eq!(digest(&path), digest(&src));
+    figure(
+        "roster peer back after SIGKILL, resumed automatically from",
+        format!("{from} of {size}"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

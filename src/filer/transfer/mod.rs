@@ -223,6 +223,18 @@ struct Pending {
     since: Instant,
 }
 
+/// A file whose sending to `peer` was cut short (a dropped connection, or
+/// the receiver quit) after the receiver took its offer with a resume id:
+/// sent again, by name, whenever the peer is reachable and no try is under
+/// way, until `until` ([`Transfers::due_retries`]).
+struct Retry {
+    peer: String,
+    file: Checked,
+    until: Instant,
+    /// The transfer of the latest try.
+    attempt: Option<u64>,
+}
+
 /// The files of one `sendfile` with several files, for its summary line.
 struct Batch {
     ids: Vec<u64>,
@@ -299,6 +311,8 @@ pub struct Transfers {
     batches: Vec<Batch>,
     /// Offers waiting for an answer, by transfer number.
     offers: BTreeMap<u64, Pending>,
+    /// Sends cut short, to resume when their peer is back.
+    retries: Vec<Retry>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -339,6 +353,7 @@ impl Transfers {
             pruned: false,
             batches: Vec::new(),
             offers: BTreeMap::new(),
+            retries: Vec::new(),
         }
     }
 
@@ -545,6 +560,23 @@ impl Transfers {
     /// every connection. Several files make a batch, which ends with a
     /// summary ([`Report::batch`]).
     pub fn send_files(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        conns: &[ConnId],
+        files: &[Checked],
+    ) -> Result<(), String> {
+        // Sent again by hand: no longer waited for by a retry.
+        for conn in conns {
+            if let Some(peer) = env.names.get(conn) {
+                self.retries
+                    .retain(|r| &r.peer != peer || !files.iter().any(|f| f.path == r.file.path));
+            }
+        }
+        self.queue_files(ctx, env, conns, files)
+    }
+
+    fn queue_files(
         &mut self,
         ctx: &mut Context<'_>,
         env: &mut Env<'_>,
@@ -1123,10 +1155,96 @@ impl Transfers {
         }
         if c.reason == wire::RECEIVER_QUIT {
             // It is going away: the files after this one cannot go either.
+            self.keep_for_retry(env, conn);
             let why = [wire::RECEIVER_QUIT, "not sent: receiver quit"];
             self.drop_sends(ctx, env, conn, wire::SENDER_QUIT, why);
         }
         self.pump(ctx, env, conn);
+    }
+
+    /// The file going out on `conn`, if the receiver took it with a resume
+    /// id, is kept to be sent again when its peer (by name) is back.
+    fn keep_for_retry(&mut self, env: &mut Env<'_>, conn: ConnId) {
+        let Some(a) = self.sends.get(&conn).and_then(|q| q.active.as_ref()) else {
+            return;
+        };
+        let Some(peer) = env.names.get(&conn) else {
+            return;
+        };
+        if a.resume.is_none() || !a.cleared {
+            return;
+        }
+        let (id, path) = (a.id, a.path.clone());
+        let kept = self
+            .retries
+            .iter()
+            .any(|r| &r.peer == peer && r.file.path == path);
+        if !kept {
+            self.retries.push(Retry {
+                peer: peer.clone(),
+                file: Checked {
+                    path,
+                    name: a.name.clone(),
+                    size: a.total,
+                },
+                until: Instant::now() + self.cfg.transfer_timeout,
+                attempt: None,
+            });
+            env.out.notice(&format!(
+                "t{id}: {} resumes by itself once {peer} is in the ipserver's roster \
+                 again (for {}, --transfer-timeout), or with `sendfile` again",
+                quoted_name(&a.name),
+                humantime::format_duration(self.cfg.transfer_timeout)
+            ));
+        }
+    }
+
+    /// The peers that files cut short wait for ([`Transfers::retry_to`]),
+    /// among those `reachable` (by name), when no try of theirs is under way.
+    /// Forgets the files delivered since and those past their time.
+    pub fn due_retries(&mut self, reachable: impl Fn(&str) -> bool) -> Vec<String> {
+        let now = Instant::now();
+        let records = &self.records;
+        let phase = |id: Option<u64>| id.and_then(|id| records.get(&id)).map(|r| r.phase);
+        self.retries
+            .retain(|r| now < r.until && phase(r.attempt) != Some(Phase::Done));
+        let mut due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|r| phase(r.attempt).is_none_or(|p| p.is_final()) && reachable(&r.peer))
+            .map(|r| r.peer.clone())
+            .collect();
+        due.sort();
+        due.dedup();
+        due
+    }
+
+    /// Sends the files cut short for `peer` again, on `conn` (they resume).
+    pub fn retry_to(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, peer: &str, conn: ConnId) {
+        let records = &self.records;
+        let idle = |r: &Retry| {
+            r.peer == peer
+                && r.attempt
+                    .and_then(|id| records.get(&id))
+                    .is_none_or(|x| x.phase.is_final())
+        };
+        let files: Vec<Checked> = self
+            .retries
+            .iter()
+            .filter(|r| idle(r))
+            .map(|r| r.file.clone())
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        let mut n = self.next_id;
+        for r in self.retries.iter_mut().filter(|r| r.peer == peer) {
+            if files.iter().any(|f| f.path == r.file.path) {
+                r.attempt = Some(n);
+                n += 1;
+            }
+        }
+        let _ = self.queue_files(ctx, env, &[conn], &files);
     }
 
     /// Fails the files on `conn` not yet sent in full: the one going out is
@@ -1554,6 +1672,7 @@ impl Transfers {
             // An original peer: what was written in full is all it gets.
             self.complete_written(env, conn, info.bytes_out);
         }
+        self.keep_for_retry(env, conn);
         if let Some(q) = self.sends.remove(&conn) {
             let ids = q
                 .active
