@@ -621,5 +621,10 @@ mod tests {
         q.phase = Phase::Failed;
         q.ended = Some(now);
         assert_eq!(row(&q, None, now)[6..8], ["-", "-"]);
+        // A resumed transfer says where it resumed, in the table and in JSON.
+        q.phase = Phase::Active;
+        q.resumed_from = Some(3_328_599_654);
+        assert_eq!(row(&q, None, now)[8], "active, resumed at 3.1 GiB");
+        assert_eq!(json(&q, None, now)["resumed_from"], 3_328_599_654u64);
     }
 }
