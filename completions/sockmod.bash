@@ -161,7 +161,7 @@ _sockmod() {
             return 0
             ;;
         sockmod__subcmd__filer)
-            opts="-b -c -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --offer-timeout --transfer-timeout --min-free --require-encryption --plaintext --secret --secret-file --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
+            opts="-b -c -q -h --id --bind --ipserver --report-interval --inbox --max-file-size --accept-files --offer-timeout --transfer-timeout --keep-partial --min-free --require-encryption --plaintext --secret --secret-file --allow --deny --max-conns-per-ip --handshake-timeout --command --json --body-format --quiet --max-body --max-pending-bodies --max-queue --write-timeout --max-conns --heartbeat --idle-timeout --tls --tls-cert --tls-key --tls-client-ca --tls-ca --tls-pin --tls-insecure --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -204,6 +204,10 @@ _sockmod() {
                     return 0
                     ;;
                 --transfer-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-partial)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -510,6 +510,7 @@ pub fn run(cli: Cli) -> i32 {
                     offer_timeout: a.offer_timeout,
                     transfer_timeout: a.transfer_timeout,
                     min_free: a.min_free.map(|n| n as u64),
+                    keep_partial: a.keep_partial,
                 },
                 security: None,
             };

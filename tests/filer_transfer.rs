@@ -176,9 +176,18 @@ fn expect_tp(c: &mut Client, tp: &str) -> Message {
     panic!("no TP:{tp} frame within {TIMEOUT:?}");
 }
 
+/// Nothing in the inbox: a file cut short by a dropped connection or a quit
+/// may only leave its resumable part file (and the hashes verifying it) in
+/// the hidden `.sockmod-partial` folder.
 fn assert_no_visible_files(inbox: &Path) {
-    let e = dir_entries(inbox);
+    let e: Vec<String> = dir_entries(inbox)
+        .into_iter()
+        .filter(|n| n != ".sockmod-partial")
+        .collect();
     assert!(e.is_empty(), "inbox should be empty, has {e:?}");
+    for n in dir_entries(&inbox.join(".sockmod-partial")) {
+        assert!(n.ends_with(".part") || n.ends_with(".meta"), "{n}");
+    }
 }
 
 #[test]

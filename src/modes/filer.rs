@@ -479,6 +479,28 @@ impl Filer {
         core.refresh_completion(ctx, &*self);
     }
 
+    /// Sends again the files a dropped connection cut short, to each of their
+    /// peers that the roster lists, by name (docs/PROTOCOL.md §5.4b): called on
+    /// each report tick and roster. Lone filers (no roster) send again by hand.
+    fn retry_sends(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
+        if ctx.is_stopping() {
+            return;
+        }
+        let roster = &self.roster;
+        let due = self.xfer.due_retries(|n| roster.contains_key(n));
+        for name in due {
+            let conn = match self.conn_named(ctx, &name) {
+                Some(c) => c,
+                None => match self.dial_name(core, ctx, &name) {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
+            };
+            self.xfer
+                .retry_to(ctx, &mut self.peers.env(&mut core.out), &name, conn);
+        }
+    }
+
     /// The open (or opening) connection to the peer named `name`, if any.
     fn conn_named(&self, ctx: &Context<'_>, name: &str) -> Option<ConnId> {
         self.peers.names.conns_named(ctx, name).first().copied()
@@ -810,6 +832,7 @@ impl Mode for Filer {
         if let Some(problem) = self.xfer.inbox_problem() {
             core.out.notice(&format!("warning: {problem}"));
         }
+        self.xfer.expire_partials();
         self.dial_ipserver(ctx);
         self.report_timer = Some(ctx.set_timer(self.cfg.report_interval));
     }
@@ -903,10 +926,12 @@ impl Mode for Filer {
                 // The keys of the new roster follow in their own frame.
                 if !self.keys_expected() {
                     self.recheck_names(core, ctx);
+                    self.retry_sends(core, ctx);
                 }
             } else if msg.header.get("TP") == Some("Keys") {
                 self.on_keys(core, &msg);
                 self.recheck_names(core, ctx);
+                self.retry_sends(core, ctx);
             }
             return;
         }
@@ -938,6 +963,7 @@ impl Mode for Filer {
         if self.report_timer == Some(timer) {
             self.report(ctx);
             self.report_timer = Some(ctx.set_timer(self.cfg.report_interval));
+            self.retry_sends(core, ctx);
         } else if self.retry_timer == Some(timer) {
             self.retry_timer = None;
             if self.ipserver.is_none() && !ctx.is_stopping() {

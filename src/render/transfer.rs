@@ -40,6 +40,8 @@ pub struct TransferEvent<'a> {
     pub stored: Option<&'a str>,
     /// Time since it started.
     pub elapsed: Duration,
+    /// Resumed: the bytes the receiver already held.
+    pub resumed_from: Option<u64>,
 }
 
 impl TransferEvent<'_> {
@@ -103,6 +105,7 @@ fn event<'a>(
             None
         },
         elapsed: r.elapsed(now),
+        resumed_from: r.resumed_from,
     }
 }
 
@@ -200,6 +203,10 @@ fn row(r: &Record, peer_name: Option<&str>, now: Instant) -> [String; 9] {
         (Phase::Done, _, Some(p)) if !r.sending => format!("done -> {p}"),
         (p, _, _) => phase_word(p).to_string(),
     };
+    let outcome = match r.resumed_from {
+        Some(at) => format!("{outcome}, resumed at {}", human_size(at)),
+        None => outcome,
+    };
     [
         format!("t{}", r.id),
         if r.sending { "send" } else { "recv" }.into(),
@@ -241,6 +248,9 @@ fn json(r: &Record, peer_name: Option<&str>, now: Instant) -> serde_json::Value 
     }
     if let Some(st) = &r.stored {
         v["stored"] = st.clone().into();
+    }
+    if let Some(at) = r.resumed_from {
+        v["resumed_from"] = at.into();
     }
     v
 }
@@ -397,6 +407,9 @@ impl Renderer {
             if let Some(st) = ev.stored {
                 j.str("stored", st);
             }
+            if let Some(at) = ev.resumed_from {
+                j.num("resumed_from", at);
+            }
             j.num("elapsed_ms", ev.elapsed.as_millis() as u64);
             self.emit_json();
         } else if ev.state != "progress" {
@@ -410,6 +423,9 @@ impl Renderer {
                     }
                     ("started", false) => {
                         let _ = write!(l, "receiving {} ({size}) from {who}", quoted_name(ev.name));
+                        if let Some(at) = ev.resumed_from {
+                            let _ = write!(l, ", resumed at {}", human_size(at));
+                        }
                     }
                     ("done", s) => {
                         let _ = write!(
@@ -419,8 +435,11 @@ impl Renderer {
                             quoted_name(ev.name),
                             if s { "to" } else { "from" },
                             human_duration(ev.elapsed),
-                            human_rate(ev.total, ev.elapsed)
+                            human_rate(ev.total - ev.resumed_from.unwrap_or(0), ev.elapsed)
                         );
+                        if let Some(at) = ev.resumed_from {
+                            let _ = write!(l, ", resumed at {}", human_size(at));
+                        }
                         if let (false, Some(p)) = (s, ev.path) {
                             let _ = write!(l, " -> {p}");
                         }
@@ -503,6 +522,7 @@ mod tests {
             path: Some("inbox/a b.txt"),
             stored: None,
             elapsed: Duration::from_millis(1500),
+            resumed_from: None,
         }
     }
 
@@ -601,5 +621,10 @@ mod tests {
         q.phase = Phase::Failed;
         q.ended = Some(now);
         assert_eq!(row(&q, None, now)[6..8], ["-", "-"]);
+        // A resumed transfer says where it resumed, in the table and in JSON.
+        q.phase = Phase::Active;
+        q.resumed_from = Some(3_328_599_654);
+        assert_eq!(row(&q, None, now)[8], "active, resumed at 3.1 GiB");
+        assert_eq!(json(&q, None, now)["resumed_from"], 3_328_599_654u64);
     }
 }

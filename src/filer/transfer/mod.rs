@@ -20,6 +20,7 @@
 //! depends on no output code.
 
 pub mod naming;
+pub mod partial;
 pub mod paths;
 pub mod record;
 pub mod recv;
@@ -121,6 +122,8 @@ pub struct TransferConfig {
     /// Free space to keep on the inbox's disk; `None`: [`DEFAULT_MIN_FREE`], or
     /// 5% of a smaller disk.
     pub min_free: Option<u64>,
+    /// Resumable part files untouched this long are deleted at start.
+    pub keep_partial: Duration,
 }
 
 impl Default for TransferConfig {
@@ -133,6 +136,7 @@ impl Default for TransferConfig {
             offer_timeout: DEFAULT_TIMEOUT,
             transfer_timeout: DEFAULT_TIMEOUT,
             min_free: None,
+            keep_partial: partial::DEFAULT_KEEP,
         }
     }
 }
@@ -214,7 +218,21 @@ struct Pending {
     total: u64,
     /// The sender's number for it (`T`), said back in the answer.
     their_id: Option<u64>,
+    /// The resume id it was offered with (`R`), when usable.
+    resume: Option<String>,
     since: Instant,
+}
+
+/// A file whose sending to `peer` was cut short (a dropped connection, or
+/// the receiver quit) after the receiver took its offer with a resume id:
+/// sent again, by name, whenever the peer is reachable and no try is under
+/// way, until `until` ([`Transfers::due_retries`]).
+struct Retry {
+    peer: String,
+    file: Checked,
+    until: Instant,
+    /// The transfer of the latest try.
+    attempt: Option<u64>,
 }
 
 /// The files of one `sendfile` with several files, for its summary line.
@@ -293,6 +311,8 @@ pub struct Transfers {
     batches: Vec<Batch>,
     /// Offers waiting for an answer, by transfer number.
     offers: BTreeMap<u64, Pending>,
+    /// Sends cut short, to resume when their peer is back.
+    retries: Vec<Retry>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -333,6 +353,7 @@ impl Transfers {
             pruned: false,
             batches: Vec::new(),
             offers: BTreeMap::new(),
+            retries: Vec::new(),
         }
     }
 
@@ -545,6 +566,23 @@ impl Transfers {
         conns: &[ConnId],
         files: &[Checked],
     ) -> Result<(), String> {
+        // Sent again by hand: no longer waited for by a retry.
+        for conn in conns {
+            if let Some(peer) = env.names.get(conn) {
+                self.retries
+                    .retain(|r| &r.peer != peer || !files.iter().any(|f| f.path == r.file.path));
+            }
+        }
+        self.queue_files(ctx, env, conns, files)
+    }
+
+    fn queue_files(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        conns: &[ConnId],
+        files: &[Checked],
+    ) -> Result<(), String> {
         let mut batch = Vec::new();
         for &conn in conns {
             for Checked { path, name, size } in files {
@@ -581,6 +619,12 @@ impl Transfers {
             return None;
         }
         recv::inbox_problem(&self.cfg.inbox)
+    }
+
+    /// Deletes resumable part files untouched for `--keep-partial`; returns
+    /// how many files were deleted.
+    pub fn expire_partials(&self) -> usize {
+        partial::expire(&self.cfg.inbox, self.cfg.keep_partial)
     }
 
     /// `transfers`: every record kept, to the report.
@@ -698,11 +742,12 @@ impl Transfers {
         let mut conns: Vec<ConnId> = self.recvs.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {
-            if let Some(RecvState::Receiving(inc)) = self.recvs.get(&conn) {
+            if let Some(RecvState::Receiving(inc)) = self.recvs.get_mut(&conn) {
                 let (id, name, total) = (inc.id, inc.name.clone(), inc.total);
                 Self::tell(ctx, conn, &name, total, Role::Receiver, wire::RECEIVER_QUIT);
-                // Dropping the Incoming removes its part file; what still
-                // arrives of it is dropped quietly.
+                // A resumable part file is kept for the next run; any other
+                // is removed. What still arrives of it is dropped quietly.
+                inc.suspend();
                 self.recvs
                     .insert(conn, RecvState::Discarding { name, total });
                 self.finish(env, id, Err(STOPPED_BY_QUIT.into()));
@@ -756,7 +801,10 @@ impl Transfers {
                         let (id, total) = (o.id, o.total);
                         if offer {
                             o.offered = true;
-                            let h = wire::offer_header(&o.name, total, id);
+                            // No resume id when the file cannot be sampled:
+                            // its reading fails soon enough, with its reason.
+                            o.resume = o.resume_id().ok();
+                            let h = wire::offer_header(&o.name, total, id, o.resume.as_deref());
                             let _ = ctx.send(conn, &h, &[]);
                             q.active = Some(o);
                             // Started (the sender's clock runs from the
@@ -1056,7 +1104,12 @@ impl Transfers {
             match self.recvs.get(&conn) {
                 Some(RecvState::Receiving(inc)) if matches(&inc.name, inc.total, &c) => {
                     let id = inc.id;
-                    self.recvs.remove(&conn);
+                    if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn)
+                        && c.reason == wire::SENDER_QUIT
+                    {
+                        // It may send it again: what came is kept if resumable.
+                        inc.suspend();
+                    }
                     self.finish(env, id, Err(said_by("sender", &reason)));
                     return;
                 }
@@ -1102,10 +1155,96 @@ impl Transfers {
         }
         if c.reason == wire::RECEIVER_QUIT {
             // It is going away: the files after this one cannot go either.
+            self.keep_for_retry(env, conn);
             let why = [wire::RECEIVER_QUIT, "not sent: receiver quit"];
             self.drop_sends(ctx, env, conn, wire::SENDER_QUIT, why);
         }
         self.pump(ctx, env, conn);
+    }
+
+    /// The file going out on `conn`, if the receiver took it with a resume
+    /// id, is kept to be sent again when its peer (by name) is back.
+    fn keep_for_retry(&mut self, env: &mut Env<'_>, conn: ConnId) {
+        let Some(a) = self.sends.get(&conn).and_then(|q| q.active.as_ref()) else {
+            return;
+        };
+        let Some(peer) = env.names.get(&conn) else {
+            return;
+        };
+        if a.resume.is_none() || !a.cleared {
+            return;
+        }
+        let (id, path) = (a.id, a.path.clone());
+        let kept = self
+            .retries
+            .iter()
+            .any(|r| &r.peer == peer && r.file.path == path);
+        if !kept {
+            self.retries.push(Retry {
+                peer: peer.clone(),
+                file: Checked {
+                    path,
+                    name: a.name.clone(),
+                    size: a.total,
+                },
+                until: Instant::now() + self.cfg.transfer_timeout,
+                attempt: None,
+            });
+            env.out.notice(&format!(
+                "t{id}: {} resumes by itself once {peer} is in the ipserver's roster \
+                 again (for {}, --transfer-timeout), or with `sendfile` again",
+                quoted_name(&a.name),
+                humantime::format_duration(self.cfg.transfer_timeout)
+            ));
+        }
+    }
+
+    /// The peers that files cut short wait for ([`Transfers::retry_to`]),
+    /// among those `reachable` (by name), when no try of theirs is under way.
+    /// Forgets the files delivered since and those past their time.
+    pub fn due_retries(&mut self, reachable: impl Fn(&str) -> bool) -> Vec<String> {
+        let now = Instant::now();
+        let records = &self.records;
+        let phase = |id: Option<u64>| id.and_then(|id| records.get(&id)).map(|r| r.phase);
+        self.retries
+            .retain(|r| now < r.until && phase(r.attempt) != Some(Phase::Done));
+        let mut due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|r| phase(r.attempt).is_none_or(|p| p.is_final()) && reachable(&r.peer))
+            .map(|r| r.peer.clone())
+            .collect();
+        due.sort();
+        due.dedup();
+        due
+    }
+
+    /// Sends the files cut short for `peer` again, on `conn` (they resume).
+    pub fn retry_to(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, peer: &str, conn: ConnId) {
+        let records = &self.records;
+        let idle = |r: &Retry| {
+            r.peer == peer
+                && r.attempt
+                    .and_then(|id| records.get(&id))
+                    .is_none_or(|x| x.phase.is_final())
+        };
+        let files: Vec<Checked> = self
+            .retries
+            .iter()
+            .filter(|r| idle(r))
+            .map(|r| r.file.clone())
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        let mut n = self.next_id;
+        for r in self.retries.iter_mut().filter(|r| r.peer == peer) {
+            if files.iter().any(|f| f.path == r.file.path) {
+                r.attempt = Some(n);
+                n += 1;
+            }
+        }
+        let _ = self.queue_files(ctx, env, &[conn], &files);
     }
 
     /// Fails the files on `conn` not yet sent in full: the one going out is
@@ -1244,6 +1383,10 @@ impl Transfers {
                 name: c.name.to_string(),
                 total,
                 their_id: c.transfer,
+                resume: c
+                    .resume
+                    .filter(|r| partial::valid_id(r))
+                    .map(str::to_string),
                 since: Instant::now(),
             },
         );
@@ -1265,15 +1408,32 @@ impl Transfers {
         let Some(p) = self.offers.remove(&id) else {
             return;
         };
-        let created = self
-            .admit(p.total)
-            .and_then(|()| Incoming::create(id, &p.name, p.total, &self.cfg.inbox));
+        // A resume id already being received (on another connection) gets a
+        // part file of its own, not resumable.
+        let rid = p.resume.as_deref().filter(|r| {
+            !self
+                .recvs
+                .values()
+                .any(|s| matches!(s, RecvState::Receiving(inc) if inc.rid.as_deref() == Some(*r)))
+        });
+        let created = self.admit(p.total).and_then(|()| match rid {
+            Some(r) => Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r),
+            None => Incoming::create(id, &p.name, p.total, &self.cfg.inbox),
+        });
         match created {
             Ok(inc) => {
-                let h = wire::answer_header(&p.name, p.total, p.their_id, None);
+                let at = inc.resumed_from;
+                let h = wire::answer_at(&p.name, p.total, p.their_id, None, at);
                 let _ = ctx.send(p.conn, &h, &[]);
                 self.recvs
                     .insert(p.conn, RecvState::Receiving(Box::new(inc)));
+                if at > 0
+                    && let Some(r) = self.records.get_mut(&id)
+                {
+                    r.resumed_from = Some(at);
+                    r.bytes = at;
+                    r.emitted = at;
+                }
                 self.start(ctx, env, id, p.total);
             }
             Err(reason) => {
@@ -1313,8 +1473,24 @@ impl Transfers {
         if c.ok {
             a.cleared = true;
             let id = a.id;
+            let at = c.at.filter(|&at| at > 0 && a.resume.is_some());
+            if let Some(at) = at
+                && let Err(reason) = a.resume_at(at)
+            {
+                if let Some(a) = self.sends.get_mut(&conn).and_then(|q| q.active.take()) {
+                    Self::stop_sending(ctx, conn, &a, &reason);
+                }
+                self.finish(env, id, Err(reason));
+                self.pump(ctx, env, conn);
+                return;
+            }
             if let Some(r) = self.records.get_mut(&id) {
                 r.phase = Phase::Active;
+                if let Some(at) = at {
+                    r.resumed_from = Some(at);
+                    r.bytes = at;
+                    r.emitted = at;
+                }
             }
             self.pump(ctx, env, conn);
         } else {
@@ -1395,7 +1571,7 @@ impl Transfers {
         stalled.sort_unstable();
         for conn in stalled {
             if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
-                inc.discard();
+                inc.suspend();
                 let why = format!(
                     "stalled: nothing received for {} (--transfer-timeout)",
                     humantime::format_duration(limit)
@@ -1471,8 +1647,10 @@ impl Transfers {
     /// that do not confirm whose bytes were all written.
     pub fn on_closed(&mut self, env: &mut Env<'_>, info: &ConnInfo, reason: &str) {
         let conn = info.id;
-        if let Some(RecvState::Receiving(inc)) = self.recvs.remove(&conn) {
+        if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
             let id = inc.id;
+            // A resumable part file stays for the next offer of the file.
+            inc.suspend();
             drop(inc);
             self.finish(
                 env,
@@ -1494,6 +1672,7 @@ impl Transfers {
             // An original peer: what was written in full is all it gets.
             self.complete_written(env, conn, info.bytes_out);
         }
+        self.keep_for_retry(env, conn);
         if let Some(q) = self.sends.remove(&conn) {
             let ids = q
                 .active

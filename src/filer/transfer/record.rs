@@ -92,6 +92,8 @@ pub struct Record {
     pub ended: Option<Instant>,
     /// `bytes` at the last progress event.
     pub emitted: u64,
+    /// Resumed: the bytes the receiver already held when it began.
+    pub resumed_from: Option<u64>,
     /// Rate in bytes per second over [`RATE_WINDOW`] (for the ETA).
     rate: f64,
     /// `(when, bytes)` at each progress tick within the window, oldest first.
@@ -124,6 +126,7 @@ impl Record {
             started: None,
             ended: None,
             emitted: 0,
+            resumed_from: None,
             rate: 0.0,
             samples: VecDeque::new(),
         }

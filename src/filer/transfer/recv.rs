@@ -53,6 +53,12 @@ pub struct Incoming {
     next_index: u64,
     hasher: blake3::Hasher,
     finished: bool,
+    /// Kept for resuming (offered with a resume id): the block hashes.
+    sums: Option<super::partial::Sums>,
+    /// Bytes held from an earlier connection when this one began.
+    pub resumed_from: u64,
+    /// The resume id it was offered with.
+    pub rid: Option<String>,
 }
 
 /// Bytes free for an unprivileged user on the file system holding `dir`.
@@ -160,7 +166,66 @@ impl Incoming {
             next_index: 0,
             hasher: blake3::Hasher::new(),
             finished: false,
+            sums: None,
+            resumed_from: 0,
+            rid: None,
         })
+    }
+
+    /// Starts or resumes receiving `name` (`total` bytes) offered with resume
+    /// id `rid`, into `INBOX/.sockmod-partial/` ([`super::partial`]):
+    /// `resumed_from` tells how much was already held and verified.
+    pub fn create_resumable(
+        id: u64,
+        name: &str,
+        total: u64,
+        inbox: &Path,
+        rid: &str,
+    ) -> Result<Self, String> {
+        make_inbox(inbox)?;
+        let o = super::partial::open(inbox, rid, name, total)?;
+        if let Some(free) = free_space(inbox)
+            && free < total - o.at
+        {
+            return Err(format!(
+                "not enough space in {} ({} needed, {} free)",
+                inbox.display(),
+                human_size(total - o.at),
+                human_size(free)
+            ));
+        }
+        Ok(Incoming {
+            id,
+            name: name.to_string(),
+            total,
+            received: o.at,
+            touched: std::time::Instant::now(),
+            stored: safe_name(name),
+            dir: inbox.to_path_buf(),
+            part: o.part,
+            file: Some(BufWriter::with_capacity(WRITE_BUF, o.file)),
+            next_index: 0,
+            hasher: o.hasher,
+            finished: false,
+            sums: Some(o.sums),
+            resumed_from: o.at,
+            rid: Some(rid.to_string()),
+        })
+    }
+
+    /// Stops receiving but keeps a resumable part file (with what was written
+    /// so far) for a later offer of the same file; any other part file is
+    /// removed as by [`Incoming::discard`].
+    pub fn suspend(&mut self) {
+        if self.sums.is_none() {
+            return self.discard();
+        }
+        if !self.finished {
+            self.finished = true;
+            if let Some(mut w) = self.file.take() {
+                let _ = w.flush();
+            }
+        }
     }
 
     fn fail(&mut self, reason: String, ended: bool) -> Step {
@@ -170,7 +235,7 @@ impl Incoming {
 
     /// True before the first chunk (an accepted offer waiting for its data).
     pub fn fresh(&self) -> bool {
-        self.next_index == 0 && self.received == 0
+        self.next_index == 0
     }
 
     /// Closes and removes the part file (idempotent).
@@ -179,6 +244,9 @@ impl Incoming {
             self.finished = true;
             self.file = None;
             let _ = std::fs::remove_file(&self.part);
+            if let Some(s) = self.sums.take() {
+                super::partial::remove_meta(s.meta());
+            }
         }
     }
 
@@ -225,6 +293,12 @@ impl Incoming {
             }
             self.hasher.update(piece);
         }
+        if let Some(sums) = self.sums.as_mut()
+            && let Err(e) = sums.update(body, || file.flush())
+        {
+            let reason = format!("cannot keep the part file: {}", describe(&e));
+            return self.fail(reason, ended);
+        }
         self.received = after;
         self.next_index += 1;
         if !ended {
@@ -259,6 +333,9 @@ impl Incoming {
         match place(&self.part, &self.dir, &self.stored) {
             Ok(path) => {
                 self.finished = true;
+                if let Some(s) = self.sums.take() {
+                    super::partial::remove_meta(s.meta());
+                }
                 Step::Done(path)
             }
             Err(e) => {

@@ -18,10 +18,14 @@
 //!   sockmod filer; to a peer known to be original (it spoke without
 //!   identifying itself), once the last byte is written to the socket.
 //!
-//! - Offer (sockmod): `TP:offer;N:NAME;L:TOTAL;T:N`, no body: a sender asks a
-//!   sockmod receiver (one that identified itself) before sending a file.
-//! - Answer (sockmod): `TP:answer;N:NAME;L:TOTAL;T:N;ok:yes|no;reason:TEXT`, no
-//!   body: the receiver's answer to an offer; chunks follow only `ok:yes`.
+//! - Offer (sockmod): `TP:offer;N:NAME;L:TOTAL;T:N;R:ID`, no body: a sender asks a
+//!   sockmod receiver (one that identified itself) before sending a file. `R`
+//!   is the file's resume id (hex, stable across runs for the same file).
+//! - Answer (sockmod): `TP:answer;N:NAME;L:TOTAL;T:N;ok:yes|no;reason:TEXT;at:BYTES`,
+//!   no body: the receiver's answer to an offer; chunks follow only `ok:yes`.
+//!   `at` (given only for an offer with `R`, when above 0): the receiver already
+//!   holds and has verified the first BYTES of the file; the chunks start there
+//!   (their `index` counts from 0 again) and `H` is still the whole file's.
 //!
 //! - The first chunk of a file also carries `T:N`, the sender's transfer
 //!   number (sockmod): a sockmod receiver numbers the transfer alike when it
@@ -89,6 +93,10 @@ pub struct Control<'a> {
     pub transfer: Option<u64>,
     /// Answer: accepted (`ok:yes`) or not.
     pub ok: bool,
+    /// Offer: the resume id (`R`).
+    pub resume: Option<&'a str>,
+    /// Answer: bytes the receiver already holds (`at`).
+    pub at: Option<u64>,
 }
 
 /// A frame of the file protocol, borrowed from a header.
@@ -154,6 +162,8 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                 stored: h.get("S"),
                 transfer: h.get("T").and_then(|t| t.parse().ok()).filter(|&t| t > 0),
                 ok: h.get("ok") == Some("yes"),
+                resume: h.get("R").filter(|r| !r.is_empty()),
+                at: h.get("at").and_then(|a| a.parse().ok()),
             };
             Some(Ok(match tp {
                 TP_CANCEL => Frame::Cancel(ctl),
@@ -210,19 +220,36 @@ pub fn received_header(name: &str, total: u64, stored: &str) -> Header {
         .with("S", stored)
 }
 
-/// The header of an offer of file `name` (`total` bytes), transfer `id`.
-pub fn offer_header(name: &str, total: u64, id: u64) -> Header {
-    Header::with_capacity(4)
+/// The header of an offer of file `name` (`total` bytes), transfer `id`, with
+/// resume id `resume`.
+pub fn offer_header(name: &str, total: u64, id: u64, resume: Option<&str>) -> Header {
+    let mut h = Header::with_capacity(5)
         .with("TP", TP_OFFER)
         .with("N", name)
         .with("L", total.to_string())
-        .with("T", id.to_string())
+        .with("T", id.to_string());
+    if let Some(r) = resume {
+        h.set("R", r);
+    }
+    h
 }
 
 /// The header of an answer to an offer: `refused` is `None` to accept, else
 /// the reason.
 pub fn answer_header(name: &str, total: u64, id: Option<u64>, refused: Option<&str>) -> Header {
-    let mut h = Header::with_capacity(6)
+    answer_at(name, total, id, refused, 0)
+}
+
+/// [`answer_header`] that says the receiver holds the first `at` bytes (given
+/// when above 0).
+pub fn answer_at(
+    name: &str,
+    total: u64,
+    id: Option<u64>,
+    refused: Option<&str>,
+    at: u64,
+) -> Header {
+    let mut h = Header::with_capacity(7)
         .with("TP", TP_ANSWER)
         .with("N", name)
         .with("L", total.to_string());
@@ -235,6 +262,9 @@ pub fn answer_header(name: &str, total: u64, id: Option<u64>, refused: Option<&s
             h.set("ok", "no");
             h.set("reason", r);
         }
+    }
+    if at > 0 && refused.is_none() {
+        h.set("at", at.to_string());
     }
     h
 }
@@ -331,11 +361,17 @@ mod tests {
             panic!()
         };
         assert_eq!(c.stored, Some("x (2)"));
-        let h = offer_header("a b", 9, 3);
+        let h = offer_header("a b", 9, 3, Some("00ff"));
         let Some(Ok(Frame::Offer(o))) = parse(&h) else {
             panic!()
         };
         assert_eq!((o.name, o.total, o.transfer), ("a b", Some(9), Some(3)));
+        assert_eq!(o.resume, Some("00ff"));
+        let h = answer_at("a b", 9, Some(3), None, 4);
+        let Some(Ok(Frame::Answer(a))) = parse(&h) else {
+            panic!()
+        };
+        assert_eq!((a.ok, a.at), (true, Some(4)));
         let h = answer_header("a b", 9, Some(3), Some("no thanks"));
         let Some(Ok(Frame::Answer(a))) = parse(&h) else {
             panic!()
