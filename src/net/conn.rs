@@ -129,8 +129,9 @@ pub struct ConnInfo {
     /// For a dialled connection, the target as given to `dial` (`HOST:PORT`): what
     /// to show when the dial fails before an address is known.
     pub target: Option<String>,
-    /// For a TLS connection past its handshake: what it agreed on.
-    pub tls: Option<TlsInfo>,
+    /// For a TLS connection past its handshake: what it agreed on (boxed: most
+    /// connections have none, and every connection keeps this record).
+    pub tls: Option<Box<TlsInfo>>,
 }
 
 impl ConnInfo {
@@ -300,16 +301,19 @@ pub(crate) struct Conn {
     /// connection is reported up).
     pub(crate) pake: Option<Box<super::pake::Pake>>,
     /// A dial to wrap in TLS once its TCP connect completes.
-    pub(crate) dial_tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    pub(crate) dial_tls: Option<Box<DialTls>>,
     /// Malformed frames in a row (`Context::malformed`), and the `msgs_in`
     /// count at the last one: a frame delivered in between breaks the row.
     pub(crate) malformed: (u32, u64),
     /// The notices about this connection being coalesced now.
-    pub(crate) run: Option<NoticeRun>,
+    pub(crate) run: Option<Box<NoticeRun>>,
 }
+
+/// What a TLS dial presents and checks once its TCP connect completes.
+pub(crate) type DialTls = (
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
 
 /// Notices of one kind about one connection within a second: the first is
 /// shown, the rest counted and summed up in one line when the second is over.

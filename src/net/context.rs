@@ -184,7 +184,7 @@ impl Context<'_> {
         core.insert_conn(id, None, shown, dir, state, Some(shown_target.to_string()));
         if let Some(c) = core.conns.get_mut(&id) {
             c.deadline = Instant::now().checked_add(core.config.connect_timeout);
-            c.dial_tls = tls;
+            c.dial_tls = tls.map(Box::new);
         }
         core.housekeeping_stale = true;
         match literal {

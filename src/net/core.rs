@@ -538,7 +538,11 @@ impl Core {
             return;
         }
         c.info.state = State::Open;
-        c.info.tls = c.transport.as_ref().and_then(Transport::tls_info);
+        c.info.tls = c
+            .transport
+            .as_ref()
+            .and_then(Transport::tls_info)
+            .map(Box::new);
         let insecure = self.config.tls_dial.as_ref().is_some_and(|d| d.insecure);
         if c.info.dir == Dir::Out && c.info.tls.is_some() && insecure {
             self.pending.push_back(Pending::Notice(format!(
@@ -838,11 +842,11 @@ impl Core {
         }
         self.end_run(id);
         if let Some(c) = self.conns.get_mut(&id) {
-            c.run = Some(NoticeRun {
+            c.run = Some(Box::new(NoticeRun {
                 kind,
                 started: now,
                 more: 0,
-            });
+            }));
         }
         self.pending.push_back(Pending::Notice(text));
     }

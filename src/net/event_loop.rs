@@ -310,7 +310,7 @@ impl<H: Handler> Node<H> {
                 conn.info.since = now;
                 conn.info.last_seen = now;
                 conn.info.last_sent = now;
-                if let Some((cfg, name)) = conn.dial_tls.take() {
+                if let Some((cfg, name)) = conn.dial_tls.take().map(|b| *b) {
                     // Connected at the TCP level; usable once the handshake is
                     // over (still within the dial's deadline).
                     let Some(Transport::Tcp(sock)) = conn.transport.take() else {
@@ -346,7 +346,12 @@ impl<H: Handler> Node<H> {
     /// peer, kept or refused by the listener's policy.
     fn sniff(&mut self, id: u64) {
         match self.core.sniff(id) {
-            Some(true) => self.read_conn(id),
+            Some(true) => {
+                // A plaintext peer is up now: its `connected` event goes
+                // before any of its messages.
+                self.dispatch_pending();
+                self.read_conn(id);
+            }
             Some(false) => {}
             None => self.dispatch_pending(),
         }
