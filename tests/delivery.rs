@@ -153,3 +153,31 @@ fn many_broadcasts_reach_every_client_whole_and_in_order() {
         c.expect_silence(Duration::from_millis(50));
     }
 }
+
+/// A filer's listener tells a plaintext peer from a TLS one by its first bytes;
+/// the peer's `connected` event still comes before its first message, even when
+/// both arrive in one write.
+#[test]
+fn a_plaintext_peer_is_connected_before_its_first_message() {
+    for round in 0..5 {
+        let inbox = tmp_path(&format!("inbox-order-{round}"));
+        let p = Proc::spawn_cmd(lone_filer_command("ann", &inbox, &["--json"]));
+        let addr = p.listening_addr();
+        let mut c = Client::connect(addr);
+        let mut both = raw_frame("CL:0;TP:Check", b"");
+        both.extend(raw_frame("CL:0;info:first words", b""));
+        c.send_raw(&both);
+        p.expect_json("the message", |v| {
+            v["event"] == "message" && v["header"]["info"] == "first words"
+        });
+        let events: Vec<String> = p
+            .out
+            .all()
+            .into_iter()
+            .filter_map(|l| l.json)
+            .filter_map(|v| v["event"].as_str().map(str::to_string))
+            .filter(|e| e == "connected" || e == "message")
+            .collect();
+        assert_eq!(events, ["connected", "message"], "round {round}");
+    }
+}
