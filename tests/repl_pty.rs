@@ -6,119 +6,16 @@
 
 mod common;
 
+use common::pty::{Pty, Term};
 use common::*;
-use std::fs::File;
-use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
-const ROWS: u16 = 60;
-const COLS: u16 = 120;
-
-/// The binary running on a pty, its screen emulated.
-struct Pty {
-    child: Child,
-    input: File,
-    screen: Arc<Mutex<vt100::Parser>>,
-}
-
-impl Pty {
-    /// Runs `sockmod ARGS...` on a fresh pty of [`ROWS`]×[`COLS`], with its
-    /// history in a temporary directory.
-    fn spawn(args: &[&str]) -> Pty {
-        let (master, slave) = open_pty(ROWS, COLS);
-        let state = tmp_path("pty-state");
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("TERM", "xterm-256color")
-            .env("XDG_STATE_HOME", &state)
-            .stdin(Stdio::from(slave.try_clone().unwrap()))
-            .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec: a new
-        // session whose controlling terminal is the pty (so Ctrl-C is a signal).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn sockmod on a pty");
-        let input = File::from(master.try_clone().unwrap());
-        let screen = Arc::new(Mutex::new(vt100::Parser::new(
-            std::num::NonZeroU16::new(ROWS).unwrap(),
-            std::num::NonZeroU16::new(COLS).unwrap(),
-            0,
-        )));
-        let s = screen.clone();
-        let mut out = File::from(master);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            // Ends with EIO once the child has exited and the slave is closed.
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                s.lock().unwrap().process(&buf[..n]);
-            }
-        });
-        Pty {
-            child,
-            input,
-            screen,
-        }
-    }
-
-    /// Types `keys` (all at once, as a paste or fast typing does).
-    fn keys(&mut self, keys: &str) {
-        self.input.write_all(keys.as_bytes()).unwrap();
-        self.input.flush().unwrap();
-    }
-
-    /// The screen's rows, trailing blanks trimmed, trailing empty rows dropped.
-    fn rows(&self) -> Vec<String> {
-        let p = self.screen.lock().unwrap();
-        let mut rows: Vec<String> = p
-            .screen()
-            .rows(0, COLS)
-            .map(|r| r.trim_end().to_string())
-            .collect();
-        while rows.last().is_some_and(|r| r.is_empty()) {
-            rows.pop();
-        }
-        rows
-    }
-
-    /// Waits until `pred` holds for the screen's rows; panics with the screen if not.
-    fn wait(&self, what: &str, mut pred: impl FnMut(&[String]) -> bool) -> Vec<String> {
-        let mut last = Vec::new();
-        let ok = wait_until(TIMEOUT, || {
-            last = self.rows();
-            pred(&last)
-        });
-        assert!(
-            ok,
-            "timed out waiting for {what}; screen:\n{}",
-            last.join("\n")
-        );
-        last
-    }
-
-    /// Waits until the screen shows exactly `want` (as rows).
-    fn wait_exactly(&self, want: &[String]) {
-        self.wait("the expected screen", |r| r == want);
-    }
-}
-
-impl Drop for Pty {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A tall screen whose blank rows count: a line lost or doubled shows.
+const TERM: Term = Term {
+    rows: 60,
+    cols: 120,
+    keep_blank_rows: true,
+};
 
 /// The `listening on` address on the screen.
 fn listening(rows: &[String]) -> std::net::SocketAddr {
@@ -136,7 +33,7 @@ fn count(rows: &[String], pred: impl Fn(&str) -> bool) -> usize {
 
 #[test]
 fn every_event_line_stays_on_screen() {
-    let mut t = Pty::spawn(&["serve", "--bind", "127.0.0.1:0"]);
+    let mut t = Pty::spawn(TERM, &["serve", "--bind", "127.0.0.1:0"]);
     // The first line (printed before the first prompt, or while it is drawn) stays.
     let rows = t.wait("the first prompt", |r| {
         r.first().is_some_and(|l| l.starts_with("listening on "))
@@ -175,7 +72,7 @@ fn every_event_line_stays_on_screen() {
 
 #[test]
 fn typed_ahead_and_pasted_lines_all_run_in_order() {
-    let mut t = Pty::spawn(&["serve", "--bind", "127.0.0.1:0"]);
+    let mut t = Pty::spawn(TERM, &["serve", "--bind", "127.0.0.1:0"]);
     let rows = t.wait("the first prompt", |r| {
         r.first().is_some_and(|l| l.starts_with("listening on "))
             && r.last().is_some_and(|l| l == "serve>")
@@ -240,19 +137,22 @@ fn the_progress_line_leaves_no_copies_when_lines_are_entered() {
     let file = tmp_path("big.bin");
     std::fs::write(&file, vec![7u8; 64 << 20]).unwrap();
     let inbox = tmp_path("inbox");
-    let mut t = Pty::spawn(&[
-        "filer",
-        "--id",
-        "ann",
-        "--bind",
-        "127.0.0.1:0",
-        "--ipserver",
-        &refused_addr().to_string(),
-        "--report-interval",
-        "5s",
-        "--inbox",
-        inbox.to_str().unwrap(),
-    ]);
+    let mut t = Pty::spawn(
+        TERM,
+        &[
+            "filer",
+            "--id",
+            "ann",
+            "--bind",
+            "127.0.0.1:0",
+            "--ipserver",
+            &refused_addr().to_string(),
+            "--report-interval",
+            "5s",
+            "--inbox",
+            inbox.to_str().unwrap(),
+        ],
+    );
     t.wait("the prompt", |r| r.last().is_some_and(|l| l == "filer>"));
     t.keys(&format!("connect {}\r", sink.local_addr().unwrap()));
     let _peer = accept_within(&sink, TIMEOUT);

@@ -4,148 +4,26 @@
 
 mod common;
 
+use common::pty::{Pty, Term};
 use common::*;
 use serde_json::Value;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const ROWS: u16 = 30;
-const COLS: u16 = 120;
+const TERM: Term = Term {
+    rows: 30,
+    cols: 120,
+    keep_blank_rows: false,
+};
 
-/// A filer on a pseudo-terminal, its screen emulated.
-struct Pty {
-    child: Child,
-    master: OwnedFd,
-    input: File,
-    screen: Arc<Mutex<vt100::Parser>>,
-    dir: PathBuf,
-}
-
-impl Pty {
-    fn filer(id: &str) -> Pty {
-        let (master, slave) = open_pty(ROWS, COLS);
-        let dir = tmp_path(&format!("repl-quit-{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cmd = lone_filer_command(id, &dir.join("inbox"), &[]);
-        cmd.env("TERM", "xterm-256color")
-            .env("XDG_STATE_HOME", tmp_path("state"))
-            .stdin(Stdio::from(slave.try_clone().unwrap()))
-            .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn sockmod on a pty");
-        let input = File::from(master.try_clone().unwrap());
-        let screen = Arc::new(Mutex::new(vt100::Parser::new(
-            std::num::NonZeroU16::new(ROWS).unwrap(),
-            std::num::NonZeroU16::new(COLS).unwrap(),
-            0,
-        )));
-        let s = screen.clone();
-        let mut out = File::from(master.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                s.lock().unwrap().process(&buf[..n]);
-            }
-        });
-        Pty {
-            child,
-            master,
-            input,
-            screen,
-            dir,
-        }
-    }
-
-    fn keys(&mut self, keys: &str) {
-        self.input.write_all(keys.as_bytes()).unwrap();
-        self.input.flush().unwrap();
-    }
-
-    /// The non-blank rows of the screen, trimmed at the end.
-    fn rows(&self) -> Vec<String> {
-        let p = self.screen.lock().unwrap();
-        let cols = p.screen().size().1;
-        p.screen()
-            .rows(0, cols.into())
-            .map(|r| r.trim_end().to_string())
-            .filter(|r| !r.is_empty())
-            .collect()
-    }
-
-    fn wait(&self, what: &str, mut pred: impl FnMut(&[String]) -> bool) -> Vec<String> {
-        let mut last = Vec::new();
-        let ok = wait_until(TIMEOUT, || {
-            last = self.rows();
-            pred(&last)
-        });
-        assert!(
-            ok,
-            "timed out waiting for {what}; screen:\n{}",
-            last.join("\n")
-        );
-        last
-    }
-
-    /// The terminal becomes `cols` wide: the emulator first (as a terminal
-    /// window does), then the pty, then SIGWINCH.
-    fn resize(&self, cols: u16) {
-        self.screen.lock().unwrap().screen_mut().set_size(
-            std::num::NonZeroU16::new(ROWS).unwrap(),
-            std::num::NonZeroU16::new(cols).unwrap(),
-        );
-        let ws = libc::winsize {
-            ws_row: ROWS,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ on the master we own; kill on our child.
-        unsafe {
-            assert_eq!(
-                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws),
-                0
-            );
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGWINCH);
-        }
-    }
-
-    fn exit_code(&mut self) -> i32 {
-        let mut status = None;
-        wait_until(TIMEOUT, || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        let status = status.expect("the filer did not exit");
-        // Whatever it wrote last reaches the emulator.
-        std::thread::sleep(Duration::from_millis(300));
-        status.code().expect("exit status")
-    }
-}
-
-impl Drop for Pty {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A filer named `id` on a pty, alone (its ipserver unreachable), its inbox in
+/// the pty's directory.
+fn filer(id: &str) -> Pty {
+    Pty::spawn_with(TERM, &format!("repl-quit-{id}"), |dir| {
+        lone_filer_command(id, &dir.join("inbox"), &[])
+    })
 }
 
 /// Lets a SIGSTOPped receiver run for a moment now and then, so a file goes
@@ -202,7 +80,7 @@ fn sending() -> (Pty, Proc, Pacer) {
         &["--json", "--accept-files", "yes"],
     ));
     let bob_addr = bob.listening_addr();
-    let mut alice = Pty::filer("alice");
+    let mut alice = filer("alice");
     alice.wait("the first prompt", |r| {
         r.last().is_some_and(|l| l == "filer>")
     });
@@ -301,7 +179,7 @@ fn quit_typed_while_waiting_stops_at_once() {
 #[test]
 fn progress_follows_a_resize_to_40_columns() {
     let (mut alice, _bob, _pacer) = sending();
-    alice.resize(40);
+    alice.resize(TERM.rows, 40);
     let rows = alice.wait("the progress line at 40 columns", |r| {
         r.iter().any(|l| {
             l.starts_with("t1 ")
@@ -326,7 +204,7 @@ fn progress_follows_a_resize_to_40_columns() {
     );
     // The prompt is still there, and a wider terminal brings the peer back.
     assert_eq!(rows.last().map(String::as_str), Some("filer>"));
-    alice.resize(100);
+    alice.resize(TERM.rows, 100);
     let rows = alice.wait("the progress line at 100 columns", |r| {
         r.iter()
             .any(|l| l.starts_with("t1 send") && l.contains(" to bob "))

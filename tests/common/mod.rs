@@ -1116,6 +1116,10 @@ impl<R: Read> LineReader<R> {
 
 // --- pseudo-terminals -----------------------------------------------------------
 
+// The binary on a pty with its screen emulated (`use common::pty::{Pty, Term};`),
+// under this file's `#![allow(dead_code)]` like the rest.
+pub mod pty;
+
 /// A new pseudo-terminal of `rows` × `cols`, as (master, slave). The master is
 /// close-on-exec, so a child given the slave does not also hold the master.
 pub fn open_pty(rows: u16, cols: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
