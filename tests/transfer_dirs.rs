@@ -213,6 +213,7 @@ fn offer(name: &str, path: &str, total: u64, t: u64) -> Header {
 fn hostile_paths_create_nothing_outside_the_inbox() {
     let mut bob = filer("bob", "hostile");
     // The inbox's parent as it is before (the inbox made at start).
+    assert!(wait_until(Duration::from_secs(10), || bob.inbox.exists()));
     let parent_before = dir_entries(&bob.dir);
     let mut c = Client::connect(bob.addr);
     let hostile = [
