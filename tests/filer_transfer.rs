@@ -707,11 +707,16 @@ fn unreadable_sources_are_refused_before_sending() {
     let (mut alice, bob) = alice_and_bob();
     let ok = alice.dir.join("ok.txt");
     write_file(&ok, b"ok");
-    let dir = alice.dir.clone();
-    sendfile(&mut alice, "bob", &[&ok, &dir]);
-    alice.p.expect_err_line("a directory is refused", |l| {
-        l.contains("it is a directory")
-    });
+    // (A folder is sent as a folder: tests/transfer_dirs.rs.) A FIFO is not
+    // a regular file.
+    let fifo = alice.dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    sendfile(&mut alice, "bob", &[&ok, &fifo]);
+    alice
+        .p
+        .expect_err_line("a FIFO is refused", |l| l.contains("not a regular file"));
     alice.p.send_line("sendfile bob /nonexistent/file");
     alice.p.expect_err_line("a missing file is refused", |l| {
         l.contains("/nonexistent/file") && l.contains("not found")

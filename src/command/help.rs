@@ -129,10 +129,11 @@ name, verified by length and BLAKE3 digest; `sendfile bob,carol a.iso` sends to 
     CommandSpec {
         name: "transfers",
         aliases: &[],
-        usage: "transfers",
+        usage: "transfers [tN]",
         summary: "list file transfers",
         detail: "Active, queued and finished transfers (this run): number, direction, peer, name, size,\n\
-progress, rate and time, and the outcome (where a received file was stored, or why it failed).",
+progress, rate and time, and the outcome (where a received file was stored, or why it failed).\n\
+A folder is one line (files done/total); `transfers tN` lists that folder's files.",
         modes: &["filer"],
     },
     CommandSpec {

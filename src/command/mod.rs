@@ -143,7 +143,7 @@ pub enum Command {
     /// `sendfile TARGET PATH...` (filer).
     SendFile(Target, Vec<PathBuf>),
     /// `transfers` (filer).
-    Transfers,
+    Transfers(Option<u64>),
     /// `cancel N` (filer).
     Cancel(u64),
     /// `accept N`, or `accept *` (`None`) (filer).
@@ -169,7 +169,7 @@ impl Command {
             Command::Trust(_) => "trust",
             Command::Forget(_) => "forget",
             Command::SendFile(..) => "sendfile",
-            Command::Transfers => "transfers",
+            Command::Transfers(_) => "transfers",
             Command::Cancel(_) => "cancel",
             Command::Accept(_) => "accept",
             Command::Refuse(_) => "refuse",
@@ -248,7 +248,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "list" => no_args(args, Command::List, usage)?,
         "quit" => no_args(args, Command::Quit, usage)?,
         "peers" => no_args(args, Command::Peers, usage)?,
-        "transfers" => no_args(args, Command::Transfers, usage)?,
+        "transfers" => match args {
+            [] => Command::Transfers(None),
+            // A folder batch's files.
+            [n] => Command::Transfers(Some(transfer_number("transfers", n)?)),
+            _ => return Err(usage()),
+        },
         "connect" => match args {
             // Checked as on the command line: a bad port is refused here, not
             // reported later as a failed dial (or a failed name lookup).

@@ -1007,14 +1007,17 @@ impl Mode for Filer {
             }
             Command::SendFile(t, paths) => {
                 // Checked before anything happens: a bad path dials no one.
-                let files = Transfers::check_files(&paths)?;
+                let (files, skipped) = Transfers::check_files(&paths)?;
                 self.dial_missing(core, ctx, &t)?;
+                for n in &skipped {
+                    core.out.notice(n);
+                }
                 let ids = core.resolve(ctx, &*self, &t)?;
                 self.xfer
                     .send_files(ctx, &mut self.peers.env(&mut core.out), &ids, &files)
             }
-            Command::Transfers => {
-                self.xfer.list(&mut self.peers.env(&mut core.out));
+            Command::Transfers(n) => {
+                self.xfer.list(&mut self.peers.env(&mut core.out), n);
                 Ok(())
             }
             Command::Cancel(n) => self.xfer.cancel(ctx, &mut self.peers.env(&mut core.out), n),

@@ -131,7 +131,7 @@ fn progress_line(r: &Record, peer_name: Option<&str>) -> String {
 fn fit_progress(r: &Record, peer_name: Option<&str>, width: usize) -> String {
     let id = format!("t{}", r.id);
     let dir = if r.sending { "send" } else { "recv" };
-    let name = quoted_name(&r.name);
+    let name = shown_name(r);
     let peer = format!(
         " {} {}",
         if r.sending { "to" } else { "from" },
@@ -183,6 +183,15 @@ fn fit_progress(r: &Record, peer_name: Option<&str>, width: usize) -> String {
     clip_columns(&format!("{id} {} {short}", clip_columns(&name, 4)), width)
 }
 
+/// The name as shown: a folder batch's with a slash and its files done and
+/// in all (`"photos"/ 12/2003 files`).
+fn shown_name(r: &Record) -> String {
+    match r.files {
+        Some((done, all)) => format!("{}/ {done}/{all} files", quoted_name(&r.name)),
+        None => quoted_name(&r.name),
+    }
+}
+
 /// A row of the `transfers` table: `rate` and `time` are `-` until the
 /// transfer has moved bytes (queued, or failed before its turn).
 fn row(r: &Record, peer_name: Option<&str>, now: Instant) -> [String; 9] {
@@ -211,7 +220,7 @@ fn row(r: &Record, peer_name: Option<&str>, now: Instant) -> [String; 9] {
         format!("t{}", r.id),
         if r.sending { "send" } else { "recv" }.into(),
         r.who(peer_name),
-        quoted_name(&r.name),
+        shown_name(r),
         human_size(r.total),
         format!("{}%", percent(r)),
         rate,
@@ -251,6 +260,13 @@ fn json(r: &Record, peer_name: Option<&str>, now: Instant) -> serde_json::Value 
     }
     if let Some(at) = r.resumed_from {
         v["resumed_from"] = at.into();
+    }
+    if let Some((done, all)) = r.files {
+        v["files_done"] = done.into();
+        v["files"] = all.into();
+    }
+    if let Some(p) = r.parent {
+        v["batch"] = p.into();
     }
     v
 }
@@ -363,7 +379,7 @@ impl Renderer {
             j.str("addr", &r.addr)
                 .str("name", &r.name)
                 .num("total", r.total)
-                .num("files", 1);
+                .num("files", r.files.map_or(1, |f| f.1));
             self.emit_json();
         } else {
             let who = r.who(peer_name);
@@ -371,7 +387,7 @@ impl Renderer {
                 let _ = write!(
                     l,
                     "? {who} offers {} ({}) — accept t{} / refuse t{}",
-                    quoted_name(&r.name),
+                    shown_name(r),
                     human_size(r.total),
                     r.id,
                     r.id

@@ -25,6 +25,7 @@ pub mod paths;
 pub mod record;
 pub mod recv;
 pub mod send;
+pub mod tree;
 pub mod wire;
 
 use crate::human::{human_size, quoted_name};
@@ -34,9 +35,9 @@ pub use record::{Change, Phase, Record};
 use recv::{Incoming, Step};
 use send::{Outgoing, check_source, wire_name};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use wire::{Chunk, Control, Frame, Role};
+use wire::{Chunk, Control, Entry, Frame, Role};
 
 /// The chunk size: bytes of file per frame.
 ///
@@ -73,6 +74,33 @@ const REFUSE_ALL: &str = "refused: this filer does not accept files (--accept-fi
 const NO_OFFER: &str = "refused: the file came without an offer and this filer asks before \
      taking files (--accept-files ask; an original peer cannot ask: the receiver may run \
      with --accept-files yes)";
+
+/// In a folder batch's staging folder: one line per file complete in it
+/// (`RESUME_ID<TAB>PATH`), so a folder sent again skips them.
+const DONE_LIST: &str = ".sockmod-done";
+
+/// True when the staging folder `staging` holds `file` (`rel`) complete, as
+/// received with resume id `rid` and `total` bytes long.
+fn held(staging: &Path, file: &Path, rid: &str, rel: &str, total: u64) -> bool {
+    let line = format!("{rid}\t{rel}");
+    let listed = std::fs::read_to_string(staging.join(DONE_LIST))
+        .is_ok_and(|t| t.lines().any(|l| l == line));
+    listed
+        && std::fs::symlink_metadata(file)
+            .is_ok_and(|m| m.file_type().is_file() && m.len() == total)
+}
+
+/// Notes in `staging` that `rel` is complete, received with resume id `rid`.
+fn note_held(staging: &Path, rid: &str, rel: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(staging.join(DONE_LIST))
+    {
+        let _ = writeln!(f, "{rid}\t{rel}");
+    }
+}
 
 /// Finished transfers kept for `transfers`.
 const KEEP_FINISHED: usize = 1000;
@@ -209,6 +237,8 @@ pub struct Checked {
     path: PathBuf,
     name: String,
     size: u64,
+    /// A file or empty folder of a folder batch (§5.7).
+    entry: Option<Entry>,
 }
 
 /// A file offered to us, waiting for `accept` or `refuse`.
@@ -221,6 +251,30 @@ struct Pending {
     /// The resume id it was offered with (`R`), when usable.
     resume: Option<String>,
     since: Instant,
+    /// A file of a folder batch: its batch's key and checked path parts.
+    entry: Option<(BatchKey, Vec<String>)>,
+}
+
+/// A folder batch being received, by connection and batch id (`B`).
+type BatchKey = (ConnId, String);
+
+/// A folder batch being received (§5.7): built under
+/// `INBOX/.sockmod-staging/B/`, moved into the inbox once complete.
+struct RecvBatch {
+    /// Its record.
+    id: u64,
+    /// The folder's name (the first component of every path).
+    top: String,
+    /// `INBOX/.sockmod-staging/B`.
+    staging: PathBuf,
+    files: u64,
+    dirs_total: u64,
+    /// Empty folders announced (checked path parts).
+    dirs: HashSet<Vec<String>>,
+    /// Files complete in staging.
+    done: u64,
+    /// The user (or the policy) took it: later files need no answer.
+    accepted: bool,
 }
 
 /// A file whose sending to `peer` was cut short (a dropped connection, or
@@ -258,6 +312,7 @@ struct Waiting {
     id: u64,
     path: PathBuf,
     name: String,
+    entry: Option<Entry>,
 }
 
 /// A file sent in full, not yet known to be complete on the other side.
@@ -313,6 +368,13 @@ pub struct Transfers {
     offers: BTreeMap<u64, Pending>,
     /// Sends cut short, to resume when their peer is back.
     retries: Vec<Retry>,
+    /// Folder batches being received.
+    rbatches: HashMap<BatchKey, RecvBatch>,
+    /// Files being received into a folder batch: their batch and path parts.
+    rchild: HashMap<u64, (BatchKey, Vec<String>)>,
+    /// Folder batches (their records) with files not yet ended: `(ended,
+    /// first failure)`.
+    open_batches: HashMap<u64, (u64, Option<String>)>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -354,6 +416,9 @@ impl Transfers {
             batches: Vec::new(),
             offers: BTreeMap::new(),
             retries: Vec::new(),
+            rbatches: HashMap::new(),
+            rchild: HashMap::new(),
+            open_batches: HashMap::new(),
         }
     }
 
@@ -414,7 +479,9 @@ impl Transfers {
     }
 
     fn emit(&self, env: &mut Env<'_>, id: u64, change: Change) {
-        if let Some(r) = self.records.get(&id) {
+        if let Some(r) = self.records.get(&id)
+            && r.parent.is_none()
+        {
             let name = peer_name(r, env.names);
             env.out.transfer(r, change, name, Instant::now());
         }
@@ -486,7 +553,12 @@ impl Transfers {
                 Change::Failed
             }
         };
+        let parent = r.parent;
+        let failure = r.reason.clone();
         self.emit(env, id, change);
+        if let Some(p) = parent {
+            self.child_ended(env, p, failure);
+        }
         self.end_batches(env);
         self.finished.push_back(id);
         while self.finished.len() > KEEP_FINISHED {
@@ -529,8 +601,83 @@ impl Transfers {
     }
 
     fn set_bytes(&mut self, id: u64, bytes: u64) {
-        if let Some(r) = self.records.get_mut(&id) {
-            r.bytes = bytes;
+        let Some(r) = self.records.get_mut(&id) else {
+            return;
+        };
+        let (old, parent) = (r.bytes, r.parent);
+        r.bytes = bytes;
+        if let Some(p) = parent.and_then(|p| self.records.get_mut(&p)) {
+            p.bytes = (p.bytes + bytes).saturating_sub(old).min(p.total);
+        }
+    }
+
+    /// A file of folder batch `p` ended (`failure` when it failed). A sent
+    /// batch ends with its last file (failed if any did, the files still
+    /// queued dropped at the first failure); a received one fails with its
+    /// first failed file and is done only once moved into place.
+    fn child_ended(&mut self, env: &mut Env<'_>, p: u64, failure: Option<String>) {
+        let Some(r) = self.records.get_mut(&p) else {
+            return;
+        };
+        if r.phase.is_final() {
+            return;
+        }
+        let sending = r.sending;
+        if failure.is_none()
+            && let Some((done, _)) = r.files.as_mut()
+        {
+            *done += 1;
+        }
+        let total = r.files.map_or(0, |f| f.1);
+        let conn = r.conn;
+        let e = self.open_batches.entry(p).or_insert((0, None));
+        e.0 += 1;
+        if e.1.is_none() {
+            e.1.clone_from(&failure);
+        }
+        let (ended, first) = (e.0, e.1.clone());
+        if !sending {
+            if let Some(why) = failure {
+                self.open_batches.remove(&p);
+                self.rbatches.retain(|_, b| b.id != p);
+                self.finish(env, p, Err(why));
+            }
+            return;
+        }
+        if let Some(why) = &first {
+            // The rest of the folder is not sent.
+            let mut dropped = Vec::new();
+            if let Some(q) = self.sends.get_mut(&conn) {
+                let records = &self.records;
+                q.waiting.retain(|w| {
+                    let mine = w.id == 0 && w.entry.is_some()
+                        || records.get(&w.id).is_some_and(|c| c.parent == Some(p));
+                    if mine && w.id != 0 {
+                        dropped.push(w.id);
+                    }
+                    !mine
+                });
+            }
+            if ended + dropped.len() as u64 >= total || !dropped.is_empty() {
+                self.open_batches.remove(&p);
+                let why = why.clone();
+                for id in dropped {
+                    if let Some(c) = self.records.get_mut(&id) {
+                        c.phase = Phase::Failed;
+                        c.reason = Some("not sent: the folder failed".into());
+                        c.ended = Some(Instant::now());
+                    }
+                }
+                self.finish(env, p, Err(why));
+                return;
+            }
+        }
+        if ended >= total {
+            self.open_batches.remove(&p);
+            match first {
+                None => self.finish(env, p, Ok(None)),
+                Some(why) => self.finish(env, p, Err(why)),
+            }
         }
     }
 
@@ -541,19 +688,54 @@ impl Transfers {
     /// `sendfile`'s paths, before anything else is done: patterns expanded
     /// ([`paths::expand`]) and every file checked. `Err` when one cannot be
     /// sent (missing, unreadable, a directory) or a pattern matches nothing.
-    pub fn check_files(args: &[PathBuf]) -> Result<Vec<Checked>, String> {
+    ///
+    /// A folder is walked ([`tree::walk`]): its files and empty folders make
+    /// a folder batch (§5.7); the notices (one per symlink or special file
+    /// skipped) come back with the files.
+    pub fn check_files(args: &[PathBuf]) -> Result<(Vec<Checked>, Vec<String>), String> {
         let paths = paths::expand(args)?;
         let mut files = Vec::with_capacity(paths.len());
+        let mut notices = Vec::new();
         for p in paths {
+            if std::fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
+                let w = tree::walk(&p)?;
+                notices.extend(w.skipped);
+                let batch = tree::batch_id(&p);
+                let entry = |path: String| Entry {
+                    path,
+                    batch: batch.clone(),
+                    files: w.files.len() as u64,
+                    dirs: w.dirs.len() as u64,
+                    bytes: w.files.iter().map(|f| f.2).sum(),
+                };
+                for d in &w.dirs {
+                    files.push(Checked {
+                        path: p.clone(),
+                        name: wire_name(Path::new(d.trim_end_matches('/'))),
+                        size: 0,
+                        entry: Some(entry(d.clone())),
+                    });
+                }
+                for (path, rel, size) in &w.files {
+                    files.push(Checked {
+                        path: path.clone(),
+                        name: wire_name(path),
+                        size: *size,
+                        entry: Some(entry(rel.clone())),
+                    });
+                }
+                continue;
+            }
             let size = check_source(&p)?;
             let name = wire_name(&p);
             files.push(Checked {
                 path: p,
                 name,
                 size,
+                entry: None,
             });
         }
-        Ok(files)
+        Ok((files, notices))
     }
 
     /// `sendfile`: queues every checked file ([`Transfers::check_files`]) for
@@ -585,10 +767,60 @@ impl Transfers {
     ) -> Result<(), String> {
         let mut batch = Vec::new();
         for &conn in conns {
-            for Checked { path, name, size } in files {
+            // Folder batches: one record each, by batch id.
+            let mut parents: HashMap<&str, u64> = HashMap::new();
+            for Checked {
+                path,
+                name,
+                size,
+                entry,
+            } in files
+            {
+                let parent = match entry {
+                    None => None,
+                    Some(e) => Some(match parents.get(e.batch.as_str()) {
+                        Some(&p) => p,
+                        None => {
+                            let top = e.path.split('/').next().unwrap_or("folder");
+                            let p = self.new_record(ctx, true, conn, top, e.bytes);
+                            if let Some(r) = self.records.get_mut(&p) {
+                                r.files = Some((0, e.files));
+                                let dir = if e.path.ends_with('/') {
+                                    path.clone()
+                                } else {
+                                    path.ancestors()
+                                        .nth(e.path.matches('/').count())
+                                        .map_or_else(|| path.clone(), Path::to_path_buf)
+                                };
+                                r.path = Some(dir.display().to_string());
+                            }
+                            self.start(ctx, env, p, e.bytes);
+                            if e.files == 0 {
+                                self.open_batches.insert(p, (0, None));
+                            }
+                            parents.insert(&e.batch, p);
+                            p
+                        }
+                    }),
+                };
+                if entry.as_ref().is_some_and(|e| e.path.ends_with('/')) {
+                    // An empty folder: a `TP:dir` frame, no record.
+                    self.sends
+                        .entry(conn)
+                        .or_default()
+                        .waiting
+                        .push_back(Waiting {
+                            id: 0,
+                            path: path.clone(),
+                            name: name.clone(),
+                            entry: entry.clone(),
+                        });
+                    continue;
+                }
                 let id = self.new_record(ctx, true, conn, name, *size);
                 if let Some(r) = self.records.get_mut(&id) {
                     r.path = Some(path.display().to_string());
+                    r.parent = parent;
                 }
                 self.sends
                     .entry(conn)
@@ -598,8 +830,21 @@ impl Transfers {
                         id,
                         path: path.clone(),
                         name: name.clone(),
+                        entry: entry.clone(),
                     });
-                batch.push(id);
+                if parent.is_none() {
+                    batch.push(id);
+                }
+            }
+            // A folder with no file at all ends once its folders are sent.
+            let empty: Vec<u64> = parents
+                .values()
+                .copied()
+                .filter(|p| self.records.get(p).and_then(|r| r.files) == Some((0, 0)))
+                .collect();
+            for p in empty {
+                self.open_batches.remove(&p);
+                self.finish(env, p, Ok(None));
             }
         }
         if batch.len() > 1 {
@@ -628,8 +873,17 @@ impl Transfers {
     }
 
     /// `transfers`: every record kept, to the report.
-    pub fn list(&self, env: &mut Env<'_>) {
-        let all: Vec<Listed<'_>> = self.listed(env.names).collect();
+    ///
+    /// The files of a folder batch are listed through it (one line), unless
+    /// `expand` names the batch: then its files are listed after it.
+    pub fn list(&self, env: &mut Env<'_>, expand: Option<u64>) {
+        let all: Vec<Listed<'_>> = self
+            .listed(env.names)
+            .filter(|l| {
+                l.record.parent.is_none() || (expand.is_some() && l.record.parent == expand)
+            })
+            .filter(|l| expand.is_none_or(|e| l.record.id == e || l.record.parent == Some(e)))
+            .collect();
         env.out.transfers(&all, Instant::now());
     }
 
@@ -650,6 +904,9 @@ impl Transfers {
             _ => format!("cannot cancel transfer t{id}: it ended long ago"),
         })?;
         let (conn, sending, phase) = (r.conn, r.sending, r.phase);
+        if r.files.is_some() && !phase.is_final() {
+            return self.cancel_batch(ctx, env, id);
+        }
         match (phase, sending) {
             (Phase::Done, _) => Err(format!(
                 "cannot cancel transfer t{id}: it has already finished ({} {} {})",
@@ -699,6 +956,30 @@ impl Transfers {
                 Ok(())
             }
         }
+    }
+
+    /// `cancel N` of a folder batch: its file under way is cancelled (which
+    /// tells the peer), those queued dropped, and the batch fails.
+    fn cancel_batch(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        id: u64,
+    ) -> Result<(), String> {
+        let kids: Vec<u64> = self
+            .records
+            .values()
+            .filter(|r| r.parent == Some(id) && !r.phase.is_final())
+            .map(|r| r.id)
+            .collect();
+        // The batch fails first, so its files ending do not end it again.
+        self.open_batches.remove(&id);
+        self.rbatches.retain(|_, b| b.id != id);
+        self.finish(env, id, Err(CANCELLED.into()));
+        for k in kids {
+            let _ = self.cancel(ctx, env, k);
+        }
+        Ok(())
     }
 
     /// Outgoing transfers not yet ended: queued, active, or sent in full and
@@ -796,15 +1077,27 @@ impl Transfers {
                 let Some(w) = q.waiting.pop_front() else {
                     break;
                 };
+                if w.id == 0 {
+                    // An empty folder: told to a sockmod peer only (an
+                    // original one flattens folders).
+                    if let (true, Some(e)) = (offer, &w.entry) {
+                        let _ = ctx.send(conn, &wire::dir_header(&w.name, e), &[]);
+                    }
+                    continue;
+                }
                 match Outgoing::open(w.id, w.path, w.name) {
                     Ok(mut o) => {
                         let (id, total) = (o.id, o.total);
+                        o.entry = w.entry;
                         if offer {
                             o.offered = true;
                             // No resume id when the file cannot be sampled:
                             // its reading fails soon enough, with its reason.
                             o.resume = o.resume_id().ok();
-                            let h = wire::offer_header(&o.name, total, id, o.resume.as_deref());
+                            let mut h = wire::offer_header(&o.name, total, id, o.resume.as_deref());
+                            if let Some(e) = &o.entry {
+                                e.add_to(&mut h);
+                            }
                             let _ = ctx.send(conn, &h, &[]);
                             q.active = Some(o);
                             // Started (the sender's clock runs from the
@@ -1078,7 +1371,17 @@ impl Transfers {
                     .unwrap_or_default();
                 let h = wire::received_header(&inc.name, inc.total, &stored);
                 let _ = ctx.send(conn, &h, &[]);
+                let child = self.rchild.remove(&inc.id);
                 self.finish(env, inc.id, Ok(Some(path)));
+                if let Some((key, parts)) = child
+                    && let Some(b) = self.rbatches.get_mut(&key)
+                {
+                    b.done += 1;
+                    if let Some(r) = &inc.rid {
+                        note_held(&b.staging, r, &parts.join("/"));
+                    }
+                    self.try_complete(env, &key);
+                }
                 None
             }
             Step::Failed { reason, ended } => {
@@ -1186,6 +1489,7 @@ impl Transfers {
                     path,
                     name: a.name.clone(),
                     size: a.total,
+                    entry: a.entry.clone(),
                 },
                 until: Instant::now() + self.cfg.transfer_timeout,
                 attempt: None,
@@ -1369,9 +1673,23 @@ impl Transfers {
             return;
         }
         self.recvs.remove(&conn);
+        // A file of a folder batch: its path is checked first.
+        let entry = match self.batch_entry(ctx, env, conn, &c, false) {
+            Ok(e) => e,
+            Err(why) => {
+                let h = wire::answer_header(c.name, total, c.transfer, Some(&why));
+                let _ = ctx.send(conn, &h, &[]);
+                env.out
+                    .notice(&format!("refused a file from {conn}: {why}"));
+                return;
+            }
+        };
         let id = self.new_recv_record(ctx, conn, c.name, total, c.transfer);
+        let parent = entry.as_ref().and_then(|(k, _)| self.rbatches.get(k));
+        let (parent, accepted) = (parent.map(|b| b.id), parent.is_some_and(|b| b.accepted));
         if let Some(r) = self.records.get_mut(&id) {
             r.phase = Phase::Offered;
+            r.parent = parent;
             if let Some(n) = env.names.get(&conn) {
                 r.peer_name = Some(n.clone());
             }
@@ -1388,17 +1706,170 @@ impl Transfers {
                     .filter(|r| partial::valid_id(r))
                     .map(str::to_string),
                 since: Instant::now(),
+                entry,
             },
         );
+        if accepted {
+            return self.accept_offer(ctx, env, id);
+        }
         match self.cfg.accept {
             Policy::No => self.refuse_offer(ctx, env, id, REFUSE_ALL.into()),
             Policy::Yes => self.accept_offer(ctx, env, id),
             Policy::Known if env.pinned.contains(&conn) => self.accept_offer(ctx, env, id),
             Policy::Ask | Policy::Known => {
-                self.emit(env, id, Change::Offered);
+                // A folder is asked about once, as a whole.
+                let shown = match parent {
+                    Some(p) => {
+                        if let Some(r) = self.records.get_mut(&p) {
+                            r.phase = Phase::Offered;
+                        }
+                        p
+                    }
+                    None => id,
+                };
+                self.emit(env, shown, Change::Offered);
                 env.out.flush();
                 self.ensure_tick(ctx);
             }
+        }
+    }
+
+    /// The folder-batch part of an offer or a `TP:dir` frame (§5.7): `None`
+    /// for a plain file; else the batch (created on its first frame) and the
+    /// checked path parts. `Err` for an unsafe or inconsistent path.
+    fn batch_entry(
+        &mut self,
+        ctx: &Context<'_>,
+        env: &mut Env<'_>,
+        conn: ConnId,
+        c: &Control<'_>,
+        dir: bool,
+    ) -> Result<Option<(BatchKey, Vec<String>)>, String> {
+        let (Some(path), Some(b)) = (c.path, c.batch) else {
+            return Ok(None);
+        };
+        if b.len() > 64 || !b.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+            return Err("refused: bad batch id".into());
+        }
+        if path.ends_with('/') != dir {
+            return Err(format!(
+                "refused: unsafe path {:?}: a folder where a file was expected, or the reverse",
+                wire::clean_text(path)
+            ));
+        }
+        let parts: Vec<String> = naming::check_rel_path(path)
+            .map_err(|e| format!("refused: {e}"))?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if !dir && parts.len() < 2 {
+            return Err(format!(
+                "refused: unsafe path {:?}: no folder",
+                wire::clean_text(path)
+            ));
+        }
+        let key = (conn, b.to_string());
+        if let Some(batch) = self.rbatches.get(&key) {
+            if batch.top != parts[0] {
+                return Err(format!(
+                    "refused: {:?} is not in the folder {:?}",
+                    wire::clean_text(path),
+                    batch.top
+                ));
+            }
+            return Ok(Some((key, parts)));
+        }
+        let top = parts[0].clone();
+        let bytes = c.batch_bytes.unwrap_or(0);
+        let id = self.new_recv_record(ctx, conn, &top, bytes, None);
+        if let Some(r) = self.records.get_mut(&id) {
+            r.files = Some((0, c.files.unwrap_or(0)));
+            r.phase = Phase::Active;
+            r.started = Some(Instant::now());
+            if let Some(n) = env.names.get(&conn) {
+                r.peer_name = Some(n.clone());
+            }
+        }
+        let accepted = match self.cfg.accept {
+            Policy::Yes => true,
+            Policy::Known => env.pinned.contains(&conn),
+            Policy::Ask | Policy::No => false,
+        };
+        if accepted {
+            self.emit(env, id, Change::Started);
+        }
+        self.rbatches.insert(
+            key.clone(),
+            RecvBatch {
+                id,
+                top,
+                staging: self.cfg.inbox.join(".sockmod-staging").join(b),
+                files: c.files.unwrap_or(0),
+                dirs_total: c.dirs.unwrap_or(0),
+                dirs: HashSet::new(),
+                done: 0,
+                accepted,
+            },
+        );
+        Ok(Some((key, parts)))
+    }
+
+    /// An empty folder of a folder batch.
+    fn on_dir(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, conn: ConnId, c: Control<'_>) {
+        match self.batch_entry(ctx, env, conn, &c, true) {
+            Ok(Some((key, parts))) => {
+                if let Some(b) = self.rbatches.get_mut(&key) {
+                    b.dirs.insert(parts);
+                }
+                self.try_complete(env, &key);
+            }
+            Ok(None) => ctx.malformed(
+                conn,
+                "dir",
+                format!("ignored folder frame from {conn}: no P or B"),
+            ),
+            Err(why) => env
+                .out
+                .notice(&format!("ignored a folder from {conn}: {why}")),
+        }
+    }
+
+    /// Moves folder batch `key` into the inbox once every file is verified
+    /// and every empty folder announced.
+    fn try_complete(&mut self, env: &mut Env<'_>, key: &BatchKey) {
+        let Some(b) = self.rbatches.get(key) else {
+            return;
+        };
+        if !b.accepted || b.done < b.files || (b.dirs.len() as u64) < b.dirs_total {
+            return;
+        }
+        let Some(b) = self.rbatches.remove(key) else {
+            return;
+        };
+        self.open_batches.remove(&b.id);
+        let placed = (|| {
+            std::fs::create_dir_all(&b.staging)?;
+            naming::make_dirs(&b.staging, &[b.top.as_str()])?;
+            for d in &b.dirs {
+                let parts: Vec<&str> = d.iter().map(String::as_str).collect();
+                naming::make_dirs(&b.staging, &parts)?;
+            }
+            let path = naming::place_dir(&b.staging.join(&b.top), &self.cfg.inbox, &b.top)?;
+            let _ = std::fs::remove_file(b.staging.join(DONE_LIST));
+            let _ = std::fs::remove_dir(&b.staging);
+            Ok::<_, std::io::Error>(path)
+        })();
+        match placed {
+            Ok(path) => self.finish(env, b.id, Ok(Some(path))),
+            Err(e) => self.finish(
+                env,
+                b.id,
+                Err(format!(
+                    "cannot store the folder {:?}: {}",
+                    b.top,
+                    crate::net::describe(&e)
+                )),
+            ),
         }
     }
 
@@ -1416,12 +1887,71 @@ impl Transfers {
                 .values()
                 .any(|s| matches!(s, RecvState::Receiving(inc) if inc.rid.as_deref() == Some(*r)))
         });
+        // A file of a folder batch: the batch is taken as a whole; the file
+        // goes to its folder under the staging folder, unless it is there
+        // already (the folder sent again).
+        let mut target = None;
+        if let Some((key, parts)) = &p.entry {
+            let Some(b) = self.rbatches.get_mut(key) else {
+                let h = wire::answer_header(&p.name, p.total, p.their_id, Some(CANCELLED));
+                let _ = ctx.send(p.conn, &h, &[]);
+                return self.finish(env, id, Err(CANCELLED.into()));
+            };
+            if !b.accepted {
+                b.accepted = true;
+                let bid = b.id;
+                if let Some(r) = self.records.get_mut(&bid) {
+                    r.phase = Phase::Active;
+                }
+                self.emit(env, bid, Change::Started);
+            }
+            let Some(b) = self.rbatches.get(key) else {
+                return;
+            };
+            let (file, dirs) = parts
+                .split_last()
+                .map_or((None, &[][..]), |(f, d)| (Some(f), d));
+            let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+            let made = std::fs::create_dir_all(&b.staging)
+                .and_then(|()| naming::make_dirs(&b.staging, &dirs));
+            match (made, file) {
+                (Ok(dir), Some(file)) => {
+                    let rel = parts.join("/");
+                    if let Some(r) = &p.resume
+                        && held(&b.staging, &dir.join(file), r, &rel, p.total)
+                    {
+                        let mut h = wire::answer_header(&p.name, p.total, p.their_id, None);
+                        h.set("have", "yes");
+                        let _ = ctx.send(p.conn, &h, &[]);
+                        let key = key.clone();
+                        if let Some(b) = self.rbatches.get_mut(&key) {
+                            b.done += 1;
+                        }
+                        self.finish(env, id, Ok(Some(dir.join(file))));
+                        self.try_complete(env, &key);
+                        return;
+                    }
+                    target = Some((dir, file.clone()));
+                    self.rchild.insert(id, (key.clone(), parts.clone()));
+                }
+                (Err(e), _) => {
+                    let why = format!("cannot create the folder: {}", crate::net::describe(&e));
+                    let h = wire::answer_header(&p.name, p.total, p.their_id, Some(&why));
+                    let _ = ctx.send(p.conn, &h, &[]);
+                    return self.finish(env, id, Err(why));
+                }
+                (Ok(_), None) => {}
+            }
+        }
         let created = self.admit(p.total).and_then(|()| match rid {
             Some(r) => Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r),
             None => Incoming::create(id, &p.name, p.total, &self.cfg.inbox),
         });
         match created {
-            Ok(inc) => {
+            Ok(mut inc) => {
+                if let Some((dir, file)) = target {
+                    inc.retarget(dir, file);
+                }
                 let at = inc.resumed_from;
                 let h = wire::answer_at(&p.name, p.total, p.their_id, None, at);
                 let _ = ctx.send(p.conn, &h, &[]);
@@ -1470,7 +2000,15 @@ impl Transfers {
         else {
             return;
         };
-        if c.ok {
+        if c.ok && c.have && a.entry.is_some() {
+            // A file of a folder sent again that the receiver already holds.
+            let id = a.id;
+            if let Some(q) = self.sends.get_mut(&conn) {
+                q.active = None;
+            }
+            self.finish(env, id, Ok(None));
+            self.pump(ctx, env, conn);
+        } else if c.ok {
             a.cleared = true;
             let id = a.id;
             let at = c.at.filter(|&at| at > 0 && a.resume.is_some());
@@ -1519,6 +2057,8 @@ impl Transfers {
             None if self.offers.is_empty() => return Err("no offers waiting".into()),
             None => self.offers.keys().copied().collect(),
             Some(id) if self.offers.contains_key(&id) => vec![id],
+            // A folder: the offer of its file waiting.
+            Some(id) if let Some(c) = self.child_offer(id) => vec![c],
             Some(id) => return Err(format!("t{id} is not an offer waiting for an answer")),
         };
         for id in ids {
@@ -1534,11 +2074,24 @@ impl Transfers {
         env: &mut Env<'_>,
         id: u64,
     ) -> Result<(), String> {
+        let id = match self.child_offer(id) {
+            Some(c) if !self.offers.contains_key(&id) => c,
+            _ => id,
+        };
         if !self.offers.contains_key(&id) {
             return Err(format!("t{id} is not an offer waiting for an answer"));
         }
         self.refuse_offer(ctx, env, id, "refused".into());
         Ok(())
+    }
+
+    /// The offer waiting whose file belongs to folder batch `parent`.
+    fn child_offer(&self, parent: u64) -> Option<u64> {
+        let records = &self.records;
+        self.offers
+            .keys()
+            .copied()
+            .find(|c| records.get(c).is_some_and(|r| r.parent == Some(parent)))
     }
 
     /// Offers not answered within `--offer-timeout` are refused; incoming
@@ -1611,6 +2164,7 @@ impl Transfers {
             Ok(Frame::Received(c)) => self.on_received(env, conn, c),
             Ok(Frame::Offer(c)) => self.on_offer(ctx, env, conn, c),
             Ok(Frame::Answer(c)) => self.on_answer(ctx, env, conn, c),
+            Ok(Frame::Dir(c)) => self.on_dir(ctx, env, conn, c),
             Err(reason) => {
                 if let Some(RecvState::Receiving(mut inc)) = self.recvs.remove(&conn) {
                     inc.discard();
@@ -1733,7 +2287,11 @@ impl Transfers {
                 continue;
             }
             r.sample(now);
-            if progress_events && r.phase == Phase::Active && r.bytes != r.emitted {
+            if progress_events
+                && r.phase == Phase::Active
+                && r.bytes != r.emitted
+                && r.parent.is_none()
+            {
                 r.emitted = r.bytes;
                 let name = peer_name(r, env.names);
                 env.out.transfer(r, Change::Progress, name, now);
@@ -1754,6 +2312,7 @@ impl Transfers {
         let active: Vec<Listed<'_>> = self
             .listed(env.names)
             .filter(|l| matches!(l.record.phase, Phase::Active | Phase::Confirming))
+            .filter(|l| l.record.parent.is_none())
             .collect();
         env.out.progress(&active);
     }

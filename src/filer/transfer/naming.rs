@@ -125,6 +125,93 @@ pub fn place(part: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     Err(io::Error::other(format!("no free name for {name:?}")))
 }
 
+/// The most components a relative path of a folder batch may have.
+pub const MAX_DEPTH: usize = 64;
+
+/// Checks a relative path of a folder batch (`P`, §5.7) and returns its
+/// components (an empty folder's trailing `/` is dropped): every component
+/// must be a name [`safe_name`] would keep as it is, apart from a leading
+/// dot (no `..`, `.`, empty components, `\\`, control or invisible characters,
+/// nor leading or trailing spaces), the path must not be absolute, and it has
+/// at most [`MAX_DEPTH`] components.
+pub fn check_rel_path(raw: &str) -> Result<Vec<&str>, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "unsafe path {:?}: {why}",
+            super::wire::clean_text(raw)
+        ))
+    };
+    let p = raw.strip_suffix('/').unwrap_or(raw);
+    if p.is_empty() {
+        return bad("empty");
+    }
+    if p.starts_with('/') {
+        return bad("absolute");
+    }
+    if p.contains('\\') {
+        return bad("backslash");
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    if parts.len() > MAX_DEPTH {
+        return bad("too deep");
+    }
+    for c in &parts {
+        if c.is_empty() {
+            return bad("empty component");
+        }
+        if *c == "." || *c == ".." {
+            return bad("`.` or `..` component");
+        }
+        if c.chars().any(is_unsafe_char) {
+            return bad("control or invisible character");
+        }
+        if c.trim() != *c || c.len() > NAME_MAX {
+            return bad("not a usable name");
+        }
+    }
+    Ok(parts)
+}
+
+/// Creates the folders `parts` under `root` (which exists), one at a time,
+/// never following a symlink: an existing component must be a real folder.
+pub fn make_dirs(root: &Path, parts: &[&str]) -> io::Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for c in parts {
+        dir.push(c);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !std::fs::symlink_metadata(&dir)?.file_type().is_dir() {
+                    return Err(io::Error::other(format!(
+                        "{} exists and is not a folder",
+                        dir.display()
+                    )));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dir)
+}
+
+/// Moves folder `from` to the first free name for `name` in `dir` (`name`,
+/// `name (1)`, …), never merging into an existing folder; returns the path.
+pub fn place_dir(from: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    for n in 0..10_000u32 {
+        let dest = dir.join(if n == 0 {
+            name.to_string()
+        } else {
+            format!("{name} ({n})")
+        });
+        match rename_noreplace(from, &dest) {
+            Ok(()) => return Ok(dest),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!("no free name for {name:?}")))
+}
+
 /// Renames `from` to `to`, failing with `AlreadyExists` instead of replacing.
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
@@ -161,6 +248,32 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            check_rel_path("a/b c/d.txt").unwrap(),
+            ["a", "b c", "d.txt"]
+        );
+        assert_eq!(check_rel_path("a/.hidden/").unwrap(), ["a", ".hidden"]);
+        for bad in [
+            "",
+            "/",
+            "../x",
+            "a/../../x",
+            "/abs",
+            "a//b",
+            ".",
+            "a/./b",
+            "C:\\x",
+            "a\u{202E}b",
+            "a/\u{200B}",
+            " a",
+            "a/b\n",
+        ] {
+            assert!(check_rel_path(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn base_names_only() {

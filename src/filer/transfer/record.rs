@@ -94,6 +94,11 @@ pub struct Record {
     pub emitted: u64,
     /// Resumed: the bytes the receiver already held when it began.
     pub resumed_from: Option<u64>,
+    /// A file of a folder batch (§5.7): the batch's record number. Such a
+    /// record is reported through its batch only (`transfers N` lists it).
+    pub parent: Option<u64>,
+    /// A folder batch: `(files ended well, files in it)`.
+    pub files: Option<(u64, u64)>,
     /// Rate in bytes per second over [`RATE_WINDOW`] (for the ETA).
     rate: f64,
     /// `(when, bytes)` at each progress tick within the window, oldest first.
@@ -127,6 +132,8 @@ impl Record {
             ended: None,
             emitted: 0,
             resumed_from: None,
+            parent: None,
+            files: None,
             rate: 0.0,
             samples: VecDeque::new(),
         }

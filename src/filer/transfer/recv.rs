@@ -213,6 +213,13 @@ impl Incoming {
         })
     }
 
+    /// Stores the file, once complete, as `stored` in `dir` (a folder of a
+    /// folder batch's staging folder) rather than in the inbox.
+    pub fn retarget(&mut self, dir: PathBuf, stored: String) {
+        self.dir = dir;
+        self.stored = stored;
+    }
+
     /// Stops receiving but keeps a resumable part file (with what was written
     /// so far) for a later offer of the same file; any other part file is
     /// removed as by [`Incoming::discard`].

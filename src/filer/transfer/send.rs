@@ -52,6 +52,8 @@ pub struct Outgoing {
     pub resume: Option<String>,
     /// Bytes the receiver already held when sending began (its `at`).
     pub resumed_from: u64,
+    /// A file of a folder batch: its keys (§5.7).
+    pub entry: Option<super::wire::Entry>,
     file: File,
     next_index: u64,
     hasher: blake3::Hasher,
@@ -116,6 +118,7 @@ impl Outgoing {
             cleared: false,
             resume: None,
             resumed_from: 0,
+            entry: None,
             file,
             next_index: 0,
             hasher: blake3::Hasher::new(),
@@ -183,6 +186,10 @@ impl Outgoing {
         if first {
             // The first chunk: the transfer's number, for the receiver (§5.1).
             header.set("T", self.id.to_string());
+            if let Some(e) = &self.entry {
+                // Original peers ignore it and store the base name `N`.
+                header.set("P", e.path.as_str());
+            }
         }
         if last {
             // An empty or one-chunk file is a single `index:-1` frame.

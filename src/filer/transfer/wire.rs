@@ -50,6 +50,8 @@ pub const TP_RECEIVED: &str = "received";
 pub const TP_OFFER: &str = "offer";
 /// The `TP` of an answer to an offer.
 pub const TP_ANSWER: &str = "answer";
+/// The `TP` of an empty folder of a folder batch (sockmod, §5.7).
+pub const TP_DIR: &str = "dir";
 
 /// A parsed file chunk header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,9 @@ pub struct Chunk<'a> {
     /// The sender's number for the transfer (`T`, on the first chunk), which
     /// the receiver takes as its own when it can, so both name it alike (`t3`).
     pub transfer: Option<u64>,
+    /// Folder batches (§5.7): the file's path relative to the folder's
+    /// parent (`P`); original peers ignore it and store the base name `N`.
+    pub path: Option<&'a str>,
 }
 
 /// Which side gave up, in a cancel frame.
@@ -97,6 +102,18 @@ pub struct Control<'a> {
     pub resume: Option<&'a str>,
     /// Answer: bytes the receiver already holds (`at`).
     pub at: Option<u64>,
+    /// Folder batches (§5.7): the path relative to the folder's parent (`P`).
+    pub path: Option<&'a str>,
+    /// Folder batches: the batch id (`B`).
+    pub batch: Option<&'a str>,
+    /// Folder batches: files in the batch (`F`).
+    pub files: Option<u64>,
+    /// Folder batches: empty folders in the batch (`E`).
+    pub dirs: Option<u64>,
+    /// Answer: the receiver already holds the whole file (`have:yes`).
+    pub have: bool,
+    /// Folder batches: bytes in the batch (`BL`).
+    pub batch_bytes: Option<u64>,
 }
 
 /// A frame of the file protocol, borrowed from a header.
@@ -112,6 +129,8 @@ pub enum Frame<'a> {
     Offer(Control<'a>),
     /// The receiver's answer to an offer.
     Answer(Control<'a>),
+    /// An empty folder of a folder batch.
+    Dir(Control<'a>),
 }
 
 /// Parses a header as a file-protocol frame: `None` when it is not one, and
@@ -142,9 +161,10 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                 index,
                 digest: h.get("H"),
                 transfer: h.get("T").and_then(|t| t.parse().ok()).filter(|&t| t > 0),
+                path: h.get("P").filter(|p| !p.is_empty()),
             }))
         })()),
-        TP_CANCEL | TP_RECEIVED | TP_OFFER | TP_ANSWER => {
+        TP_CANCEL | TP_RECEIVED | TP_OFFER | TP_ANSWER | TP_DIR => {
             let total = match total {
                 Some(Ok(t)) => Some(t),
                 Some(Err(e)) => return Some(Err(e)),
@@ -164,12 +184,19 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                 ok: h.get("ok") == Some("yes"),
                 resume: h.get("R").filter(|r| !r.is_empty()),
                 at: h.get("at").and_then(|a| a.parse().ok()),
+                path: h.get("P").filter(|p| !p.is_empty()),
+                batch: h.get("B").filter(|b| !b.is_empty()),
+                files: h.get("F").and_then(|f| f.parse().ok()),
+                dirs: h.get("E").and_then(|f| f.parse().ok()),
+                have: h.get("have") == Some("yes"),
+                batch_bytes: h.get("BL").and_then(|f| f.parse().ok()),
             };
             Some(Ok(match tp {
                 TP_CANCEL => Frame::Cancel(ctl),
                 TP_RECEIVED => Frame::Received(ctl),
                 TP_OFFER if ctl.total.is_none() => return Some(Err("bad offer: no L".into())),
                 TP_OFFER => Frame::Offer(ctl),
+                TP_DIR => Frame::Dir(ctl),
                 _ => Frame::Answer(ctl),
             }))
         }
@@ -269,6 +296,43 @@ pub fn answer_at(
     h
 }
 
+/// The folder-batch keys (§5.7) of an offer or of a folder entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The path relative to the folder's parent (`P`), `/`-separated; an
+    /// empty folder's ends with `/`.
+    pub path: String,
+    /// The batch id (`B`).
+    pub batch: String,
+    /// Files in the batch (`F`).
+    pub files: u64,
+    /// Empty folders in the batch (`E`).
+    pub dirs: u64,
+    /// Bytes in the batch (`BL`).
+    pub bytes: u64,
+}
+
+impl Entry {
+    /// Adds `P`, `B`, `F` and `E` to `h`.
+    pub fn add_to(&self, h: &mut Header) {
+        h.set("P", self.path.as_str());
+        h.set("B", self.batch.as_str());
+        h.set("F", self.files.to_string());
+        h.set("E", self.dirs.to_string());
+        h.set("BL", self.bytes.to_string());
+    }
+}
+
+/// The header of an empty folder of a folder batch (`TP:dir`).
+pub fn dir_header(name: &str, e: &Entry) -> Header {
+    let mut h = Header::with_capacity(6)
+        .with("TP", TP_DIR)
+        .with("N", name)
+        .with("L", "0");
+    e.add_to(&mut h);
+    h
+}
+
 /// Makes peer-supplied text safe to show on one line: control characters
 /// become spaces, and it is clipped to 200 characters.
 pub fn clean_text(s: &str) -> String {
@@ -338,7 +402,8 @@ mod tests {
                 total: 3_000_000,
                 index: Some(0),
                 digest: None,
-                transfer: None
+                transfer: None,
+                path: None
             })))
         );
     }
