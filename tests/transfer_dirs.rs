@@ -1,7 +1,8 @@
 //! Folders (docs/PROTOCOL.md §5.7) through the real binary: a tree arrives
 //! identical and appears in the inbox only once complete, hostile relative
-//! paths from a raw peer create nothing outside the inbox, and a folder is
-//! one line in `transfers` that `cancel` stops as a whole.
+//! paths from a raw peer create nothing outside the inbox, a folder is one
+//! line in `transfers` that `cancel` stops as a whole, and a folder cut
+//! mid-way and sent again sends only what is missing.
 
 mod common;
 
@@ -9,8 +10,11 @@ use common::*;
 use serde_json::Value;
 use sockmod::protocol::Header;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -320,4 +324,124 @@ fn a_folder_is_one_line_and_cancel_stops_it() {
     let list = v["transfers"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{v}");
     assert_eq!(list[0]["state"], "failed");
+}
+
+/// A TCP relay for one connection to `target`: counts the bytes going to the
+/// target and, given `cut`, closes both sides once that many went through.
+fn relay(target: SocketAddr, cut: Option<u64>) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let forwarded = Arc::new(AtomicU64::new(0));
+    let fwd = forwarded.clone();
+    std::thread::spawn(move || {
+        let Ok((client, _)) = l.accept() else { return };
+        let server = TcpStream::connect(target).unwrap();
+        let socks = Arc::new(vec![
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+        ]);
+        let pipe = |mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>| {
+            let socks = socks.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    if let Some(c) = &count {
+                        let total = c.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                        if cut.is_some_and(|at| total >= at) {
+                            break;
+                        }
+                    }
+                }
+                for s in socks.iter() {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            })
+        };
+        pipe(
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            Some(fwd),
+        );
+        pipe(server, client, None);
+    });
+    (addr, forwarded)
+}
+
+#[test]
+fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
+    const FILES: u64 = 20;
+    const SIZE: u64 = 1 << 20;
+    let total = FILES * SIZE;
+    let bob = filer("bob", "again");
+    let mut alice = filer("alice", "again");
+    let src = alice.dir.join("album");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..FILES {
+        let at = if i % 2 == 0 { "" } else { "sub/" };
+        std::fs::write(
+            src.join(format!("{at}f{i:02}.bin")),
+            random_bytes(SIZE as usize, 100 + i),
+        )
+        .unwrap();
+    }
+
+    // The connection is cut once about half the folder went through.
+    let (r1, first) = relay(bob.addr, Some(total / 2));
+    connect(&mut alice, r1);
+    alice
+        .p
+        .send_line(&format!("sendfile {r1} '{}'", src.display()));
+    let v = ended(&alice.p, "send", "album");
+    assert_eq!(v["state"], "failed", "{v}");
+    let v = ended(&bob.p, "recv", "album");
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(visible(&bob.inbox).is_empty());
+    let staged = bob.inbox.join(".sockmod-staging");
+    let batches = dir_entries(&staged);
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    let done_list =
+        std::fs::read_to_string(staged.join(&batches[0]).join(".sockmod-done")).unwrap_or_default();
+    let held = done_list.lines().count() as u64;
+    assert!(held >= FILES / 4 && held < FILES, "{held} files held");
+
+    // Sent again through a counting relay: the files held are skipped.
+    let (r2, again) = relay(bob.addr, None);
+    connect(&mut alice, r2);
+    alice
+        .p
+        .send_line(&format!("sendfile {r2} '{}'", src.display()));
+    let v = ended(&bob.p, "recv", "album");
+    assert_eq!(v["state"], "done", "{v}");
+    let path = PathBuf::from(v["path"].as_str().unwrap());
+    assert_eq!(path, bob.inbox.join("album"));
+    let s = ended(&alice.p, "send", "album");
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(digest_tree(&path), digest_tree(&src));
+    assert_eq!(visible(&bob.inbox), ["album"]);
+    assert!(dir_entries(&staged).is_empty());
+    let again = again.load(Ordering::Relaxed);
+    let missing = total - held * SIZE;
+    // What was missing, and no more than one file (the one cut mid-way,
+    // resumed) besides the frames' headers.
+    assert!(
+        again <= missing + SIZE / 8,
+        "{again} bytes for {missing} missing"
+    );
+    assert!(again < total * 3 / 4, "{again} of {total}");
+    figure(
+        "first try, bytes through the relay",
+        first.load(Ordering::Relaxed),
+    );
+    figure("files held after the cut", format!("{held} of {FILES}"));
+    figure(
+        "bytes sent again (of the folder's)",
+        format!("{again} of {total} ({}%)", again * 100 / total),
+    );
 }
