@@ -128,7 +128,7 @@ no\t'Refuse every incoming file; the sender is told why'
 known\t'Accept files from pinned peers; ask about the others'"
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l offer-timeout -d 'An offer not answered within this is refused (the sender is told)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l transfer-timeout -d 'An incoming file that moves no byte for this long fails (its part file and descriptor are released)' -r
-complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l keep-partial -d 'Incomplete received files kept for resuming (in INBOX/.sockmod-partial) are deleted at start once untouched for this long' -r
+complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l keep-partial -d 'Incomplete received files kept for resuming (in INBOX/.sockmod-partial), and folders cut short (in INBOX/.sockmod-staging), are deleted at start once untouched for this long' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l min-free -d 'Free space to keep on the inbox\'s disk: a file is refused when it and the files being received would leave less [default: 1GiB, or 5% of a smaller disk]' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l secret -d 'A passphrase every link (filer to filer, filer to ipserver) must prove, over TLS, without revealing it (SPAKE2): peers with another passphrase or none, and plaintext peers, are refused. Also read from SOCKMOD_SECRET (better than the command line, which other users can see)' -r
 complete -c sockmod -n "__fish_sockmod_using_subcommand filer" -l secret-file -d 'Read the --secret passphrase from the first line of FILE' -r -F

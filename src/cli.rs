@@ -354,8 +354,9 @@ pub struct FilerArgs {
     /// and descriptor are released).
     #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
     pub transfer_timeout: Duration,
-    /// Incomplete received files kept for resuming (in INBOX/.sockmod-partial)
-    /// are deleted at start once untouched for this long.
+    /// Incomplete received files kept for resuming (in INBOX/.sockmod-partial),
+    /// and folders cut short (in INBOX/.sockmod-staging), are deleted at start
+    /// once untouched for this long.
     #[arg(long, value_parser = parse_duration, default_value = "7d", value_name = "DURATION")]
     pub keep_partial: Duration,
     /// Free space to keep on the inbox's disk: a file is refused when it and

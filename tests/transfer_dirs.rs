@@ -2,7 +2,8 @@
 //! identical and appears in the inbox only once complete, hostile relative
 //! paths from a raw peer create nothing outside the inbox, a folder is one
 //! line in `transfers` that `cancel` stops as a whole, and a folder cut
-//! mid-way and sent again sends only what is missing.
+//! mid-way and sent again sends only what is missing; its staging folder,
+//! left untouched for `--keep-partial`, is removed at start.
 
 mod common;
 
@@ -444,4 +445,39 @@ fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
         "bytes sent again (of the folder's)",
         format!("{again} of {total} ({}%)", again * 100 / total),
     );
+}
+
+#[test]
+fn a_staging_folder_untouched_for_keep_partial_is_removed_at_start() {
+    let dir = tmp_path("dirs-expire");
+    let _ = std::fs::remove_dir_all(&dir);
+    let inbox = dir.join("inbox");
+    let staged = inbox.join(".sockmod-staging");
+    let batch = staged.join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(batch.join("photos/a")).unwrap();
+    std::fs::write(batch.join("photos/a/x.txt"), b"half a folder").unwrap();
+    std::fs::write(batch.join(".sockmod-done"), b"").unwrap();
+    let start = |extra: &[&str]| {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let mut cmd = lone_filer_command("bob", &inbox, &args);
+        cmd.env("XDG_STATE_HOME", dir.join("state"));
+        let p = Proc::spawn_cmd(cmd);
+        p.listening_addr();
+        p
+    };
+    // Under the default (a week), it is kept for a later send.
+    let mut p = start(&[]);
+    std::thread::sleep(Duration::from_millis(300));
+    p.kill();
+    assert!(batch.join("photos/a/x.txt").exists());
+    std::thread::sleep(Duration::from_millis(20));
+    let mut p = start(&["--keep-partial", "10ms"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !staged.exists()),
+        "{:?}",
+        dir_entries(&staged)
+    );
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
 }

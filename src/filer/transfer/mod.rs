@@ -866,10 +866,12 @@ impl Transfers {
         recv::inbox_problem(&self.cfg.inbox)
     }
 
-    /// Deletes resumable part files untouched for `--keep-partial`; returns
-    /// how many files were deleted.
+    /// Deletes resumable part files, and the staging folders of folders cut
+    /// short, untouched for `--keep-partial`; returns how many part files and
+    /// staging folders were deleted.
     pub fn expire_partials(&self) -> usize {
         partial::expire(&self.cfg.inbox, self.cfg.keep_partial)
+            + tree::expire_staging(&self.cfg.inbox, self.cfg.keep_partial)
     }
 
     /// `transfers`: every record kept, to the report.
@@ -1803,7 +1805,7 @@ impl Transfers {
             RecvBatch {
                 id,
                 top,
-                staging: self.cfg.inbox.join(".sockmod-staging").join(b),
+                staging: self.cfg.inbox.join(tree::STAGING).join(b),
                 files: c.files.unwrap_or(0),
                 dirs_total: c.dirs.unwrap_or(0),
                 dirs: HashSet::new(),

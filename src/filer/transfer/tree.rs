@@ -1,8 +1,13 @@
 //! Folders for `sendfile` (docs/PROTOCOL.md §5.7): the walk that lists a
-//! folder's files and empty folders, without following symlinks.
+//! folder's files and empty folders, without following symlinks, and the
+//! start-up clean-up of the receiver's staging folders.
 
 use crate::net::describe;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The receiver's staging folder under the inbox: one folder per batch.
+pub const STAGING: &str = ".sockmod-staging";
 
 /// What a walk found.
 #[derive(Debug, Default)]
@@ -75,4 +80,75 @@ pub fn batch_id(root: &Path) -> String {
     h.update(b"sockmod batch id v1\0");
     h.update(abs.as_os_str().as_encoded_bytes());
     h.finalize().to_hex()[..32].to_string()
+}
+
+/// True when something in `path` (itself, or anything under it, symlinks not
+/// followed) was modified less than `keep` before `now`.
+fn touched_within(path: &Path, now: SystemTime, keep: Duration) -> bool {
+    let Ok(m) = path.symlink_metadata() else {
+        return false;
+    };
+    let young = m
+        .modified()
+        .ok()
+        .is_some_and(|t| now.duration_since(t).map_or(true, |age| age < keep));
+    if young {
+        return true;
+    }
+    m.is_dir()
+        && std::fs::read_dir(path).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| touched_within(&e.path(), now, keep))
+        })
+}
+
+/// Deletes the batch folders in `INBOX/.sockmod-staging` (folders left by a
+/// folder cut short) in which nothing was modified for `keep`, as the part
+/// files of [`super::partial::expire`]; returns how many were deleted. The
+/// staging folder itself goes once empty.
+pub fn expire_staging(inbox: &Path, keep: Duration) -> usize {
+    let staging = inbox.join(STAGING);
+    let Ok(entries) = std::fs::read_dir(&staging) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut n = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let is_dir = path.symlink_metadata().is_ok_and(|m| m.is_dir());
+        // remove_dir_all does not follow symlinks inside it.
+        if is_dir && !touched_within(&path, now, keep) && std::fs::remove_dir_all(&path).is_ok() {
+            n += 1;
+        }
+    }
+    let _ = std::fs::remove_dir(&staging);
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_folders_untouched_for_keep_are_removed() {
+        let inbox = std::env::temp_dir().join(format!("sockmod-staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&inbox);
+        let batch = inbox.join(STAGING).join("0123abcd");
+        std::fs::create_dir_all(batch.join("photos/a")).unwrap();
+        std::fs::write(batch.join("photos/a/x.txt"), b"x").unwrap();
+        std::fs::write(batch.join(".sockmod-done"), b"").unwrap();
+        // A symlink out of it: removed, its target kept.
+        let outside = inbox.join("outside.txt");
+        std::fs::write(&outside, b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, batch.join("photos/link")).unwrap();
+        assert_eq!(expire_staging(&inbox, Duration::from_secs(3600)), 0);
+        assert!(batch.join("photos/a/x.txt").exists());
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(expire_staging(&inbox, Duration::from_millis(10)), 1);
+        assert!(!inbox.join(STAGING).exists());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+        assert_eq!(expire_staging(&inbox, Duration::ZERO), 0);
+        std::fs::remove_dir_all(inbox).unwrap();
+    }
 }
