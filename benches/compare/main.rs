@@ -5,10 +5,14 @@
 //! Run: `cargo bench` (a few minutes on 2 cores), or `cargo bench -- --quick`
 //! (or `SOCKMOD_BENCH_QUICK=1`) for a smoke run of seconds. Extra words select
 //! rows by name: `cargo bench -- fan-out rtt` (ingest, bulk, fan-out, piped,
-//! idle, rtt, start, file, tls-bulk, tls-file, handshakes, codec).
+//! idle, rtt, start, file, folder, resume, tls-bulk, tls-file, handshakes, codec).
 //!
 //! The file row drives two `sockmod filer`s (`sendfile` from one to the other, as
 //! `scripts/bench_file.sh` does with more options) against socat disk to disk.
+//! The folder row sends a folder of 10,000 files of 4 KiB filer → filer against
+//! `tar c | socat` → `socat | tar x`; the resume row times `sendfile` again of the
+//! file row's file cut at 90% against a full transfer of it
+//! (benches/compare/folder.rs).
 //!
 //! The piped row (flow control, benches/compare/flow.rs) pipes `broadcast` lines
 //! into `serve` for readers that check every frame arrived; the TLS rows
@@ -30,6 +34,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod flow;
+mod folder;
 mod tls;
 
 use common::{
@@ -67,6 +72,7 @@ struct Settings {
     rtt_samples: usize,
     startup_runs: usize,
     file_bytes: usize,
+    folder_files: usize,
     pipe_clients: usize,
     pipe_broadcasts: usize,
     handshake_secs: u64,
@@ -97,6 +103,7 @@ impl Settings {
                 rtt_samples: 2_000,
                 startup_runs: 5,
                 file_bytes: 64 << 20,
+                folder_files: 1_000,
                 pipe_clients: 100,
                 pipe_broadcasts: 5_000,
                 handshake_secs: 2,
@@ -114,6 +121,7 @@ impl Settings {
                 rtt_samples: 20_000,
                 startup_runs: 21,
                 file_bytes: 1 << 30,
+                folder_files: 10_000,
                 pipe_clients: 100,
                 pipe_broadcasts: 100_000,
                 handshake_secs: 5,
@@ -1204,6 +1212,60 @@ fn file_rows(set: &Settings) -> Vec<Row> {
     ]
 }
 
+// --- folder and resume (benches/compare/folder.rs) ---------------------------
+
+fn folder_rows(set: &Settings) -> Vec<Row> {
+    let n = set.folder_files;
+    let dir = Path::new(MANIFEST_DIR).join("target/bench-files");
+    let (src, ready) = folder::source(n);
+    let [ours, reference] = match ready {
+        Err(e) => [Err(e.clone()), Err(e)],
+        Ok(()) => med_turns(
+            set.runs.min(3),
+            Unit::Seconds,
+            [&mut || folder::folder_sockmod(&src, &dir, n), &mut || {
+                folder::folder_tar(&src, &dir, n)
+            }],
+        ),
+    };
+    vec![row(
+        &format!(
+            "folder: {} files of {} KiB filer → filer",
+            count_name(n),
+            folder::FILE_BYTES >> 10
+        ),
+        ours,
+        Some(("tar c → socat → socat → tar x", reference)),
+        Some(("≤ 1.5× tar+socat's time", &|o, r| {
+            r.is_some_and(|r| o <= 1.5 * r)
+        })),
+    )]
+}
+
+fn resume_rows(set: &Settings) -> Vec<Row> {
+    let (dir, src, ready) = file_source(set.file_bytes);
+    let bytes = set.file_bytes;
+    let [ours, full] = match ready {
+        Err(e) => [Err(e.clone()), Err(e)],
+        Ok(()) => med_turns(
+            set.runs.min(3),
+            Unit::Seconds,
+            [
+                &mut || folder::resume_sockmod(&src, &dir, bytes),
+                &mut || file_sockmod(&src, &dir, bytes).map(|(s, _)| s),
+            ],
+        ),
+    };
+    vec![row(
+        &format!("resume: {} cut at 90%, sendfile again", size_name(bytes)),
+        ours,
+        Some(("full transfer filer → filer", full)),
+        Some(("≤ 20% of a full transfer's time", &|o, r| {
+            r.is_some_and(|r| o <= 0.2 * r)
+        })),
+    )]
+}
+
 // --- piped broadcast (flow control) -----------------------------------------
 
 fn piped_rows(set: &Settings) -> Vec<Row> {
@@ -1656,6 +1718,18 @@ fn main() {
         eprintln!("· file …");
         rows.extend(file_rows(&set));
         done("file");
+    }
+
+    if set.wants("folder") {
+        eprintln!("· folder …");
+        rows.extend(folder_rows(&set));
+        done("folder");
+    }
+
+    if set.wants("resume") {
+        eprintln!("· resume …");
+        rows.extend(resume_rows(&set));
+        done("resume");
     }
 
     let cert = if set.wants("tls-bulk") || set.wants("handshakes") {
