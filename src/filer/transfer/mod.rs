@@ -2018,6 +2018,17 @@ impl Transfers {
             }
         }
         self.notify.set_waker(ctx.waker());
+        if let Some(r) = rid {
+            // The same file sent again while its last copy is being stored:
+            // that one is let finish first, as they share the part file (a
+            // short wait: what its writer still holds).
+            for (_, inc) in self.finishing.values_mut() {
+                if inc.rid.as_deref() == Some(r) {
+                    inc.wait_writer();
+                    inc.finished_by_writer();
+                }
+            }
+        }
         let notify = &self.notify;
         let created = self.admit(p.total).and_then(|()| match rid {
             Some(r) => Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r, notify),

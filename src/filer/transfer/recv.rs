@@ -598,6 +598,14 @@ impl Incoming {
         Step::Finishing
     }
 
+    /// Waits for the writer to end (after the last chunk: the file stored or
+    /// failed).
+    pub fn wait_writer(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
     /// The writer reported the outcome of the last chunk: the meta file of a
     /// resumable part file is no longer needed (the file is stored, or failed
     /// and its part file removed).
