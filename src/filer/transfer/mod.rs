@@ -383,6 +383,8 @@ pub struct Transfers {
     finishing: HashMap<u64, (ConnId, Box<Incoming>)>,
     /// Connections whose reads are held while their file's writer catches up.
     held: HashSet<ConnId>,
+    /// Connections waiting for their file's reader.
+    starved: HashSet<ConnId>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -430,6 +432,7 @@ impl Transfers {
             notify: Arc::new(Notify::default()),
             finishing: HashMap::new(),
             held: HashSet::new(),
+            starved: HashSet::new(),
         }
     }
 
@@ -1139,7 +1142,16 @@ impl Transfers {
                 continue;
             };
             let id = a.id;
-            match a.next_piece(chunk) {
+            let piece = match a.take_piece(chunk, &ctx.waker()) {
+                send::Taken::Ready(p) => p,
+                send::Taken::Later => {
+                    // Its reader wakes the loop once a chunk is ready
+                    // ([`Transfers::poll_disk`] pumps again).
+                    self.starved.insert(conn);
+                    break;
+                }
+            };
+            match piece {
                 Err(reason) => {
                     if let Some(a) = q.active.take() {
                         Self::stop_sending(ctx, conn, &a, &reason);
@@ -1349,6 +1361,11 @@ impl Transfers {
             for c in ready {
                 self.held.remove(&c);
                 ctx.hold_reads(c, false);
+            }
+        }
+        if !self.starved.is_empty() {
+            for conn in std::mem::take(&mut self.starved) {
+                self.pump(ctx, env, conn);
             }
         }
         if self.finishing.is_empty() {
