@@ -13,6 +13,13 @@
 //!   (1 MiB).
 //! - Receiving: see [`recv`]. A failure on either side ends that transfer only
 //!   and is told to the other side with a `TP:cancel` frame ([`wire`]).
+//! - The disk is off the loop: each file being sent has a reader thread that
+//!   reads, hashes and frames it a few chunks ahead ([`send`]), and each file
+//!   being received a writer thread that writes, hashes, verifies and stores it
+//!   ([`recv`]); the loop only moves chunks between them and the connections.
+//!   A writer more than 2 MiB behind holds its connection's reads
+//!   ([`Context::hold_reads`]); workers report through the loop's waker, and
+//!   [`Transfers::poll_disk`] (from `on_idle`) takes their news.
 //!
 //! This code keeps the facts ([`Record`]s) and says what happened through
 //! [`Report`]; how that looks (lines, JSON, the `transfers` table, the progress

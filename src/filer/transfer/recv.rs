@@ -2,7 +2,9 @@
 //! to a hidden `.NAME.part` file in the inbox, hashes as it goes, and on the last
 //! chunk verifies length and digest and moves the file to a free, safe name.
 //! A part file is removed on every failure (and when dropped unfinished), so
-//! nothing incomplete ever looks complete.
+//! nothing incomplete ever looks complete. The writing, hashing and
+//! verifying happen on a writer thread per file; the loop keeps the checks
+//! and counts, and learns the outcome through [`Notify`].
 
 use super::naming::{create_part, place, safe_name};
 use crate::human::human_size;
