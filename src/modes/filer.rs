@@ -1031,6 +1031,11 @@ impl Mode for Filer {
         }
     }
 
+    fn on_idle(&mut self, core: &mut Core, ctx: &mut Context<'_>) {
+        self.xfer.poll_disk(ctx, &mut self.peers.env(&mut core.out));
+        self.check_quit(core, ctx);
+    }
+
     fn on_drained(&mut self, core: &mut Core, ctx: &mut Context<'_>, conn: ConnId) {
         self.xfer
             .on_drained(ctx, &mut self.peers.env(&mut core.out), conn);

@@ -297,6 +297,8 @@ pub(crate) struct Conn {
     pub(crate) partial: usize,
     /// In `Core::held_reads`, waiting for reads to resume.
     pub(crate) held: bool,
+    /// Its reads are held by [`Context::hold_reads`](super::Context::hold_reads).
+    pub(crate) hold: bool,
     /// The `--secret` proof in progress (after the TLS handshake, before the
     /// connection is reported up).
     pub(crate) pake: Option<Box<super::pake::Pake>>,

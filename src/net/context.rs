@@ -237,13 +237,43 @@ impl Context<'_> {
         }
         core.reads_paused = paused;
         if !paused {
-            for id in core.held_reads.drain(..) {
+            for id in std::mem::take(&mut core.held_reads) {
                 if let Some(c) = core.conns.get_mut(&id) {
+                    if c.hold {
+                        // Still held on its own ([`Context::hold_reads`]).
+                        core.held_reads.push(id);
+                        continue;
+                    }
                     c.held = false;
                     core.more_read.push_back(id);
                 }
             }
         }
+    }
+
+    /// As [`Context::pause_reads`] for `conn` alone: while held, nothing is
+    /// read from it (a consumer of its data, such as a disk writer, is
+    /// behind); other connections go on.
+    pub fn hold_reads(&mut self, conn: ConnId, hold: bool) {
+        let core = &mut *self.core;
+        let Some(c) = core.conns.get_mut(&conn.0) else {
+            return;
+        };
+        if c.hold == hold {
+            return;
+        }
+        c.hold = hold;
+        if !hold && c.held && !core.reads_paused {
+            c.held = false;
+            core.held_reads.retain(|&id| id != conn.0);
+            core.more_read.push_back(conn.0);
+        }
+    }
+
+    /// Wakes the loop from another thread (a worker with news): it runs one
+    /// more turn, with its `on_idle`.
+    pub fn waker(&self) -> Arc<mio::Waker> {
+        self.core.waker.clone()
     }
 
     /// True while reads are paused ([`Context::pause_reads`]).

@@ -242,6 +242,7 @@ impl Core {
             // While our reads are paused, a peer's silence is ours, not its own.
             if let Some(idle) = self.config.idle_timeout
                 && !self.reads_paused
+                && !c.hold
                 && now.duration_since(c.info.last_seen) >= idle
             {
                 expired.push((
@@ -595,6 +596,7 @@ impl Core {
                 first_frame_by: None,
                 partial: 0,
                 held: false,
+                hold: false,
                 dial_tls: None,
                 pake: None,
                 malformed: (0, 0),

@@ -36,6 +36,9 @@ const DELIVER_BATCH: usize = 64;
 /// Pending connections the kernel queues for the listener.
 const LISTEN_BACKLOG: libc::c_int = 4096;
 
+/// The longest a busy loop goes without calling `on_idle`.
+const IDLE_AT_LEAST: Duration = Duration::from_millis(5);
+
 /// A node: the event loop plus the handler that gives it behaviour.
 ///
 /// ```no_run
@@ -159,6 +162,7 @@ impl<H: Handler> Node<H> {
             self.handler.on_start(&mut ctx);
         }
         self.dispatch_pending();
+        let mut last_idle = Instant::now();
         loop {
             self.flush_dirty();
             self.dispatch_pending();
@@ -168,13 +172,19 @@ impl<H: Handler> Node<H> {
                     break;
                 }
             }
-            let timeout = self.poll_timeout();
-            if timeout != Some(Duration::ZERO) {
+            let mut timeout = self.poll_timeout();
+            // A loop kept busy (a peer streaming a file) still has its idle
+            // moment every IDLE_AT_LEAST, so output (chat events) is not held
+            // back until the stream ends.
+            if timeout != Some(Duration::ZERO) || last_idle.elapsed() >= IDLE_AT_LEAST {
+                last_idle = Instant::now();
                 let mut ctx = Context {
                     core: &mut self.core,
                 };
                 self.handler.on_idle(&mut ctx);
                 self.flush_dirty();
+                // The handler may have made work (reads resumed).
+                timeout = self.poll_timeout();
             }
             match self.core.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -361,7 +371,8 @@ impl<H: Handler> Node<H> {
     /// handler, a small batch at a time, so decoded frames are used while they are
     /// still in the cache and memory stays flat however much arrived at once.
     fn read_conn(&mut self, id: u64) {
-        if self.core.reads_paused {
+        let hold = self.core.conns.get(&id).is_some_and(|c| c.hold);
+        if self.core.reads_paused || hold {
             if let Some(c) = self.core.conns.get_mut(&id)
                 && !std::mem::replace(&mut c.held, true)
             {

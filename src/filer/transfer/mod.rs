@@ -13,6 +13,13 @@
 //!   (1 MiB).
 //! - Receiving: see [`recv`]. A failure on either side ends that transfer only
 //!   and is told to the other side with a `TP:cancel` frame ([`wire`]).
+//! - The disk is off the loop: each file being sent has a reader thread that
+//!   reads, hashes and frames it a few chunks ahead ([`send`]), and each file
+//!   being received a writer thread that writes, hashes, verifies and stores it
+//!   ([`recv`]); the loop only moves chunks between them and the connections.
+//!   A writer more than 2 MiB behind holds its connection's reads
+//!   ([`Context::hold_reads`]); workers report through the loop's waker, and
+//!   [`Transfers::poll_disk`] (from `on_idle`) takes their news.
 //!
 //! This code keeps the facts ([`Record`]s) and says what happened through
 //! [`Report`]; how that looks (lines, JSON, the `transfers` table, the progress
@@ -32,10 +39,11 @@ use crate::human::{human_size, quoted_name};
 use crate::net::{ConnId, ConnInfo, Context, State, TimerId};
 use crate::protocol::Message;
 pub use record::{Change, Phase, Record};
-use recv::{Incoming, Step};
+use recv::{Incoming, Notify, Step};
 use send::{Outgoing, check_source, wire_name};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wire::{Chunk, Control, Entry, Frame, Role};
 
@@ -375,6 +383,15 @@ pub struct Transfers {
     /// Folder batches (their records) with files not yet ended: `(ended,
     /// first failure)`.
     open_batches: HashMap<u64, (u64, Option<String>)>,
+    /// What the writers of received files report to.
+    notify: Arc<Notify>,
+    /// Received files whose last chunk went to their writer, waiting for its
+    /// outcome, with their connection.
+    finishing: HashMap<u64, (ConnId, Box<Incoming>)>,
+    /// Connections whose reads are held while their file's writer catches up.
+    held: HashSet<ConnId>,
+    /// Connections waiting for their file's reader.
+    starved: HashSet<ConnId>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -419,6 +436,10 @@ impl Transfers {
             rbatches: HashMap::new(),
             rchild: HashMap::new(),
             open_batches: HashMap::new(),
+            notify: Arc::new(Notify::default()),
+            finishing: HashMap::new(),
+            held: HashSet::new(),
+            starved: HashSet::new(),
         }
     }
 
@@ -1130,7 +1151,16 @@ impl Transfers {
                 continue;
             };
             let id = a.id;
-            match a.next_piece(chunk) {
+            let piece = match a.take_piece(chunk, &ctx.waker()) {
+                send::Taken::Ready(p) => p,
+                send::Taken::Later => {
+                    // Its reader wakes the loop once a chunk is ready
+                    // ([`Transfers::poll_disk`] pumps again).
+                    self.starved.insert(conn);
+                    break;
+                }
+            };
+            match piece {
                 Err(reason) => {
                     if let Some(a) = q.active.take() {
                         Self::stop_sending(ctx, conn, &a, &reason);
@@ -1309,7 +1339,67 @@ impl Transfers {
             }
         };
         if let Some(s) = next {
+            if let RecvState::Receiving(inc) = &s
+                && inc.stall()
+            {
+                // The writer is behind: nothing more from this peer until it
+                // catches up (it wakes the loop then).
+                ctx.hold_reads(conn, true);
+                self.held.insert(conn);
+            }
             self.recvs.insert(conn, s);
+        }
+    }
+
+    /// Takes what the disk workers reported: reads held for a writer that has
+    /// caught up resume, and files whose writer finished end (stored or
+    /// failed). Called each time the loop is about to wait, and at least every
+    /// few milliseconds while it is busy.
+    pub fn poll_disk(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>) {
+        if !self.held.is_empty() {
+            let recvs = &self.recvs;
+            let ready: Vec<ConnId> = self
+                .held
+                .iter()
+                .copied()
+                .filter(|c| match recvs.get(c) {
+                    Some(RecvState::Receiving(inc)) => inc.backlog() <= recv::LOW_WATER,
+                    _ => true,
+                })
+                .collect();
+            for c in ready {
+                self.held.remove(&c);
+                ctx.hold_reads(c, false);
+            }
+        }
+        if !self.starved.is_empty() {
+            for conn in std::mem::take(&mut self.starved) {
+                self.pump(ctx, env, conn);
+            }
+        }
+        if self.finishing.is_empty() {
+            return;
+        }
+        let done = match self.notify.done.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => return,
+        };
+        for (id, result) in done {
+            let Some((conn, mut inc)) = self.finishing.remove(&id) else {
+                continue;
+            };
+            inc.finished_by_writer();
+            let step = match result {
+                Ok(path) => Step::Done(path),
+                Err(reason) => Step::Failed {
+                    reason,
+                    ended: true,
+                },
+            };
+            if let Some(s) = self.after_step(ctx, env, conn, inc, step) {
+                // Not expected (the file ended), but kept as before.
+                self.recvs.entry(conn).or_insert(s);
+            }
         }
     }
 
@@ -1344,7 +1434,10 @@ impl Transfers {
         };
         let created = match refused {
             Some(r) => Err(r),
-            None => Incoming::create(id, c.name, c.total, &self.cfg.inbox),
+            None => {
+                self.notify.set_waker(ctx.waker());
+                Incoming::create(id, c.name, c.total, &self.cfg.inbox, &self.notify)
+            }
         };
         match created {
             Ok(mut inc) => {
@@ -1366,6 +1459,11 @@ impl Transfers {
         self.set_bytes(inc.id, inc.received);
         match step {
             Step::More => Some(RecvState::Receiving(inc)),
+            Step::Finishing => {
+                // The outcome comes from the writer ([`Transfers::poll_disk`]).
+                self.finishing.insert(inc.id, (conn, inc));
+                None
+            }
             Step::Done(path) => {
                 let stored = path
                     .file_name()
@@ -1945,9 +2043,22 @@ impl Transfers {
                 (Ok(_), None) => {}
             }
         }
+        self.notify.set_waker(ctx.waker());
+        if let Some(r) = rid {
+            // The same file sent again while its last copy is being stored:
+            // that one is let finish first, as they share the part file (a
+            // short wait: what its writer still holds).
+            for (_, inc) in self.finishing.values_mut() {
+                if inc.rid.as_deref() == Some(r) {
+                    inc.wait_writer();
+                    inc.finished_by_writer();
+                }
+            }
+        }
+        let notify = &self.notify;
         let created = self.admit(p.total).and_then(|()| match rid {
-            Some(r) => Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r),
-            None => Incoming::create(id, &p.name, p.total, &self.cfg.inbox),
+            Some(r) => Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r, notify),
+            None => Incoming::create(id, &p.name, p.total, &self.cfg.inbox, notify),
         });
         match created {
             Ok(mut inc) => {

@@ -2,7 +2,9 @@
 //! to a hidden `.NAME.part` file in the inbox, hashes as it goes, and on the last
 //! chunk verifies length and digest and moves the file to a free, safe name.
 //! A part file is removed on every failure (and when dropped unfinished), so
-//! nothing incomplete ever looks complete.
+//! nothing incomplete ever looks complete. The writing, hashing and
+//! verifying happen on a writer thread per file; the loop keeps the checks
+//! and counts, and learns the outcome through [`Notify`].
 
 use super::naming::{create_part, place, safe_name};
 use crate::human::human_size;
@@ -10,6 +12,9 @@ use crate::net::describe;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Small chunks (from original peers) are gathered into writes of this size;
 /// larger ones go straight to the file (and the hasher), a piece of this size
@@ -23,6 +28,9 @@ pub enum Step {
     More,
     /// The file is complete and verified, stored at this path.
     Done(PathBuf),
+    /// The last chunk went to the writer: the outcome comes later, through
+    /// [`Notify`] (as `Done` or `Failed` with `ended`).
+    Finishing,
     /// The transfer failed; the part file is gone. `ended` is true when the
     /// sender has finished this file (nothing more of it will come).
     Failed {
@@ -33,7 +41,190 @@ pub enum Step {
     },
 }
 
-/// A file being received.
+/// Where the writers of received files report to the loop: files finished
+/// (verified and stored, or failed), and a wake-up when a writer that was
+/// behind has caught up.
+#[derive(Default)]
+pub struct Notify {
+    /// Files the writers finished: (transfer number, where it is stored or why
+    /// it failed).
+    pub done: Mutex<Vec<(u64, Result<PathBuf, String>)>>,
+    waker: OnceLock<Arc<mio::Waker>>,
+}
+
+impl Notify {
+    /// Sets what wakes the loop (once; later calls change nothing).
+    pub fn set_waker(&self, w: Arc<mio::Waker>) {
+        let _ = self.waker.set(w);
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.get() {
+            let _ = w.wake();
+        }
+    }
+}
+
+/// What the loop hands a file's writer.
+enum Job {
+    Write(Vec<u8>),
+    Finish {
+        digest: Option<String>,
+        dir: PathBuf,
+        stored: String,
+    },
+}
+
+/// Shared between the loop and one writer.
+#[derive(Default)]
+struct Shared {
+    /// Why writing failed, once it did.
+    failed: Mutex<Option<String>>,
+    /// Bytes handed over and not yet written.
+    backlog: AtomicUsize,
+    /// The loop holds the connection's reads until the backlog falls to
+    /// [`LOW_WATER`]: the writer wakes it then.
+    stalled: AtomicBool,
+    /// The file was given up: the rest is not written.
+    cancel: AtomicBool,
+}
+
+/// The loop stops reading a connection once this many bytes wait for its
+/// file's writer (8 chunks of 256 KiB)…
+pub const HIGH_WATER: usize = 2 << 20;
+/// …and reads again once they fall to this.
+pub const LOW_WATER: usize = 1 << 20;
+
+/// The writer thread of one file: writes, hashes (the whole file and, for a
+/// resumable one, each MiB), and on the last chunk flushes, verifies and
+/// stores it, then reports to `notify`.
+struct Writer {
+    id: u64,
+    file: Option<BufWriter<File>>,
+    hasher: blake3::Hasher,
+    sums: Option<super::partial::Sums>,
+    part: PathBuf,
+    shared: Arc<Shared>,
+    notify: Arc<Notify>,
+}
+
+impl Writer {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Write(body) => {
+                    let len = body.len();
+                    if !self.shared.cancel.load(Ordering::Acquire)
+                        && self.shared.failed.lock().is_ok_and(|f| f.is_none())
+                        && let Err(reason) = self.write(&body)
+                        && let Ok(mut f) = self.shared.failed.lock()
+                    {
+                        *f = Some(reason);
+                    }
+                    drop(body);
+                    let left = self.shared.backlog.fetch_sub(len, Ordering::AcqRel) - len;
+                    if left <= LOW_WATER && self.shared.stalled.swap(false, Ordering::AcqRel) {
+                        self.notify.wake();
+                    }
+                }
+                Job::Finish {
+                    digest,
+                    dir,
+                    stored,
+                } => {
+                    let result = self.finish(digest.as_deref(), &dir, &stored);
+                    if let Ok(mut d) = self.notify.done.lock() {
+                        d.push((self.id, result));
+                    }
+                    self.notify.wake();
+                    return;
+                }
+            }
+        }
+        // Closed without a last chunk: suspended (what came is kept) or given
+        // up (the loop removed the part file).
+        if let Some(mut w) = self.file.take() {
+            let _ = w.flush();
+        }
+    }
+
+    fn write(&mut self, body: &[u8]) -> Result<(), String> {
+        let Some(file) = self.file.as_mut() else {
+            return Err("part file is closed".into());
+        };
+        // Written and hashed a piece at a time while the piece is still in cache:
+        // the kernel's copy into the page cache is markedly slower for big
+        // write(2) calls (dd of 1 GiB: 1.8 s of system time with 1 MiB writes,
+        // 0.46 s with 32 KiB; the bench's file row went from 0.38 GiB/s with
+        // whole 256 KiB chunks to 0.93-1.21 GiB/s).
+        for piece in body.chunks(WRITE_BUF) {
+            if let Err(e) = file.write_all(piece) {
+                return Err(format!(
+                    "cannot write {}: {}",
+                    self.part.display(),
+                    describe(&e)
+                ));
+            }
+            self.hasher.update(piece);
+        }
+        if let Some(sums) = self.sums.as_mut()
+            && let Err(e) = sums.update(body, || file.flush())
+        {
+            return Err(format!("cannot keep the part file: {}", describe(&e)));
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        digest: Option<&str>,
+        dir: &Path,
+        stored: &str,
+    ) -> Result<PathBuf, String> {
+        let r = self.verify_and_place(digest, dir, stored);
+        if r.is_err() {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.part);
+        }
+        // The meta file is removed by the loop ([`Incoming::finished_by_writer`]),
+        // which also creates them: its folder is not removed under a new one.
+        self.sums = None;
+        r
+    }
+
+    fn verify_and_place(
+        &mut self,
+        digest: Option<&str>,
+        dir: &Path,
+        stored: &str,
+    ) -> Result<PathBuf, String> {
+        if let Some(reason) = self.shared.failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(reason);
+        }
+        let flushed = match self.file.take() {
+            Some(w) => w.into_inner().map_err(|e| describe(e.error())).map(drop),
+            None => Ok(()),
+        };
+        if let Err(e) = flushed {
+            return Err(format!("cannot write {}: {e}", self.part.display()));
+        }
+        if let Some(want) = digest {
+            let got = self.hasher.finalize().to_hex();
+            if !want.trim().eq_ignore_ascii_case(got.as_str()) {
+                return Err(format!(
+                    "digest mismatch (BLAKE3 of the data is {}…, H was {})",
+                    &got.as_str()[..16],
+                    super::wire::clean_text(&want.chars().take(20).collect::<String>())
+                ));
+            }
+        }
+        place(&self.part, dir, stored)
+            .map_err(|e| format!("cannot store {stored:?}: {}", describe(&e)))
+    }
+}
+
+/// A file being received: the loop's side (checks and counts); the bytes go
+/// to its writer thread.
 #[derive(Debug)]
 pub struct Incoming {
     /// The transfer number.
@@ -49,16 +240,59 @@ pub struct Incoming {
     stored: String,
     dir: PathBuf,
     part: PathBuf,
-    file: Option<BufWriter<File>>,
+    tx: Option<Sender<Job>>,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
     next_index: u64,
-    hasher: blake3::Hasher,
     finished: bool,
-    /// Kept for resuming (offered with a resume id): the block hashes.
-    sums: Option<super::partial::Sums>,
+    /// Kept for resuming (offered with a resume id): its meta file.
+    meta: Option<PathBuf>,
     /// Bytes held from an earlier connection when this one began.
     pub resumed_from: u64,
     /// The resume id it was offered with.
     pub rid: Option<String>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+/// A writer's handles: its jobs, what it shares with the loop, its thread.
+type Spawned = (Sender<Job>, Arc<Shared>, std::thread::JoinHandle<()>);
+
+/// Starts the writer of part file `part`.
+fn spawn_writer(
+    id: u64,
+    file: File,
+    hasher: blake3::Hasher,
+    sums: Option<super::partial::Sums>,
+    part: &Path,
+    notify: &Arc<Notify>,
+) -> Result<Spawned, String> {
+    let shared = Arc::new(Shared::default());
+    let (tx, rx) = channel();
+    let w = Writer {
+        id,
+        file: Some(BufWriter::with_capacity(WRITE_BUF, file)),
+        hasher,
+        sums,
+        part: part.to_path_buf(),
+        shared: shared.clone(),
+        notify: notify.clone(),
+    };
+    let t = std::thread::Builder::new()
+        .name("sockmod-writer".into())
+        .spawn(move || w.run(rx))
+        .map_err(|e| format!("cannot start a writer: {}", describe(&e)))?;
+    Ok((tx, shared, t))
 }
 
 /// Bytes free for an unprivileged user on the file system holding `dir`.
@@ -137,7 +371,13 @@ impl Incoming {
     /// if missing and a fresh part file in it. A refusal names its true cause:
     /// an inbox that cannot be created or written says so whatever the size;
     /// only then is the free space looked at.
-    pub fn create(id: u64, name: &str, total: u64, inbox: &Path) -> Result<Self, String> {
+    pub fn create(
+        id: u64,
+        name: &str,
+        total: u64,
+        inbox: &Path,
+        notify: &Arc<Notify>,
+    ) -> Result<Self, String> {
         make_inbox(inbox)?;
         let stored = safe_name(name);
         let (part, file) = create_part(inbox, &stored).map_err(|e| not_writable(inbox, &e))?;
@@ -153,6 +393,14 @@ impl Incoming {
                 human_size(free)
             ));
         }
+        let (tx, shared, thread) =
+            match spawn_writer(id, file, blake3::Hasher::new(), None, &part, notify) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+            };
         Ok(Incoming {
             id,
             name: name.to_string(),
@@ -162,11 +410,12 @@ impl Incoming {
             stored,
             dir: inbox.to_path_buf(),
             part,
-            file: Some(BufWriter::with_capacity(WRITE_BUF, file)),
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
             next_index: 0,
-            hasher: blake3::Hasher::new(),
             finished: false,
-            sums: None,
+            meta: None,
             resumed_from: 0,
             rid: None,
         })
@@ -181,6 +430,7 @@ impl Incoming {
         total: u64,
         inbox: &Path,
         rid: &str,
+        notify: &Arc<Notify>,
     ) -> Result<Self, String> {
         make_inbox(inbox)?;
         let o = super::partial::open(inbox, rid, name, total)?;
@@ -194,6 +444,9 @@ impl Incoming {
                 human_size(free)
             ));
         }
+        let meta = o.sums.meta().to_path_buf();
+        let (tx, shared, thread) =
+            spawn_writer(id, o.file, o.hasher, Some(o.sums), &o.part, notify)?;
         Ok(Incoming {
             id,
             name: name.to_string(),
@@ -203,11 +456,12 @@ impl Incoming {
             stored: safe_name(name),
             dir: inbox.to_path_buf(),
             part: o.part,
-            file: Some(BufWriter::with_capacity(WRITE_BUF, o.file)),
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
             next_index: 0,
-            hasher: o.hasher,
             finished: false,
-            sums: Some(o.sums),
+            meta: Some(meta),
             resumed_from: o.at,
             rid: Some(rid.to_string()),
         })
@@ -222,15 +476,18 @@ impl Incoming {
 
     /// Stops receiving but keeps a resumable part file (with what was written
     /// so far) for a later offer of the same file; any other part file is
-    /// removed as by [`Incoming::discard`].
+    /// removed as by [`Incoming::discard`]. Waits for the writer to store what
+    /// it was handed (at most [`HIGH_WATER`] and a read's worth), so a later
+    /// offer finds the part file whole.
     pub fn suspend(&mut self) {
-        if self.sums.is_none() {
+        if self.meta.is_none() {
             return self.discard();
         }
         if !self.finished {
             self.finished = true;
-            if let Some(mut w) = self.file.take() {
-                let _ = w.flush();
+            self.tx = None;
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
             }
         }
     }
@@ -245,20 +502,40 @@ impl Incoming {
         self.next_index == 0
     }
 
+    /// Bytes handed to the writer and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.shared.backlog.load(Ordering::Acquire)
+    }
+
+    /// The backlog reached [`HIGH_WATER`]: returns true when the loop should
+    /// hold the connection's reads (the writer wakes it once the backlog is
+    /// down to [`LOW_WATER`]).
+    pub fn stall(&self) -> bool {
+        if self.finished || self.backlog() < HIGH_WATER {
+            return false;
+        }
+        self.shared.stalled.store(true, Ordering::Release);
+        self.backlog() > LOW_WATER
+    }
+
     /// Closes and removes the part file (idempotent).
     pub fn discard(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.file = None;
+            self.shared.cancel.store(true, Ordering::Release);
+            self.tx = None;
+            self.thread = None;
             let _ = std::fs::remove_file(&self.part);
-            if let Some(s) = self.sums.take() {
-                super::partial::remove_meta(s.meta());
+            if let Some(m) = self.meta.take() {
+                super::partial::remove_meta(&m);
             }
         }
     }
 
     /// Takes chunk `index` (`None`: the last one) with `digest` (given on the
-    /// last chunk by sockmod senders).
+    /// last chunk by sockmod senders). The bytes go to the writer; the last
+    /// chunk gives [`Step::Finishing`], and the outcome comes through the
+    /// [`Notify`] the file was created with.
     pub fn accept(&mut self, index: Option<u64>, digest: Option<&str>, body: &[u8]) -> Step {
         self.touched = std::time::Instant::now();
         if self.finished {
@@ -285,26 +562,17 @@ impl Incoming {
             );
             return self.fail(reason, ended);
         }
-        let Some(file) = self.file.as_mut() else {
+        if let Some(reason) = self.shared.failed.lock().ok().and_then(|mut f| f.take()) {
+            return self.fail(reason, ended);
+        }
+        let Some(tx) = self.tx.as_ref() else {
             return self.fail("part file is closed".into(), ended);
         };
-        // Written and hashed a piece at a time while the piece is still in cache:
-        // the kernel's copy into the page cache is markedly slower for big
-        // write(2) calls (dd of 1 GiB: 1.8 s of system time with 1 MiB writes,
-        // 0.46 s with 32 KiB; the bench's file row went from 0.38 GiB/s with
-        // whole 256 KiB chunks to 0.93-1.21 GiB/s).
-        for piece in body.chunks(WRITE_BUF) {
-            if let Err(e) = file.write_all(piece) {
-                let reason = format!("cannot write {}: {}", self.part.display(), describe(&e));
-                return self.fail(reason, ended);
+        if !body.is_empty() {
+            self.shared.backlog.fetch_add(body.len(), Ordering::AcqRel);
+            if tx.send(Job::Write(body.to_vec())).is_err() {
+                return self.fail("the writer stopped".into(), ended);
             }
-            self.hasher.update(piece);
-        }
-        if let Some(sums) = self.sums.as_mut()
-            && let Err(e) = sums.update(body, || file.flush())
-        {
-            let reason = format!("cannot keep the part file: {}", describe(&e));
-            return self.fail(reason, ended);
         }
         self.received = after;
         self.next_index += 1;
@@ -318,37 +586,34 @@ impl Incoming {
             );
             return self.fail(reason, true);
         }
-        let flushed = match self.file.take() {
-            Some(w) => w.into_inner().map_err(|e| describe(e.error())).map(drop),
-            None => Ok(()),
+        let job = Job::Finish {
+            digest: digest.map(str::to_string),
+            dir: self.dir.clone(),
+            stored: self.stored.clone(),
         };
-        if let Err(e) = flushed {
-            let reason = format!("cannot write {}: {e}", self.part.display());
-            return self.fail(reason, true);
+        if tx.send(job).is_err() {
+            return self.fail("the writer stopped".into(), true);
         }
-        if let Some(want) = digest {
-            let got = self.hasher.finalize().to_hex();
-            if !want.trim().eq_ignore_ascii_case(got.as_str()) {
-                let reason = format!(
-                    "digest mismatch (BLAKE3 of the data is {}…, H was {})",
-                    &got.as_str()[..16],
-                    super::wire::clean_text(&want.chars().take(20).collect::<String>())
-                );
-                return self.fail(reason, true);
-            }
+        // From here the writer owns the part file (and removes it on failure).
+        self.finished = true;
+        self.tx = None;
+        Step::Finishing
+    }
+
+    /// Waits for the writer to end (after the last chunk: the file stored or
+    /// failed).
+    pub fn wait_writer(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-        match place(&self.part, &self.dir, &self.stored) {
-            Ok(path) => {
-                self.finished = true;
-                if let Some(s) = self.sums.take() {
-                    super::partial::remove_meta(s.meta());
-                }
-                Step::Done(path)
-            }
-            Err(e) => {
-                let reason = format!("cannot store {:?}: {}", self.stored, describe(&e));
-                self.fail(reason, true)
-            }
+    }
+
+    /// The writer reported the outcome of the last chunk: the meta file of a
+    /// resumable part file is no longer needed (the file is stored, or failed
+    /// and its part file removed).
+    pub fn finished_by_writer(&mut self) {
+        if let Some(m) = self.meta.take() {
+            super::partial::remove_meta(&m);
         }
     }
 }
@@ -369,6 +634,25 @@ mod tests {
         d
     }
 
+    /// The outcome of a step, waiting for the writer when it is finishing.
+    fn outcome(n: &Notify, step: Step) -> Step {
+        if step != Step::Finishing {
+            return step;
+        }
+        loop {
+            if let Some((_, r)) = n.done.lock().unwrap().pop() {
+                return match r {
+                    Ok(p) => Step::Done(p),
+                    Err(reason) => Step::Failed {
+                        reason,
+                        ended: true,
+                    },
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     fn names(d: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .unwrap()
@@ -381,11 +665,12 @@ mod tests {
     #[test]
     fn complete_file_is_verified_and_placed() {
         let d = inbox("ok");
-        let mut r = Incoming::create(1, "../a.txt", 6, &d).unwrap();
+        let n = Arc::new(Notify::default());
+        let mut r = Incoming::create(1, "../a.txt", 6, &d, &n).unwrap();
         assert!(names(&d)[0].starts_with(".a.txt"));
         assert_eq!(r.accept(Some(0), None, b"abc"), Step::More);
         let h = blake3::hash(b"abcdef").to_hex().to_uppercase();
-        let Step::Done(p) = r.accept(None, Some(&h), b"def") else {
+        let Step::Done(p) = outcome(&n, r.accept(None, Some(&h), b"def")) else {
             panic!()
         };
         assert_eq!(p, d.join("a.txt"));
@@ -398,6 +683,7 @@ mod tests {
     #[test]
     fn every_failure_removes_the_part() {
         let d = inbox("fail");
+        let n = Arc::new(Notify::default());
         type Case = Box<dyn Fn(&mut Incoming) -> Step>;
         let cases: Vec<(Case, &str)> = vec![
             (
@@ -415,21 +701,24 @@ mod tests {
             ),
         ];
         for (f, want) in cases {
-            let mut r = Incoming::create(1, "x", 6, &d).unwrap();
-            match f(&mut r) {
+            let mut r = Incoming::create(1, "x", 6, &d, &n).unwrap();
+            match outcome(&n, f(&mut r)) {
                 Step::Failed { reason, .. } => assert!(reason.contains(want), "{reason}"),
                 s => panic!("{s:?}"),
             }
             assert!(names(&d).is_empty(), "{want}: {:?}", names(&d));
         }
         // Dropped unfinished (connection lost): no part left either.
-        let mut r = Incoming::create(1, "x", 6, &d).unwrap();
+        let mut r = Incoming::create(1, "x", 6, &d, &n).unwrap();
         assert_eq!(r.accept(Some(0), None, b"abc"), Step::More);
         drop(r);
         assert!(names(&d).is_empty());
         // Without H (original peers) the length alone decides.
-        let mut r = Incoming::create(1, "", 0, &d).unwrap();
-        assert!(matches!(r.accept(None, None, b""), Step::Done(_)));
+        let mut r = Incoming::create(1, "", 0, &d, &n).unwrap();
+        assert!(matches!(
+            outcome(&n, r.accept(None, None, b"")),
+            Step::Done(_)
+        ));
         assert_eq!(names(&d), ["file"]);
         std::fs::remove_dir_all(d).unwrap();
     }

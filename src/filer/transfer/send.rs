@@ -7,6 +7,8 @@ use crate::protocol::Header;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Checks that `path` can be sent: it exists, is a regular file (after
 /// symlinks), and opens for reading. Returns its size.
@@ -32,7 +34,9 @@ pub fn wire_name(path: &Path) -> String {
         .unwrap_or_else(|| "file".to_string())
 }
 
-/// A file being sent.
+/// A file being sent: the loop's side. Its bytes are read, hashed and made
+/// into chunk frames by a reader thread ([`Outgoing::take_piece`]), a few
+/// chunks ahead.
 pub struct Outgoing {
     /// The transfer number.
     pub id: u64,
@@ -54,9 +58,45 @@ pub struct Outgoing {
     pub resumed_from: u64,
     /// A file of a folder batch: its keys (§5.7).
     pub entry: Option<super::wire::Entry>,
+    /// Pieces taken so far.
+    taken: u64,
+    /// The file until its reader starts.
+    source: Option<Source>,
+    feed: Option<Feed>,
+}
+
+/// Pieces read ahead by the reader thread.
+const READ_AHEAD: usize = 4;
+
+/// The reader thread's side of a file: reads, hashes, builds the frames.
+struct Source {
     file: File,
+    path: PathBuf,
+    id: u64,
+    name: String,
+    total: u64,
+    rel: Option<String>,
+    sent: u64,
+    /// Bytes the receiver holds: read and hashed first, not sent.
+    skip: u64,
     next_index: u64,
     hasher: blake3::Hasher,
+}
+
+/// The loop's end of a reader thread.
+struct Feed {
+    rx: std::sync::mpsc::Receiver<Result<Piece, String>>,
+    /// The loop found nothing ready: the reader wakes it with the next piece.
+    wanted: Arc<AtomicBool>,
+}
+
+/// What [`Outgoing::take_piece`] found.
+#[allow(clippy::large_enum_variant)] // moved once per chunk: boxing costs more
+pub enum Taken {
+    /// The next piece, or why the file cannot be read.
+    Ready(Result<Piece, String>),
+    /// Not read yet: the waker given is called once it is.
+    Later,
 }
 
 /// Bytes read from each end of a file for its resume id.
@@ -108,46 +148,54 @@ impl Outgoing {
         if !meta.is_file() {
             return Err(format!("cannot read {shown}: not a regular file"));
         }
+        let total = meta.len();
         Ok(Outgoing {
             id,
-            path,
-            name,
-            total: meta.len(),
+            path: path.clone(),
+            name: name.clone(),
+            total,
             sent: 0,
             offered: false,
             cleared: false,
             resume: None,
             resumed_from: 0,
             entry: None,
-            file,
-            next_index: 0,
-            hasher: blake3::Hasher::new(),
+            taken: 0,
+            source: Some(Source {
+                file,
+                path,
+                id,
+                name,
+                total,
+                rel: None,
+                sent: 0,
+                skip: 0,
+                next_index: 0,
+                hasher: blake3::Hasher::new(),
+            }),
+            feed: None,
         })
     }
 
     /// The file's resume id ([`resume_id`]).
     pub fn resume_id(&self) -> io::Result<String> {
-        resume_id(&self.file)
+        match &self.source {
+            Some(s) => resume_id(&s.file),
+            None => Err(io::Error::other("already being read")),
+        }
     }
 
     /// The receiver holds the first `at` bytes: sending goes on from there.
     /// The digest still covers the whole file, so those bytes are read and
-    /// hashed here first (about 0.1 s per GiB on a desktop).
+    /// hashed first, by the reader (about 0.1 s per GiB on a desktop).
     pub fn resume_at(&mut self, at: u64) -> Result<(), String> {
-        use std::io::{Read, Seek, SeekFrom};
+        let Some(src) = self.source.as_mut() else {
+            return Err(format!("bad answer: at:{at} (already sending)"));
+        };
         if at > self.total || self.sent > 0 {
             return Err(format!("bad answer: at:{at} (the file has {})", self.total));
         }
-        let err = |e: io::Error| format!("cannot read {}: {}", self.path.display(), describe(&e));
-        self.file.seek(SeekFrom::Start(0)).map_err(err)?;
-        let mut left = at;
-        let mut buf = vec![0u8; 1 << 20];
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            self.file.read_exact(&mut buf[..n]).map_err(err)?;
-            self.hasher.update(&buf[..n]);
-            left -= n as u64;
-        }
+        src.skip = at;
         self.sent = at;
         self.resumed_from = at;
         Ok(())
@@ -155,11 +203,123 @@ impl Outgoing {
 
     /// True once at least one chunk went out (the receiver knows the file).
     pub fn announced(&self) -> bool {
-        self.offered || self.sent > 0 || self.next_index > 0
+        self.offered || self.sent > 0 || self.taken > 0
+    }
+
+    /// Reads the next chunk of at most `chunk` bytes, here (without a reader
+    /// thread).
+    pub fn next_piece(&mut self, chunk: usize) -> Result<Piece, String> {
+        let rel = self.entry.as_ref().map(|e| e.path.as_str().to_string());
+        let Some(src) = self.source.as_mut() else {
+            return Err("already being read".into());
+        };
+        src.rel = rel;
+        let piece = src.next_piece(chunk)?;
+        self.sent = src.sent;
+        self.taken += 1;
+        Ok(piece)
+    }
+
+    /// The next chunk (of at most `chunk` bytes) if the reader has it ready;
+    /// the reader thread starts at the first call, and calls `wake` when a
+    /// chunk is ready that was asked for too early ([`Taken::Later`]).
+    pub fn take_piece(&mut self, chunk: usize, wake: &Arc<mio::Waker>) -> Taken {
+        if self.feed.is_none() {
+            let Some(mut src) = self.source.take() else {
+                return Taken::Ready(Err("the reader stopped".into()));
+            };
+            src.rel = self.entry.as_ref().map(|e| e.path.as_str().to_string());
+            let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+            let wanted = Arc::new(AtomicBool::new(false));
+            let (w, waker) = (wanted.clone(), wake.clone());
+            let started = std::thread::Builder::new()
+                .name("sockmod-reader".into())
+                .spawn(move || src.run(chunk, tx, &w, &waker));
+            if let Err(e) = started {
+                return Taken::Ready(Err(format!("cannot start a reader: {}", describe(&e))));
+            }
+            self.feed = Some(Feed { rx, wanted });
+        }
+        let Some(feed) = self.feed.as_ref() else {
+            return Taken::Later;
+        };
+        use std::sync::mpsc::TryRecvError;
+        let got = match feed.rx.try_recv() {
+            Err(TryRecvError::Empty) => {
+                feed.wanted.store(true, Ordering::Release);
+                // Ready meanwhile: taken now (the reader's wake-up is spare).
+                match feed.rx.try_recv() {
+                    Err(TryRecvError::Empty) => return Taken::Later,
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        match got {
+            Ok(Ok(piece)) => {
+                self.sent += piece.body.len() as u64;
+                self.taken += 1;
+                Taken::Ready(Ok(piece))
+            }
+            Ok(Err(e)) => Taken::Ready(Err(e)),
+            Err(_) => Taken::Ready(Err("the reader stopped".into())),
+        }
+    }
+}
+
+impl Source {
+    /// The reader thread: reads ahead into `tx` until the last chunk, an
+    /// error, or the loop drops the file.
+    fn run(
+        mut self,
+        chunk: usize,
+        tx: std::sync::mpsc::SyncSender<Result<Piece, String>>,
+        wanted: &AtomicBool,
+        waker: &mio::Waker,
+    ) {
+        if self.skip > 0
+            && let Err(e) = self.hash_prefix()
+        {
+            let _ = tx.send(Err(e));
+            if wanted.swap(false, Ordering::AcqRel) {
+                let _ = waker.wake();
+            }
+            return;
+        }
+        loop {
+            let piece = self.next_piece(chunk);
+            let end = piece.as_ref().map_or(true, |p| p.last);
+            if tx.send(piece).is_err() {
+                return;
+            }
+            if wanted.swap(false, Ordering::AcqRel) {
+                let _ = waker.wake();
+            }
+            if end {
+                return;
+            }
+        }
+    }
+
+    /// Reads and hashes the bytes the receiver already holds.
+    fn hash_prefix(&mut self) -> Result<(), String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let err = |e: io::Error| format!("cannot read {}: {}", self.path.display(), describe(&e));
+        self.file.seek(SeekFrom::Start(0)).map_err(err)?;
+        let mut left = self.skip;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.file.read_exact(&mut buf[..n]).map_err(err)?;
+            self.hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        self.sent = self.skip;
+        Ok(())
     }
 
     /// Reads the next chunk of at most `chunk` bytes.
-    pub fn next_piece(&mut self, chunk: usize) -> Result<Piece, String> {
+    fn next_piece(&mut self, chunk: usize) -> Result<Piece, String> {
         let want = (self.total - self.sent).min(chunk as u64) as usize;
         let mut body = Vec::with_capacity(want);
         let got = read_up_to(&mut self.file, &mut body, want)
@@ -186,9 +346,9 @@ impl Outgoing {
         if first {
             // The first chunk: the transfer's number, for the receiver (§5.1).
             header.set("T", self.id.to_string());
-            if let Some(e) = &self.entry {
+            if let Some(p) = &self.rel {
                 // Original peers ignore it and store the base name `N`.
-                header.set("P", e.path.as_str());
+                header.set("P", p.as_str());
             }
         }
         if last {
