@@ -286,7 +286,7 @@ fn slow_consumer_is_dropped_and_a_reading_client_gets_everything() {
 /// client must still get every frame.
 #[test]
 fn slow_consumer_burst_of_broadcasts_keeps_the_reading_client() {
-    let (mut srv, addr) = serve(&["--max-queue", "64KiB"]);
+    let (mut srv, addr) = serve(&["--max-queue", "64KiB", "--write-timeout", "1s"]);
     let slow = Client::connect(addr); // never reads
     let idslow = srv.expect_connected(&slow);
     let mut fast = Client::connect(addr);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// How long a TLS handshake with the ipserver may take before it is taken for
 /// an original (plaintext) ipserver.
-const IPSERVER_TLS_WAIT: Duration = Duration::from_secs(2);
+const IPSERVER_TLS_WAIT: Duration = Duration::from_secs(5);
 
 /// Settings of a filer.
 #[derive(Debug)]
