@@ -76,6 +76,10 @@ struct Source {
     name: String,
     total: u64,
     rel: Option<String>,
+    /// The receiver is a sockmod peer (it was offered the file): the first
+    /// chunk carries the extension keys `T` and `P`. An original peer gets
+    /// exactly the original chunk format.
+    extended: bool,
     sent: u64,
     /// Bytes the receiver holds: read and hashed first, not sent.
     skip: u64,
@@ -168,6 +172,7 @@ impl Outgoing {
                 name,
                 total,
                 rel: None,
+                extended: false,
                 sent: 0,
                 skip: 0,
                 next_index: 0,
@@ -214,6 +219,7 @@ impl Outgoing {
             return Err("already being read".into());
         };
         src.rel = rel;
+        src.extended = self.offered;
         let piece = src.next_piece(chunk)?;
         self.sent = src.sent;
         self.taken += 1;
@@ -229,6 +235,7 @@ impl Outgoing {
                 return Taken::Ready(Err("the reader stopped".into()));
             };
             src.rel = self.entry.as_ref().map(|e| e.path.as_str().to_string());
+            src.extended = self.offered;
             let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
             let wanted = Arc::new(AtomicBool::new(false));
             let (w, waker) = (wanted.clone(), wake.clone());
@@ -343,7 +350,7 @@ impl Source {
             self.next_index += 1;
             h
         };
-        if first {
+        if first && self.extended {
             // The first chunk: the transfer's number, for the receiver (§5.1).
             header.set("T", self.id.to_string());
             if let Some(p) = &self.rel {
@@ -405,6 +412,7 @@ mod tests {
     fn pieces(bytes: &[u8], chunk: usize) -> Vec<Piece> {
         let p = tmp(&format!("{}-{chunk}", bytes.len()), bytes);
         let mut o = Outgoing::open(1, p.clone(), "x.bin".into()).unwrap();
+        o.offered = true;
         let mut v = Vec::new();
         loop {
             let piece = o.next_piece(chunk).unwrap();
@@ -416,6 +424,16 @@ mod tests {
         }
         std::fs::remove_file(p).unwrap();
         v
+    }
+
+    #[test]
+    fn an_original_peer_gets_the_original_chunk_keys_only() {
+        let p = tmp("original-keys", b"0123456789");
+        let mut o = Outgoing::open(1, p.clone(), "x.bin".into()).unwrap();
+        let piece = o.next_piece(4).unwrap();
+        std::fs::remove_file(p).unwrap();
+        let keys: Vec<&str> = piece.header.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["TP", "N", "L", "index"]);
     }
 
     #[test]
