@@ -9,8 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,35 +20,6 @@ fn figure(name: &str, value: impl std::fmt::Display) {
 
 fn closed_of(v: &Value, id: u64) -> bool {
     v["event"] == "closed" && v["peer"] == id
-}
-
-/// Connects to `dst` from source address `src` (e.g. 127.0.0.2).
-fn connect_from(src: IpAddr, dst: SocketAddr) -> TcpStream {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    s.bind(&SockAddr::from(SocketAddr::new(src, 0)))
-        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    s.connect_timeout(&SockAddr::from(dst), TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect {dst} from {src}: {e}"));
-    s.into()
-}
-
-/// Waits for the server to end a raw connection; how long it took, or `None`
-/// if it is still open after `timeout` (data that arrives is discarded).
-fn time_to_close(s: &mut TcpStream, timeout: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    let mut buf = [0u8; 4096];
-    while t0.elapsed() < timeout {
-        s.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("read timeout");
-        match s.read(&mut buf) {
-            Ok(0) => return Some(t0.elapsed()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Some(t0.elapsed()),
-        }
-    }
-    None
 }
 
 fn is_refusal(l: &Line) -> bool {
@@ -80,7 +50,8 @@ fn connections_per_address_are_capped_with_one_notice_per_burst() {
         slowest = slowest.max(t);
     }
     // 127.0.0.2 is another address: admitted.
-    let other = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), addr);
+    let other = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), addr)
+        .unwrap_or_else(|e| panic!("connect {addr} from 127.0.0.2: {e}"));
     let other_addr = other.local_addr().unwrap().to_string();
     srv.expect_event("connected", &[("addr", Value::from(other_addr.clone()))]);
     assert_eq!(
