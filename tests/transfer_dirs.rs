@@ -7,15 +7,15 @@
 
 mod common;
 
+use common::relay::{Then, relay};
 use common::*;
 use serde_json::Value;
 use sockmod::protocol::Header;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -327,54 +327,6 @@ fn a_folder_is_one_line_and_cancel_stops_it() {
     assert_eq!(list[0]["state"], "failed");
 }
 
-/// A TCP relay for one connection to `target`: counts the bytes going to the
-/// target and, given `cut`, closes both sides once that many went through.
-fn relay(target: SocketAddr, cut: Option<u64>) -> (SocketAddr, Arc<AtomicU64>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let forwarded = Arc::new(AtomicU64::new(0));
-    let fwd = forwarded.clone();
-    std::thread::spawn(move || {
-        let Ok((client, _)) = l.accept() else { return };
-        let server = TcpStream::connect(target).unwrap();
-        let socks = Arc::new(vec![
-            client.try_clone().unwrap(),
-            server.try_clone().unwrap(),
-        ]);
-        let pipe = |mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>| {
-            let socks = socks.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let n = match from.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    if let Some(c) = &count {
-                        let total = c.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-                        if cut.is_some_and(|at| total >= at) {
-                            break;
-                        }
-                    }
-                }
-                for s in socks.iter() {
-                    let _ = s.shutdown(Shutdown::Both);
-                }
-            })
-        };
-        pipe(
-            client.try_clone().unwrap(),
-            server.try_clone().unwrap(),
-            Some(fwd),
-        );
-        pipe(server, client, None);
-    });
-    (addr, forwarded)
-}
-
 #[test]
 fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
     const FILES: u64 = 20;
@@ -394,7 +346,8 @@ fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
     }
 
     // The connection is cut once about half the folder went through.
-    let (r1, first) = relay(bob.addr, Some(total / 2));
+    let first_relay = relay(bob.addr, Some((total / 2, Then::Cut)));
+    let (r1, first) = (first_relay.addr, first_relay.forwarded);
     connect(&mut alice, r1);
     alice
         .p
@@ -413,7 +366,8 @@ fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
     assert!((FILES / 4..FILES).contains(&held), "{held} files held");
 
     // Sent again through a counting relay: the files held are skipped.
-    let (r2, again) = relay(bob.addr, None);
+    let second_relay = relay(bob.addr, None);
+    let (r2, again) = (second_relay.addr, second_relay.forwarded);
     connect(&mut alice, r2);
     alice
         .p

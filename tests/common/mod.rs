@@ -1119,6 +1119,8 @@ impl<R: Read> LineReader<R> {
 // The binary on a pty with its screen emulated (`use common::pty::{Pty, Term};`),
 // under this file's `#![allow(dead_code)]` like the rest.
 pub mod pty;
+// A counting relay that cuts or stalls a link (`use common::relay::{Then, relay};`).
+pub mod relay;
 
 /// A new pseudo-terminal of `rows` × `cols`, as (master, slave). The master is
 /// close-on-exec, so a child given the slave does not also hold the master.
