@@ -159,11 +159,6 @@ impl KnownPeers {
         })
     }
 
-    /// The file the pins live in.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The pinned fingerprint of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pins.get(name).map(String::as_str)
@@ -209,7 +204,7 @@ impl KnownPeers {
     }
 
     /// Waits (up to a second) until every save asked for so far is on disk.
-    pub fn flush(&self) {
+    fn flush(&self) {
         let want = self.saver.asked.load(Ordering::SeqCst);
         for _ in 0..200 {
             if self.saver.lock.lock().map(|g| *g >= want).unwrap_or(true) {
@@ -217,6 +212,14 @@ impl KnownPeers {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+}
+
+/// A pin taken just before the filer stops is still saved: the process waits
+/// (a second at most) for the save thread.
+impl Drop for KnownPeers {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
