@@ -87,28 +87,19 @@ const NO_OFFER: &str = "refused: the file came without an offer and this filer a
 /// (`RESUME_ID<TAB>PATH`), so a folder sent again skips them.
 const DONE_LIST: &str = ".sockmod-done";
 
-/// True when the staging folder `staging` holds `file` (`rel`) complete, as
-/// received with resume id `rid` and `total` bytes long.
-fn held(staging: &Path, file: &Path, rid: &str, rel: &str, total: u64) -> bool {
-    let line = format!("{rid}\t{rel}");
-    let listed = std::fs::read_to_string(staging.join(DONE_LIST))
-        .is_ok_and(|t| t.lines().any(|l| l == line));
-    listed
-        && std::fs::symlink_metadata(file)
-            .is_ok_and(|m| m.file_type().is_file() && m.len() == total)
+/// The lines of the done list of staging folder `staging` (read once, when
+/// its batch begins; kept in memory after that).
+fn read_done_list(staging: &Path) -> HashSet<String> {
+    std::fs::read_to_string(staging.join(DONE_LIST))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
-/// Notes in `staging` that `rel` is complete, received with resume id `rid`.
-fn note_held(staging: &Path, rid: &str, rel: &str) {
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(staging.join(DONE_LIST))
-    {
-        let _ = writeln!(f, "{rid}\t{rel}");
-    }
-}
+/// A file of a folder batch at most this long is received without a
+/// resumable part file (there is nothing to resume within one block): its
+/// part file is made beside the folder in staging, and only the done list
+/// remembers it.
+const SMALL_FILE: u64 = partial::BLOCK;
 
 /// Finished transfers kept for `transfers`.
 const KEEP_FINISHED: usize = 1000;
@@ -283,6 +274,55 @@ struct RecvBatch {
     done: u64,
     /// The user (or the policy) took it: later files need no answer.
     accepted: bool,
+    /// The done list's lines (`RESUME_ID<TAB>PATH`): files complete in
+    /// staging from this or an earlier try.
+    held: HashSet<String>,
+    /// The done list, open for appending once a file completes.
+    done_list: Option<std::fs::File>,
+    /// Folders made under staging so far (not made again for each file).
+    made: HashSet<Vec<String>>,
+}
+
+impl RecvBatch {
+    /// True when staging holds `file` (`rel`) complete, as received with
+    /// resume id `rid` and `total` bytes long.
+    fn holds(&self, file: &Path, rid: &str, rel: &str, total: u64) -> bool {
+        self.held.contains(&format!("{rid}\t{rel}"))
+            && std::fs::symlink_metadata(file)
+                .is_ok_and(|m| m.file_type().is_file() && m.len() == total)
+    }
+
+    /// Notes that `rel` is complete, received with resume id `rid`.
+    fn note_held(&mut self, rid: &str, rel: &str) {
+        use std::io::Write;
+        if self.done_list.is_none() {
+            self.done_list = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(self.staging.join(DONE_LIST))
+                .ok();
+        }
+        let line = format!("{rid}\t{rel}");
+        if let Some(f) = self.done_list.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+        self.held.insert(line);
+    }
+
+    /// Makes the folders `dirs` of a file under staging (once each) and
+    /// returns the innermost.
+    fn make_dirs(&mut self, dirs: &[String]) -> std::io::Result<PathBuf> {
+        let mut path = self.staging.clone();
+        if self.made.contains(dirs) {
+            path.extend(dirs);
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&self.staging)?;
+        let parts: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let made = naming::make_dirs(&self.staging, &parts)?;
+        self.made.insert(dirs.to_vec());
+        Ok(made)
+    }
 }
 
 /// A file whose sending to `peer` was cut short (a dropped connection, or
@@ -1478,7 +1518,7 @@ impl Transfers {
                 {
                     b.done += 1;
                     if let Some(r) = &inc.rid {
-                        note_held(&b.staging, r, &parts.join("/"));
+                        b.note_held(r, &parts.join("/"));
                     }
                     self.try_complete(env, &key);
                 }
@@ -1898,17 +1938,21 @@ impl Transfers {
         if accepted {
             self.emit(env, id, Change::Started);
         }
+        let staging = self.cfg.inbox.join(tree::STAGING).join(b);
         self.rbatches.insert(
             key.clone(),
             RecvBatch {
                 id,
                 top,
-                staging: self.cfg.inbox.join(tree::STAGING).join(b),
+                staging: staging.clone(),
                 files: c.files.unwrap_or(0),
                 dirs_total: c.dirs.unwrap_or(0),
                 dirs: HashSet::new(),
                 done: 0,
                 accepted,
+                held: read_done_list(&staging),
+                done_list: None,
+                made: HashSet::new(),
             },
         );
         Ok(Some((key, parts)))
@@ -1991,6 +2035,7 @@ impl Transfers {
         // goes to its folder under the staging folder, unless it is there
         // already (the folder sent again).
         let mut target = None;
+        let mut small_in = None;
         if let Some((key, parts)) = &p.entry {
             let Some(b) = self.rbatches.get_mut(key) else {
                 let h = wire::answer_header(&p.name, p.total, p.their_id, Some(CANCELLED));
@@ -2005,20 +2050,18 @@ impl Transfers {
                 }
                 self.emit(env, bid, Change::Started);
             }
-            let Some(b) = self.rbatches.get(key) else {
+            let Some(b) = self.rbatches.get_mut(key) else {
                 return;
             };
             let (file, dirs) = parts
                 .split_last()
                 .map_or((None, &[][..]), |(f, d)| (Some(f), d));
-            let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
-            let made = std::fs::create_dir_all(&b.staging)
-                .and_then(|()| naming::make_dirs(&b.staging, &dirs));
+            let made = b.make_dirs(dirs);
             match (made, file) {
                 (Ok(dir), Some(file)) => {
                     let rel = parts.join("/");
                     if let Some(r) = &p.resume
-                        && held(&b.staging, &dir.join(file), r, &rel, p.total)
+                        && b.holds(&dir.join(file), r, &rel, p.total)
                     {
                         let mut h = wire::answer_header(&p.name, p.total, p.their_id, None);
                         h.set("have", "yes");
@@ -2030,6 +2073,9 @@ impl Transfers {
                         self.finish(env, id, Ok(Some(dir.join(file))));
                         self.try_complete(env, &key);
                         return;
+                    }
+                    if p.total <= SMALL_FILE {
+                        small_in = Some(b.staging.clone());
                     }
                     target = Some((dir, file.clone()));
                     self.rchild.insert(id, (key.clone(), parts.clone()));
@@ -2056,13 +2102,26 @@ impl Transfers {
             }
         }
         let notify = &self.notify;
-        let created = self.admit(p.total).and_then(|()| match rid {
-            Some(r) => Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r, notify),
-            None => Incoming::create(id, &p.name, p.total, &self.cfg.inbox, notify),
-        });
+        let created = self
+            .admit(p.total)
+            .and_then(|()| match (&small_in, &target, rid) {
+                // A small file of a folder: its part file beside the folder.
+                (Some(part_dir), Some((dir, file)), _) => {
+                    let mut inc =
+                        Incoming::create_in(id, &p.name, p.total, part_dir, dir, file, notify)?;
+                    inc.rid = p.resume.clone();
+                    Ok(inc)
+                }
+                (_, _, Some(r)) => {
+                    Incoming::create_resumable(id, &p.name, p.total, &self.cfg.inbox, r, notify)
+                }
+                _ => Incoming::create(id, &p.name, p.total, &self.cfg.inbox, notify),
+            });
         match created {
             Ok(mut inc) => {
-                if let Some((dir, file)) = target {
+                if small_in.is_none()
+                    && let Some((dir, file)) = target
+                {
                     inc.retarget(dir, file);
                 }
                 let at = inc.resumed_from;

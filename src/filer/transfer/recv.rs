@@ -421,6 +421,48 @@ impl Incoming {
         })
     }
 
+    /// Starts receiving `name` (`total` bytes, a small file of a folder batch)
+    /// with its part file in `part_dir`, to be stored as `stored` in `dir`
+    /// (both under the batch's staging folder, already made). The free space
+    /// was looked at for the batch ([`super::Transfers`]' admission).
+    pub fn create_in(
+        id: u64,
+        name: &str,
+        total: u64,
+        part_dir: &Path,
+        dir: &Path,
+        stored: &str,
+        notify: &Arc<Notify>,
+    ) -> Result<Self, String> {
+        let (part, file) = create_part(part_dir, stored).map_err(|e| not_writable(part_dir, &e))?;
+        let (tx, shared, thread) =
+            match spawn_writer(id, file, blake3::Hasher::new(), None, &part, notify) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+            };
+        Ok(Incoming {
+            id,
+            name: name.to_string(),
+            total,
+            received: 0,
+            touched: std::time::Instant::now(),
+            stored: stored.to_string(),
+            dir: dir.to_path_buf(),
+            part,
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
+            next_index: 0,
+            finished: false,
+            meta: None,
+            resumed_from: 0,
+            rid: None,
+        })
+    }
+
     /// Starts or resumes receiving `name` (`total` bytes) offered with resume
     /// id `rid`, into `INBOX/.sockmod-partial/` ([`super::partial`]):
     /// `resumed_from` tells how much was already held and verified.
