@@ -13,6 +13,8 @@ pub enum Then {
     Cut,
     /// Stops forwarding to the target, keeping both sockets open.
     Pause,
+    /// Stops forwarding to the target until the flag is set, then goes on.
+    Hold(&'static std::sync::atomic::AtomicBool),
 }
 
 /// A TCP relay for one connection to `target`: counts the bytes going to the
@@ -53,6 +55,11 @@ pub fn relay(target: SocketAddr, limit: Option<(u64, Then)>) -> Relay {
                         match limit {
                             Some((at, Then::Cut)) if total >= at => break,
                             Some((at, Then::Pause)) if total >= at => return,
+                            Some((at, Then::Hold(go))) if total >= at => {
+                                while !go.load(Ordering::Acquire) {
+                                    std::thread::sleep(std::time::Duration::from_millis(1));
+                                }
+                            }
                             _ => {}
                         }
                     }

@@ -85,6 +85,31 @@ struct Source {
     skip: u64,
     next_index: u64,
     hasher: blake3::Hasher,
+    /// What the file was when sending began.
+    was: Stamp,
+}
+
+/// What identifies a file's version: its device and inode, size and
+/// modification time. Any change while the file is sent fails the transfer
+/// (`changed while being sent`) rather than deliver a mix of two versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
 }
 
 /// The loop's end of a reader thread.
@@ -177,6 +202,7 @@ impl Outgoing {
                 skip: 0,
                 next_index: 0,
                 hasher: blake3::Hasher::new(),
+                was: Stamp::of(&meta),
             }),
             feed: None,
         })
@@ -325,6 +351,19 @@ impl Source {
         Ok(())
     }
 
+    /// `Err` when the file changed since sending began: its size or
+    /// modification time (the open file, after each read), or, at the end,
+    /// which file its path names (replaced by a new version).
+    fn check_unchanged(&self, last: bool) -> Result<(), String> {
+        let changed = || format!("{} changed while being sent", self.path.display());
+        let now = self.file.metadata().map_err(|_| changed())?;
+        let mut same = Stamp::of(&now) == self.was;
+        if same && last {
+            same = std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == self.was);
+        }
+        if same { Ok(()) } else { Err(changed()) }
+    }
+
     /// Reads the next chunk of at most `chunk` bytes.
     fn next_piece(&mut self, chunk: usize) -> Result<Piece, String> {
         let want = (self.total - self.sent).min(chunk as u64) as usize;
@@ -342,6 +381,7 @@ impl Source {
         let first = self.next_index == 0;
         self.sent += got as u64;
         let last = self.sent == self.total;
+        self.check_unchanged(last)?;
         let mut header = if last {
             let digest = self.hasher.finalize().to_hex();
             chunk_header(&self.name, self.total, None, Some(digest.as_str()))
