@@ -29,6 +29,7 @@
 pub mod naming;
 pub mod partial;
 pub mod paths;
+pub mod prefetch;
 pub mod record;
 pub mod recv;
 pub mod send;
@@ -361,6 +362,8 @@ struct Waiting {
     path: PathBuf,
     name: String,
     entry: Option<Entry>,
+    /// The size when it was checked.
+    size: u64,
 }
 
 /// A file sent in full, not yet known to be complete on the other side.
@@ -379,6 +382,9 @@ struct SendQueue {
     waiting: VecDeque<Waiting>,
     active: Option<Outgoing>,
     unconfirmed: VecDeque<Unconfirmed>,
+    /// Folder batches (`B`) the receiver took: their small files go with
+    /// `go:yes`, their chunk right after the offer (§5.7).
+    taken: HashSet<String>,
 }
 
 impl SendQueue {
@@ -432,6 +438,8 @@ pub struct Transfers {
     held: HashSet<ConnId>,
     /// Connections waiting for their file's reader.
     starved: HashSet<ConnId>,
+    /// Small files of folders read ahead.
+    prefetch: prefetch::Prefetch,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -480,6 +488,7 @@ impl Transfers {
             finishing: HashMap::new(),
             held: HashSet::new(),
             starved: HashSet::new(),
+            prefetch: prefetch::Prefetch::default(),
         }
     }
 
@@ -875,6 +884,7 @@ impl Transfers {
                             path: path.clone(),
                             name: name.clone(),
                             entry: entry.clone(),
+                            size: 0,
                         });
                     continue;
                 }
@@ -892,6 +902,7 @@ impl Transfers {
                         path: path.clone(),
                         name: name.clone(),
                         entry: entry.clone(),
+                        size: *size,
                     });
                 if parent.is_none() {
                     batch.push(id);
@@ -1137,9 +1148,66 @@ impl Transfers {
                 if !offer && !env.is_original(conn, msgs_in) && !waited {
                     break;
                 }
+                if offer {
+                    // The small files of folders coming next are read ahead.
+                    let mut asked = self.prefetch.pending();
+                    for w in q.waiting.iter().take(2 * prefetch::WINDOW) {
+                        if asked >= prefetch::WINDOW {
+                            break;
+                        }
+                        let small = w.id != 0 && w.entry.is_some() && w.size <= prefetch::SMALL;
+                        if small
+                            && !self.prefetch.asked(w.id)
+                            && self.prefetch.ask(
+                                w.id,
+                                w.path.clone(),
+                                w.name.clone(),
+                                w.entry.clone(),
+                                chunk,
+                                &ctx.waker(),
+                            )
+                        {
+                            asked += 1;
+                        }
+                    }
+                }
                 let Some(w) = q.waiting.pop_front() else {
                     break;
                 };
+                if offer && self.prefetch.asked(w.id) {
+                    match self.prefetch.take(w.id) {
+                        None => {
+                            // Its worker wakes the loop once it is read
+                            // ([`Transfers::poll_disk`] pumps again).
+                            q.waiting.push_front(w);
+                            self.starved.insert(conn);
+                            break;
+                        }
+                        Some(Err(reason)) => self.finish(env, w.id, Err(reason)),
+                        Some(Ok((mut o, piece))) => {
+                            let (id, total) = (o.id, o.total);
+                            // A folder the receiver took: the chunk goes
+                            // right after the offer (`go:yes`).
+                            let go = o.entry.as_ref().is_some_and(|e| q.taken.contains(&e.batch));
+                            let mut h = wire::offer_header(&o.name, total, id, o.resume.as_deref());
+                            if let Some(e) = &o.entry {
+                                e.add_to(&mut h);
+                            }
+                            if go {
+                                h.set("go", "yes");
+                            }
+                            let _ = ctx.send(conn, &h, &[]);
+                            o.stash(piece);
+                            o.cleared = go;
+                            q.active = Some(o);
+                            self.start(ctx, env, id, total);
+                            if let Some(r) = self.records.get_mut(&id) {
+                                r.phase = if go { Phase::Active } else { Phase::Offered };
+                            }
+                        }
+                    }
+                    continue;
+                }
                 if w.id == 0 {
                     // An empty folder: told to a sockmod peer only (an
                     // original one flattens folders).
@@ -1803,6 +1871,24 @@ impl Transfers {
     /// `--accept-files yes` and `no` (and `known` for a pinned peer), else
     /// shown and kept until `accept`, `refuse` or `--offer-timeout`.
     fn on_offer(&mut self, ctx: &mut Context<'_>, env: &mut Env<'_>, conn: ConnId, c: Control<'_>) {
+        let (go, name, total) = (c.go, c.name.to_string(), c.total.unwrap_or(0));
+        self.take_offer(ctx, env, conn, c);
+        if go && !matches!(self.recvs.get(&conn), Some(RecvState::Receiving(_))) {
+            // Sent with `go:yes` and not taken (refused, or held already):
+            // its chunk, which follows, is dropped.
+            self.recvs
+                .insert(conn, RecvState::Discarding { name, total });
+        }
+    }
+
+    /// [`Transfers::on_offer`] but for a chunk that follows (`go:yes`).
+    fn take_offer(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        conn: ConnId,
+        c: Control<'_>,
+    ) {
         let total = c.total.unwrap_or(0);
         let busy = self.offer_on(conn).is_some()
             || matches!(self.recvs.get(&conn), Some(RecvState::Receiving(_)));
@@ -2164,14 +2250,48 @@ impl Transfers {
         conn: ConnId,
         c: Control<'_>,
     ) {
-        let Some(a) = self
-            .sends
-            .get_mut(&conn)
-            .and_then(|q| q.active.as_mut())
-            .filter(|a| a.offered && !a.cleared && matches(&a.name, a.total, &c))
-        else {
+        let Some(q) = self.sends.get_mut(&conn) else {
             return;
         };
+        let mine = |id: u64| c.transfer.is_none_or(|t| t == id);
+        let Some(a) = q
+            .active
+            .as_mut()
+            .filter(|a| a.offered && !a.cleared && mine(a.id) && matches(&a.name, a.total, &c))
+        else {
+            // The answer to a file sent with `go:yes` (already sent whole):
+            // a refusal or `have:yes` ends it; an acceptance changes nothing
+            // (its `TP:received` follows).
+            if let Some(t) = c.transfer
+                && (!c.ok || c.have)
+                && let Some(pos) = q.unconfirmed.iter().position(|u| u.id == t)
+            {
+                q.unconfirmed.remove(pos);
+                let result = if c.ok {
+                    Ok(None)
+                } else {
+                    let why = if c.reason.is_empty() {
+                        "refused"
+                    } else {
+                        c.reason
+                    };
+                    Err(said_by("receiver", &wire::clean_text(why)))
+                };
+                self.finish(env, t, result);
+                if self.sends.get(&conn).is_some_and(SendQueue::is_idle) {
+                    self.sends.remove(&conn);
+                }
+                self.pump(ctx, env, conn);
+            }
+            return;
+        };
+        if c.ok
+            && let Some(e) = &a.entry
+        {
+            // A folder the receiver took: its later small files need not
+            // wait for their answers.
+            q.taken.insert(e.batch.clone());
+        }
         if c.ok && c.have && a.entry.is_some() {
             // A file of a folder sent again that the receiver already holds.
             let id = a.id;
@@ -2447,6 +2567,15 @@ impl Transfers {
             }
         }
         self.check_timeouts(ctx, env);
+        if self.prefetch.pending() > 0 {
+            // Read ahead for files since cancelled or failed: dropped.
+            let waiting: HashSet<u64> = self
+                .sends
+                .values()
+                .flat_map(|q| q.waiting.iter().map(|w| w.id))
+                .collect();
+            self.prefetch.forget(|id| waiting.contains(&id));
+        }
         let now = Instant::now();
         let progress_events = env.out.wants_progress_events();
         let mut any = false;

@@ -60,6 +60,8 @@ pub struct Outgoing {
     pub entry: Option<super::wire::Entry>,
     /// Pieces taken so far.
     taken: u64,
+    /// A chunk read ahead ([`super::prefetch`]), taken first.
+    stashed: Option<Piece>,
     /// The file until its reader starts.
     source: Option<Source>,
     feed: Option<Feed>,
@@ -190,6 +192,7 @@ impl Outgoing {
             resumed_from: 0,
             entry: None,
             taken: 0,
+            stashed: None,
             source: Some(Source {
                 file,
                 path,
@@ -232,6 +235,12 @@ impl Outgoing {
         Ok(())
     }
 
+    /// Keeps `piece`, read ahead by [`Outgoing::next_piece`], as the next
+    /// one [`Outgoing::take_piece`] gives.
+    pub fn stash(&mut self, piece: Piece) {
+        self.stashed = Some(piece);
+    }
+
     /// True once at least one chunk went out (the receiver knows the file).
     pub fn announced(&self) -> bool {
         self.offered || self.sent > 0 || self.taken > 0
@@ -256,6 +265,10 @@ impl Outgoing {
     /// the reader thread starts at the first call, and calls `wake` when a
     /// chunk is ready that was asked for too early ([`Taken::Later`]).
     pub fn take_piece(&mut self, chunk: usize, wake: &Arc<mio::Waker>) -> Taken {
+        if let Some(p) = self.stashed.take() {
+            // Read ahead: `sent` already counts it.
+            return Taken::Ready(Ok(p));
+        }
         if self.feed.is_none() {
             let Some(mut src) = self.source.take() else {
                 return Taken::Ready(Err("the reader stopped".into()));
@@ -357,6 +370,13 @@ impl Source {
     fn check_unchanged(&self, last: bool) -> Result<(), String> {
         let changed = || format!("{} changed while being sent", self.path.display());
         let now = self.file.metadata().map_err(|_| changed())?;
+        if now.len() < self.total {
+            return Err(format!(
+                "{} shrank while being sent ({} long now)",
+                self.path.display(),
+                crate::human::part_of(now.len(), self.total)
+            ));
+        }
         let mut same = Stamp::of(&now) == self.was;
         if same && last {
             same = std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == self.was);

@@ -114,6 +114,9 @@ pub struct Control<'a> {
     pub have: bool,
     /// Folder batches: bytes in the batch (`BL`).
     pub batch_bytes: Option<u64>,
+    /// Offer: the file's one chunk follows without waiting for the answer
+    /// (`go:yes`, §5.7).
+    pub go: bool,
 }
 
 /// A frame of the file protocol, borrowed from a header.
@@ -190,6 +193,7 @@ pub fn parse(h: &Header) -> Option<Result<Frame<'_>, String>> {
                 dirs: h.get("E").and_then(|f| f.parse().ok()),
                 have: h.get("have") == Some("yes"),
                 batch_bytes: h.get("BL").and_then(|f| f.parse().ok()),
+                go: h.get("go") == Some("yes"),
             };
             Some(Ok(match tp {
                 TP_CANCEL => Frame::Cancel(ctl),
