@@ -331,7 +331,11 @@ fn a_folder_is_one_line_and_cancel_stops_it() {
 fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
     const FILES: u64 = 20;
     const SIZE: u64 = 1 << 20;
-    let total = FILES * SIZE;
+    // Small files too (sent with `go:yes` once the folder is taken, §5.7):
+    // those held are answered `have:yes` and their chunks dropped.
+    const SMALL: u64 = 40;
+    const SMALL_SIZE: u64 = 4096;
+    let total = FILES * SIZE + SMALL * SMALL_SIZE;
     let bob = filer("bob", "again");
     let mut alice = filer("alice", "again");
     let src = alice.dir.join("album");
@@ -343,6 +347,11 @@ fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
             random_bytes(SIZE as usize, 100 + i),
         )
         .unwrap();
+    }
+    std::fs::create_dir_all(src.join("small")).unwrap();
+    for i in 0..SMALL {
+        let name = src.join(format!("small/s{i:02}.txt"));
+        std::fs::write(name, random_bytes(SMALL_SIZE as usize, 300 + i)).unwrap();
     }
 
     // The connection is cut once about half the folder went through.
@@ -364,6 +373,15 @@ fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
         std::fs::read_to_string(staged.join(&batches[0]).join(".sockmod-done")).unwrap_or_default();
     let held = done_list.lines().count() as u64;
     assert!((FILES / 4..FILES).contains(&held), "{held} files held");
+    // Bytes held: the listed files' sizes.
+    let held_bytes: u64 = done_list
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(_, rel)| {
+            let rel = rel.strip_prefix("album/").unwrap_or(rel);
+            std::fs::metadata(src.join(rel)).unwrap().len()
+        })
+        .sum();
 
     // Sent again through a counting relay: the files held are skipped.
     let second_relay = relay(bob.addr, None);
@@ -382,7 +400,7 @@ fn a_folder_cut_mid_way_and_sent_again_sends_only_what_is_missing() {
     assert_eq!(visible(&bob.inbox), ["album"]);
     assert!(dir_entries(&staged).is_empty());
     let again = again.load(Ordering::Relaxed);
-    let missing = total - held * SIZE;
+    let missing = total - held_bytes;
     // What was missing, and no more than one file (the one cut mid-way,
     // resumed) besides the frames' headers.
     assert!(

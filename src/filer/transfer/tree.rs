@@ -126,9 +126,54 @@ pub fn expire_staging(inbox: &Path, keep: Duration) -> usize {
     n
 }
 
+/// Removes what a batch's staging folder `staging` holds that is not in
+/// `keep` (paths relative to it, `/`-separated): the part files and unverified
+/// files of a receiver cut short, so they never end up in the folder. Folders
+/// are kept; nothing is followed. Returns how many were removed.
+pub fn prune_unlisted(staging: &Path, keep: &std::collections::HashSet<String>) -> usize {
+    fn go(dir: &Path, rel: &str, keep: &std::collections::HashSet<String>) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => n += go(&e.path(), &child, keep),
+                Ok(_) if !keep.contains(&child) => {
+                    n += usize::from(std::fs::remove_file(e.path()).is_ok());
+                }
+                _ => {}
+            }
+        }
+        n
+    }
+    go(staging, "", keep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_not_listed_is_pruned() {
+        let s = std::env::temp_dir().join(format!("sockmod-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&s);
+        std::fs::create_dir_all(s.join("top/a")).unwrap();
+        for f in ["top/a/x", "top/a/.x.part", "top/y", ".done", ".y.part"] {
+            std::fs::write(s.join(f), b"1").unwrap();
+        }
+        let keep = ["top/a/x", ".done"].map(String::from).into_iter().collect();
+        assert_eq!(prune_unlisted(&s, &keep), 3);
+        assert!(s.join("top/a/x").exists() && s.join(".done").exists());
+        assert!(!s.join("top/y").exists() && !s.join("top/a/.x.part").exists());
+        let _ = std::fs::remove_dir_all(&s);
+    }
 
     #[test]
     fn staging_folders_untouched_for_keep_are_removed() {
