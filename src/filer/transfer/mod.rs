@@ -2100,6 +2100,10 @@ impl Transfers {
             let path = naming::place_dir(&b.staging.join(&b.top), &self.cfg.inbox, &b.top)?;
             let _ = std::fs::remove_file(b.staging.join(DONE_LIST));
             let _ = std::fs::remove_dir(&b.staging);
+            // The staging folder itself, once no other batch is in it.
+            if let Some(up) = b.staging.parent() {
+                let _ = std::fs::remove_dir(up);
+            }
             Ok::<_, std::io::Error>(path)
         })();
         match placed {
