@@ -289,13 +289,15 @@ fn a_folder_is_one_line_and_cancel_stops_it() {
     for i in 0..40 {
         std::fs::write(src.join(format!("f{i:02}.bin")), random_bytes(4 << 20, i)).unwrap();
     }
-    connect(&mut alice, bob.addr);
+    // The link is held after 8 MiB, so the folder is mid-way when cancelled.
+    let go: &'static std::sync::atomic::AtomicBool =
+        Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    let r = relay(bob.addr, Some((8 << 20, Then::Hold(go))));
+    connect(&mut alice, r.addr);
     alice
         .p
-        .send_line(&format!("sendfile {} '{}'", bob.addr, src.display()));
-    alice.p.expect_json("progress", |v| {
-        v["event"] == "transfer" && v["name"] == "many" && v["bytes"].as_u64() > Some(0)
-    });
+        .send_line(&format!("sendfile {} '{}'", r.addr, src.display()));
+    assert!(wait_until(TIMEOUT, || r.forwarded.load(Ordering::Relaxed) >= 8 << 20));
     alice.p.send_line("transfers");
     let v = alice
         .p
@@ -314,9 +316,9 @@ fn a_folder_is_one_line_and_cancel_stops_it() {
     let v = ended(&alice.p, "send", "many");
     assert_eq!(v["state"], "failed");
     assert_eq!(v["reason"], "cancelled");
+    go.store(true, Ordering::Release);
     let v = ended(&bob.p, "recv", "many");
     assert_eq!(v["state"], "failed", "{v}");
-    std::thread::sleep(Duration::from_millis(300));
     assert!(visible(&bob.inbox).is_empty());
     alice.p.send_line("transfers");
     let v = alice

@@ -773,12 +773,13 @@ impl Transfers {
                 let w = tree::walk(&p)?;
                 notices.extend(w.skipped);
                 let batch = tree::batch_id(&p);
+                let bytes = w.files.iter().map(|f| f.2).sum();
                 let entry = |path: String| Entry {
                     path,
                     batch: batch.clone(),
                     files: w.files.len() as u64,
                     dirs: w.dirs.len() as u64,
-                    bytes: w.files.iter().map(|f| f.2).sum(),
+                    bytes,
                 };
                 for d in &w.dirs {
                     files.push(Checked {

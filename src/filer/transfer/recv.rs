@@ -3,8 +3,9 @@
 //! chunk verifies length and digest and moves the file to a free, safe name.
 //! A part file is removed on every failure (and when dropped unfinished), so
 //! nothing incomplete ever looks complete. The writing, hashing and
-//! verifying happen on a writer thread per file; the loop keeps the checks
-//! and counts, and learns the outcome through [`Notify`].
+//! verifying happen on a writer thread per file (a small file of a folder that
+//! comes in one chunk goes to one shared small-file writer instead); the loop
+//! keeps the checks and counts, and learns the outcome through [`Notify`].
 
 use super::naming::{create_part, place, safe_name};
 use crate::human::human_size;
@@ -50,9 +51,100 @@ pub struct Notify {
     /// it failed).
     pub done: Mutex<Vec<(u64, Result<PathBuf, String>)>>,
     waker: OnceLock<Arc<mio::Waker>>,
+    /// The small-file writer's queue, once started.
+    small: Mutex<Option<Sender<SmallJob>>>,
+}
+
+/// A small file that came in one chunk, for the shared small-file writer.
+pub struct SmallJob {
+    id: u64,
+    file: File,
+    part: PathBuf,
+    body: Vec<u8>,
+    digest: Option<String>,
+    dir: PathBuf,
+    stored: String,
+}
+
+impl SmallJob {
+    /// Writes, verifies and stores the file; the part file goes on failure.
+    fn run(self) -> Result<PathBuf, String> {
+        let SmallJob {
+            mut file,
+            part,
+            body,
+            digest,
+            dir,
+            stored,
+            ..
+        } = self;
+        let r = (|| {
+            file.write_all(&body)
+                .map_err(|e| format!("cannot write {}: {}", part.display(), describe(&e)))?;
+            drop(file);
+            if let Some(want) = digest {
+                check_digest(&want, &blake3::hash(&body))?;
+            }
+            place(&part, &dir, &stored)
+                .map_err(|e| format!("cannot store {stored:?}: {}", describe(&e)))
+        })();
+        if r.is_err() {
+            let _ = std::fs::remove_file(&part);
+        }
+        r
+    }
+}
+
+/// `Err` unless `want` (the sender's `H`) is the hex of `got`.
+fn check_digest(want: &str, got: &blake3::Hash) -> Result<(), String> {
+    let got = got.to_hex();
+    if want.trim().eq_ignore_ascii_case(got.as_str()) {
+        return Ok(());
+    }
+    Err(format!(
+        "digest mismatch (BLAKE3 of the data is {}…, H was {})",
+        &got.as_str()[..16],
+        super::wire::clean_text(&want.chars().take(20).collect::<String>())
+    ))
 }
 
 impl Notify {
+    /// Hands `job` to the small-file writer (one thread, started at the first
+    /// job): many small files do not each start a thread. `Err` gives the job
+    /// back when the thread cannot be started.
+    fn write_small(self: &Arc<Self>, job: SmallJob) -> Result<(), Box<SmallJob>> {
+        let Ok(mut slot) = self.small.lock() else {
+            return Err(Box::new(job));
+        };
+        if slot.is_none() {
+            let (tx, rx) = channel::<SmallJob>();
+            let me = Arc::downgrade(self);
+            let started = std::thread::Builder::new()
+                .name("sockmod-small-writer".into())
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let id = job.id;
+                        let result = job.run();
+                        let Some(n) = me.upgrade() else {
+                            return;
+                        };
+                        if let Ok(mut d) = n.done.lock() {
+                            d.push((id, result));
+                        }
+                        n.wake();
+                    }
+                });
+            if started.is_err() {
+                return Err(Box::new(job));
+            }
+            *slot = Some(tx);
+        }
+        match slot.as_ref() {
+            Some(tx) => tx.send(job).map_err(|e| Box::new(e.0)),
+            None => Err(Box::new(job)),
+        }
+    }
+
     /// Sets what wakes the loop (once; later calls change nothing).
     pub fn set_waker(&self, w: Arc<mio::Waker>) {
         let _ = self.waker.set(w);
@@ -209,14 +301,7 @@ impl Writer {
             return Err(format!("cannot write {}: {e}", self.part.display()));
         }
         if let Some(want) = digest {
-            let got = self.hasher.finalize().to_hex();
-            if !want.trim().eq_ignore_ascii_case(got.as_str()) {
-                return Err(format!(
-                    "digest mismatch (BLAKE3 of the data is {}…, H was {})",
-                    &got.as_str()[..16],
-                    super::wire::clean_text(&want.chars().take(20).collect::<String>())
-                ));
-            }
+            check_digest(want, &self.hasher.finalize())?;
         }
         place(&self.part, dir, stored)
             .map_err(|e| format!("cannot store {stored:?}: {}", describe(&e)))
@@ -251,11 +336,20 @@ pub struct Incoming {
     pub resumed_from: u64,
     /// The resume id it was offered with.
     pub rid: Option<String>,
+    /// A small file of a folder ([`Incoming::create_in`]): its part file,
+    /// until its first chunk says which writer takes it.
+    deferred: Option<(File, Arc<Notify>)>,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Job")
+    }
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify")
     }
 }
 
@@ -418,6 +512,7 @@ impl Incoming {
             meta: None,
             resumed_from: 0,
             rid: None,
+            deferred: None,
         })
     }
 
@@ -435,14 +530,8 @@ impl Incoming {
         notify: &Arc<Notify>,
     ) -> Result<Self, String> {
         let (part, file) = create_part(part_dir, stored).map_err(|e| not_writable(part_dir, &e))?;
-        let (tx, shared, thread) =
-            match spawn_writer(id, file, blake3::Hasher::new(), None, &part, notify) {
-                Ok(w) => w,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&part);
-                    return Err(e);
-                }
-            };
+        // No writer yet: a file that comes in one chunk goes to the shared
+        // small-file writer; any other gets its own at its first chunk.
         Ok(Incoming {
             id,
             name: name.to_string(),
@@ -452,14 +541,15 @@ impl Incoming {
             stored: stored.to_string(),
             dir: dir.to_path_buf(),
             part,
-            tx: Some(tx),
-            shared,
-            thread: Some(thread),
+            tx: None,
+            shared: Arc::default(),
+            thread: None,
             next_index: 0,
             finished: false,
             meta: None,
             resumed_from: 0,
             rid: None,
+            deferred: Some((file, notify.clone())),
         })
     }
 
@@ -506,6 +596,7 @@ impl Incoming {
             meta: Some(meta),
             resumed_from: o.at,
             rid: Some(rid.to_string()),
+            deferred: None,
         })
     }
 
@@ -606,6 +697,49 @@ impl Incoming {
         }
         if let Some(reason) = self.shared.failed.lock().ok().and_then(|mut f| f.take()) {
             return self.fail(reason, ended);
+        }
+        if let Some((file, notify)) = self.deferred.take() {
+            if ended && self.received == 0 && after == self.total {
+                // The whole file in one chunk: the shared small-file writer.
+                let job = SmallJob {
+                    id: self.id,
+                    file,
+                    part: self.part.clone(),
+                    body: body.to_vec(),
+                    digest: digest.map(str::to_string),
+                    dir: self.dir.clone(),
+                    stored: self.stored.clone(),
+                };
+                match notify.write_small(job) {
+                    Ok(()) => {
+                        self.received = after;
+                        self.next_index += 1;
+                        self.finished = true;
+                        return Step::Finishing;
+                    }
+                    Err(job) => self.deferred = Some((job.file, notify)),
+                }
+            } else {
+                self.deferred = Some((file, notify));
+            }
+            // Its own writer, as any other file.
+            if let Some((file, notify)) = self.deferred.take() {
+                match spawn_writer(
+                    self.id,
+                    file,
+                    blake3::Hasher::new(),
+                    None,
+                    &self.part,
+                    &notify,
+                ) {
+                    Ok((tx, shared, thread)) => {
+                        self.tx = Some(tx);
+                        self.shared = shared;
+                        self.thread = Some(thread);
+                    }
+                    Err(e) => return self.fail(e, ended),
+                }
+            }
         }
         let Some(tx) = self.tx.as_ref() else {
             return self.fail("part file is closed".into(), ended);
@@ -719,6 +853,39 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"abcdef");
         drop(r);
         assert_eq!(names(&d), ["a.txt"]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn small_files_go_to_the_shared_writer_or_their_own() {
+        let d = inbox("small");
+        std::fs::create_dir_all(&d).unwrap();
+        let n = Arc::new(Notify::default());
+        // One chunk, right digest: stored by the shared writer.
+        let mut r = Incoming::create_in(1, "a.txt", 3, &d, &d, "a.txt", &n).unwrap();
+        let h = blake3::hash(b"abc").to_hex().to_string();
+        let Step::Done(p) = outcome(&n, r.accept(None, Some(&h), b"abc")) else {
+            panic!()
+        };
+        assert_eq!(std::fs::read(p).unwrap(), b"abc");
+        // One chunk, wrong digest: fails, and the part file goes.
+        let mut r = Incoming::create_in(2, "b.txt", 3, &d, &d, "b.txt", &n).unwrap();
+        let bad = blake3::hash(b"xyz").to_hex().to_string();
+        let Step::Failed { reason, .. } = outcome(&n, r.accept(None, Some(&bad), b"abc")) else {
+            panic!()
+        };
+        assert!(reason.contains("digest mismatch"), "{reason}");
+        // Two chunks: a writer of its own.
+        let mut r = Incoming::create_in(3, "c.txt", 6, &d, &d, "c.txt", &n).unwrap();
+        assert_eq!(r.accept(Some(0), None, b"abc"), Step::More);
+        let h = blake3::hash(b"abcdef").to_hex().to_string();
+        let Step::Done(p) = outcome(&n, r.accept(None, Some(&h), b"def")) else {
+            panic!()
+        };
+        assert_eq!(std::fs::read(p).unwrap(), b"abcdef");
+        // Dropped before its chunk: nothing stays.
+        drop(Incoming::create_in(4, "d.txt", 3, &d, &d, "d.txt", &n).unwrap());
+        assert_eq!(names(&d), ["a.txt", "c.txt"]);
         std::fs::remove_dir_all(d).unwrap();
     }
 
