@@ -114,7 +114,7 @@ fn partial_files(inbox: &Path) -> Vec<String> {
 
 #[test]
 fn a_dropped_connection_resumes_where_it_stopped() {
-    let size: u64 = 256 << 20;
+    let size: u64 = 512 << 20;
     let bob = filer("bob", None);
     let mut alice = filer("alice", None);
     let src = alice.dir.join("big.bin");
@@ -258,6 +258,61 @@ fn a_part_file_altered_while_down_is_sent_again_where_damaged() {
     figure(
         "damage at 5 MiB + 1000 of a part file of",
         format!("{len} bytes: resumed_from {}", 5 << 20),
+    );
+}
+
+/// The sender killed mid-file and started again: `sendfile` again resumes
+/// from what the receiver kept (the sender hashes that part of its file
+/// again: nothing of its earlier run is left), and the file arrives whole.
+#[test]
+fn a_sender_restarted_resumes_on_sendfile_again() {
+    let size: u64 = 512 << 20;
+    let bob = filer("bob", None);
+    let mut alice = filer("alice", None);
+    let src = alice.dir.join("big.bin");
+    big_file(&src, size as usize, 45);
+    // The link is held at 60%; once bob's part file has it, alice is killed.
+    let go: &'static std::sync::atomic::AtomicBool =
+        Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    let r = relay(bob.addr, Some((size * 6 / 10, Then::Hold(go))));
+    send_via(&mut alice, r.addr, &src);
+    let part_len = || {
+        partial_files(&bob.inbox)
+            .iter()
+            .find(|n| n.ends_with(".part"))
+            .and_then(|n| std::fs::metadata(bob.inbox.join(".sockmod-partial").join(n)).ok())
+            .map_or(0, |m| m.len())
+    };
+    assert!(
+        wait_until(LONG, || part_len() >= size / 2),
+        "part file: {}",
+        part_len()
+    );
+    let dir = alice.dir.clone();
+    let mut old = std::mem::ManuallyDrop::new(alice);
+    old.p.signal(libc::SIGKILL);
+    go.store(true, Ordering::Release);
+    let v = ended(&bob.p, "recv", "big.bin");
+    assert_eq!(v["state"], "failed", "{v}");
+    old.p.kill();
+
+    let mut alice = filer("alice", Some(dir));
+    let r2 = relay(bob.addr, None);
+    send_via(&mut alice, r2.addr, &src);
+    let got = ended(&bob.p, "recv", "big.bin");
+    assert_eq!(got["state"], "done", "{got}");
+    let from = got["resumed_from"].as_u64().expect("resumed_from");
+    assert!(from >= size / 2, "{from}");
+    let sent = ended(&alice.p, "send", "big.bin");
+    assert_eq!(sent["state"], "done", "{sent}");
+    assert_eq!(sent["resumed_from"].as_u64(), Some(from), "{sent}");
+    let again = r2.forwarded.load(Ordering::Relaxed);
+    assert!(again < size / 2, "{again} bytes sent again");
+    let path = PathBuf::from(got["path"].as_str().unwrap());
+    assert_eq!(digest(&path), digest(&src));
+    figure(
+        "sender restarted: resumed_from, bytes sent again",
+        format!("{from}, {again} of {size}"),
     );
 }
 

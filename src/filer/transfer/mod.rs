@@ -26,6 +26,7 @@
 //! block) is up to the implementation the mode hands in, so the transfer logic
 //! depends on no output code.
 
+pub mod digest;
 pub mod naming;
 pub mod partial;
 pub mod paths;
@@ -102,7 +103,7 @@ fn read_done_list(staging: &Path) -> HashSet<String> {
 /// would share one inode group, markedly slower to allocate from on ext4 after
 /// many deletions), and only the done list remembers it; what an earlier try
 /// left unverified is removed when the batch begins again.
-const SMALL_FILE: u64 = partial::BLOCK;
+const SMALL_FILE: u64 = digest::BLOCK;
 
 /// Finished transfers kept for `transfers`.
 const KEEP_FINISHED: usize = 1000;
@@ -442,6 +443,8 @@ pub struct Transfers {
     starved: HashSet<ConnId>,
     /// Small files of folders read ahead.
     prefetch: prefetch::Prefetch,
+    /// Block digests of files sent with a resume id, for resuming them.
+    digests: send::Digests,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -491,6 +494,7 @@ impl Transfers {
             held: HashSet::new(),
             starved: HashSet::new(),
             prefetch: prefetch::Prefetch::default(),
+            digests: send::Digests::default(),
         }
     }
 
@@ -1228,6 +1232,7 @@ impl Transfers {
                             // No resume id when the file cannot be sampled:
                             // its reading fails soon enough, with its reason.
                             o.resume = o.resume_id().ok();
+                            o.digests = Some(self.digests.clone());
                             let mut h = wire::offer_header(&o.name, total, id, o.resume.as_deref());
                             if let Some(e) = &o.entry {
                                 e.add_to(&mut h);

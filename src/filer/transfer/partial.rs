@@ -3,22 +3,31 @@
 //! `ID.meta`, which holds what is needed to verify the part file later:
 //!
 //! ```text
-//! {"v":1,"total":TOTAL,"block":1048576,"name":"NAME"}
-//! BLAKE3_HEX of block 0
-//! BLAKE3_HEX of block 1
+//! {"v":2,"total":TOTAL,"block":1048576,"name":"NAME"}
+//! DIGEST_HEX of block 0
+//! DIGEST_HEX of block 1
 //! …
+//! seal LEN MTIME_S MTIME_NS CTIME_S CTIME_NS INODE
 //! ```
 //!
-//! A block's hash is appended once its bytes are written to the part file.
-//! When the same id is offered again, the blocks are read back from the start
-//! and checked against their hashes; the part file is cut after the last good
-//! one, and that length is what the receiver holds (`at`). Bytes altered on
-//! disk meanwhile are found this way and sent again. Both files are created
+//! A block's digest ([`super::digest`]: its BLAKE3 chaining value) is
+//! appended once its bytes are written to the part file; the whole file's
+//! BLAKE3 is computed from them at the end. When receiving stops cleanly (a
+//! dropped connection, a quit), the part file is cut to its whole blocks and
+//! the meta file sealed with the part file's length, modification and change
+//! times and inode. When the same id is offered again, a sealed part file that still
+//! matches its seal is taken as it is; any other (no seal: the receiver was
+//! killed; or a mismatch: the file was touched) is read back from the start
+//! and checked block by block, cut after the last good block, and that length
+//! is what the receiver holds (`at`). Bytes altered on disk meanwhile are
+//! found this way and sent again. A meta file of another version is not
+//! trusted: the file starts over. Both files are created
 //! owner-only (0600) in an owner-only folder, and an incomplete file never
 //! leaves the hidden folder: it is moved into the inbox only once complete and
 //! verified whole. Partial files untouched for `--keep-partial` are deleted
 //! when the filer starts.
 
+use super::digest::{self, BLOCK, BlockHasher, Digest, from_hex, hex};
 use crate::net::describe;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -28,9 +37,6 @@ use std::time::{Duration, SystemTime};
 
 /// The hidden folder under the inbox.
 pub const DIR: &str = ".sockmod-partial";
-
-/// Bytes per verified block.
-pub const BLOCK: u64 = 1 << 20;
 
 /// The default `--keep-partial`: a week.
 pub const DEFAULT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -64,25 +70,34 @@ pub struct Opened {
     pub file: File,
     /// Bytes already held and verified.
     pub at: u64,
-    /// The whole-file hasher fed with those bytes.
-    pub hasher: blake3::Hasher,
-    /// The block hashes, open for appending.
+    /// The block digests, open for appending.
     pub sums: Sums,
 }
 
-/// The block hashes of one part file, appended as blocks complete.
+/// The block digests of one part file ([`super::digest`]), appended to its
+/// meta file as blocks complete; they give the whole file's BLAKE3 at the
+/// end without reading the part file again.
 #[derive(Debug)]
 pub struct Sums {
     meta: PathBuf,
     file: File,
-    block: blake3::Hasher,
+    total: u64,
+    /// Digests of the whole blocks held.
+    done: Vec<Digest>,
+    block: BlockHasher,
     fill: u64,
+}
+
+impl std::fmt::Debug for BlockHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlockHasher")
+    }
 }
 
 impl Sums {
     /// Feeds bytes just written to the part file; `flush` is called before
-    /// a completed block's hash is recorded, so the hash never runs ahead of
-    /// the bytes the kernel holds.
+    /// a completed block's digest is recorded, so the record never runs
+    /// ahead of the bytes the kernel holds.
     pub fn update(
         &mut self,
         mut data: &[u8],
@@ -96,13 +111,37 @@ impl Sums {
             data = &data[n..];
             if self.fill == BLOCK {
                 flush()?;
-                let line = format!("{}\n", self.block.finalize().to_hex());
-                self.file.write_all(line.as_bytes())?;
-                self.block.reset();
+                let d = self.block.finish();
+                self.file.write_all(format!("{}\n", hex(&d)).as_bytes())?;
+                self.done.push(d);
+                self.block = BlockHasher::new(self.total, self.done.len() as u64);
                 self.fill = 0;
             }
         }
         Ok(())
+    }
+
+    /// The whole file's BLAKE3, once every byte was fed; `None` before.
+    pub fn root(&self) -> Option<blake3::Hash> {
+        let held = self.done.len() as u64 * BLOCK + self.fill;
+        if held != self.total {
+            return None;
+        }
+        let mut all = self.done.clone();
+        if self.fill > 0 || self.total == 0 {
+            all.push(self.block.finish());
+        }
+        digest::root(self.total, &all)
+    }
+
+    /// Stops receiving for now: the part file is cut to its whole blocks and
+    /// the meta file sealed with the part file's length, modification time
+    /// and inode, so a later [`open`] finds it untouched without reading it.
+    pub fn seal(&mut self, part: &File) -> io::Result<()> {
+        part.set_len(self.done.len() as u64 * BLOCK)?;
+        let m = part.metadata()?;
+        self.file
+            .write_all(format!("seal {}\n", stamp(&m)).as_bytes())
     }
 
     /// The meta file's path.
@@ -111,9 +150,19 @@ impl Sums {
     }
 }
 
+/// What a seal records of a part file: its length, modification and change
+/// times and inode (the change time moves with any write, even one that puts
+/// the modification time back).
+fn stamp(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let (mt, mn, ct, cn) = (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec());
+    format!("{} {mt} {mn} {ct} {cn} {}", m.len(), m.ino())
+}
+
 /// Opens the part file for resume id `id` of `name` (`total` bytes), creating
-/// it, or verifying what an earlier run left: the part file is cut after its
-/// last good block.
+/// it, or taking what an earlier run left: trusted as it is when its meta
+/// file is sealed and the part file untouched since ([`Sums::seal`]), else
+/// read back and checked block by block, and cut after its last good block.
 pub fn open(inbox: &Path, id: &str, name: &str, total: u64) -> Result<Opened, String> {
     let d = dir_of(inbox);
     let shown = |e: &io::Error| {
@@ -129,20 +178,22 @@ pub fn open(inbox: &Path, id: &str, name: &str, total: u64) -> Result<Opened, St
         .create(&d)
         .map_err(|e| shown(&e))?;
     let (part, meta) = paths(inbox, id);
-    let mut hasher = blake3::Hasher::new();
-    let mut good: Vec<String> = Vec::new();
+    let mut good: Vec<Digest> = Vec::new();
     let mut file = match held(&part, &meta, total) {
-        Some((mut f, sums)) => {
+        Some((f, sums, true)) => {
+            good = sums;
+            f
+        }
+        Some((mut f, sums, false)) => {
             let mut buf = vec![0u8; BLOCK as usize];
             for (i, want) in sums.into_iter().enumerate() {
                 let start = i as u64 * BLOCK;
                 let len = BLOCK.min(total - start) as usize;
                 if f.read_exact(&mut buf[..len]).is_err()
-                    || blake3::hash(&buf[..len]).to_hex().as_str() != want
+                    || digest::block_digest(total, i as u64, &buf[..len]) != want
                 {
                     break;
                 }
-                hasher.update(&buf[..len]);
                 good.push(want);
             }
             f
@@ -157,14 +208,18 @@ pub fn open(inbox: &Path, id: &str, name: &str, total: u64) -> Result<Opened, St
                 .map_err(|e| shown(&e))?
         }
     };
-    let at = (good.len() as u64 * BLOCK).min(total);
+    // Whole blocks only (a file of exactly one block held whole is taken
+    // again: its digest is its root, recorded like any other block's).
+    good.truncate((total / BLOCK) as usize);
+    let at = good.len() as u64 * BLOCK;
     file.set_len(at).map_err(|e| shown(&e))?;
     file.seek(SeekFrom::Start(at)).map_err(|e| shown(&e))?;
-    // The meta file is written anew (what was verified), then appended to.
-    let head = serde_json::json!({"v": 1, "total": total, "block": BLOCK, "name": name});
+    // The meta file is written anew (what was verified, unsealed), then
+    // appended to.
+    let head = serde_json::json!({"v": 2, "total": total, "block": BLOCK, "name": name});
     let mut text = format!("{head}\n");
     for h in &good {
-        text.push_str(h);
+        text.push_str(&hex(h));
         text.push('\n');
     }
     let tmp = d.join(format!("{id}.meta.tmp"));
@@ -177,38 +232,54 @@ pub fn open(inbox: &Path, id: &str, name: &str, total: u64) -> Result<Opened, St
         owner_only().append(true).open(&meta)
     };
     let sums_file = write().map_err(|e| shown(&e))?;
+    let next = good.len() as u64;
     Ok(Opened {
         part,
         file,
         at,
-        hasher,
         sums: Sums {
             meta,
             file: sums_file,
-            block: blake3::Hasher::new(),
+            total,
+            done: good,
+            block: BlockHasher::new(total, next),
             fill: 0,
         },
     })
 }
 
-/// The part file and block hashes an earlier run left for a file of `total`
-/// bytes, if they are there and describe such a file.
-fn held(part: &Path, meta: &Path, total: u64) -> Option<(File, Vec<String>)> {
+/// The part file and block digests an earlier run left for a file of
+/// `total` bytes, if they are there and describe such a file, and whether
+/// the meta file's seal says the part file is untouched since.
+fn held(part: &Path, meta: &Path, total: u64) -> Option<(File, Vec<Digest>, bool)> {
     let text = std::fs::read_to_string(meta).ok()?;
     let mut lines = text.split_inclusive('\n');
     let head: serde_json::Value = serde_json::from_str(lines.next()?.trim()).ok()?;
-    if head["v"] != 1
+    if head["v"] != 2
         || head["total"].as_u64() != Some(total)
         || head["block"].as_u64() != Some(BLOCK)
     {
         return None;
     }
-    let sums: Vec<String> = lines
-        .take_while(|l| l.len() == 65 && l.ends_with('\n'))
-        .map(|l| l.trim_end().to_string())
-        .collect();
+    let mut sums = Vec::new();
+    let mut seal = None;
+    for l in lines {
+        if !l.ends_with('\n') {
+            break;
+        }
+        if let Some(d) = from_hex(l.trim_end()).filter(|_| l.len() == 65) {
+            sums.push(d);
+            continue;
+        }
+        seal = l.strip_prefix("seal ").map(|s| s.trim_end().to_string());
+        break;
+    }
     let f = owner_only().read(true).write(true).open(part).ok()?;
-    Some((f, sums))
+    let untouched = seal.is_some_and(|s| {
+        f.metadata()
+            .is_ok_and(|m| s == stamp(&m) && m.len() == sums.len() as u64 * BLOCK)
+    });
+    Some((f, sums, untouched))
 }
 
 /// Removes the meta file `meta`, and the hidden folder holding it once empty.
@@ -263,10 +334,42 @@ mod tests {
         drop(o);
         let o = open(&inbox, id, "x", total).unwrap();
         assert_eq!(o.at, 2 * BLOCK);
-        assert_eq!(
-            o.hasher.finalize(),
-            blake3::hash(&data[..2 * BLOCK as usize])
-        );
+        // The rest fed: the digest is the file's.
+        let mut o = o;
+        o.sums
+            .update(&data[2 * BLOCK as usize..], || Ok(()))
+            .unwrap();
+        assert_eq!(o.sums.root(), Some(blake3::hash(&data)));
+        drop(o);
+        // Sealed after a clean stop: taken without reading (bytes altered
+        // without touching the seal's stamp are not looked at).
+        let mut o = open(&inbox, id, "x", total).unwrap();
+        assert_eq!(o.at, 2 * BLOCK);
+        o.file.write_all(&data[cut..cut + 100]).unwrap();
+        o.sums.seal(&o.file).unwrap();
+        drop(o);
+        let mut o = open(&inbox, id, "x", total).unwrap();
+        assert_eq!(o.at, 2 * BLOCK);
+        // Sealed again, then a byte altered with the modification time put
+        // back: the change time gives it away, and the blocks are read.
+        o.sums.seal(&o.file).unwrap();
+        drop(o);
+        // File times tick with the kernel's coarse clock (a few ms): the
+        // change below must not share the seal's tick.
+        std::thread::sleep(Duration::from_millis(30));
+        let part = dir_of(&inbox).join(format!("{id}.part"));
+        let mtime = std::fs::metadata(&part).unwrap().modified().unwrap();
+        let mut f = OpenOptions::new().write(true).open(&part).unwrap();
+        f.seek(SeekFrom::Start(BLOCK + 3)).unwrap();
+        f.write_all(b"?").unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let o = open(&inbox, id, "x", total).unwrap();
+        assert_eq!(o.at, BLOCK);
+        drop(o);
+        // The good block came back whole: resumes after block 0 again.
+        let o = open(&inbox, id, "x", total).unwrap();
+        assert_eq!(o.at, BLOCK);
         drop(o);
         // A byte altered in block 1: only block 0 is good.
         let part = dir_of(&inbox).join(format!("{id}.part"));

@@ -237,6 +237,12 @@ impl Writer {
         // up (the loop removed the part file).
         if let Some(mut w) = self.file.take() {
             let _ = w.flush();
+            // Suspended (not given up): sealed for a later offer to trust.
+            if !self.shared.cancel.load(Ordering::Acquire)
+                && let Some(s) = self.sums.as_mut()
+            {
+                let _ = s.seal(w.get_ref());
+            }
         }
     }
 
@@ -257,8 +263,12 @@ impl Writer {
                     describe(&e)
                 ));
             }
-            self.hasher.update(piece);
+            if self.sums.is_none() {
+                self.hasher.update(piece);
+            }
         }
+        // A resumable file is hashed by blocks (its whole digest comes from
+        // theirs, [`super::digest`]).
         if let Some(sums) = self.sums.as_mut()
             && let Err(e) = sums.update(body, || file.flush())
         {
@@ -301,7 +311,13 @@ impl Writer {
             return Err(format!("cannot write {}: {e}", self.part.display()));
         }
         if let Some(want) = digest {
-            check_digest(want, &self.hasher.finalize())?;
+            let got = match &self.sums {
+                Some(s) => s
+                    .root()
+                    .ok_or("the part file's block digests are incomplete")?,
+                None => self.hasher.finalize(),
+            };
+            check_digest(want, &got)?;
         }
         place(&self.part, dir, stored)
             .map_err(|e| format!("cannot store {stored:?}: {}", describe(&e)))
@@ -577,8 +593,14 @@ impl Incoming {
             ));
         }
         let meta = o.sums.meta().to_path_buf();
-        let (tx, shared, thread) =
-            spawn_writer(id, o.file, o.hasher, Some(o.sums), &o.part, notify)?;
+        let (tx, shared, thread) = spawn_writer(
+            id,
+            o.file,
+            blake3::Hasher::new(),
+            Some(o.sums),
+            &o.part,
+            notify,
+        )?;
         Ok(Incoming {
             id,
             name: name.to_string(),

@@ -1,9 +1,11 @@
 //! The sending side of one file: reads it a chunk at a time (only when asked,
 //! so memory stays bounded), hashes as it goes, and builds the chunk frames.
 
+use super::digest::{BLOCK, BlockHasher, Digest};
 use super::wire::chunk_header;
 use crate::net::describe;
 use crate::protocol::Header;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,10 @@ pub struct Outgoing {
     taken: u64,
     /// A chunk read ahead ([`super::prefetch`]), taken first.
     stashed: Option<Piece>,
+    /// Where block digests of files sent with a resume id are kept.
+    pub digests: Option<Digests>,
+    /// The file's inode and change time, for the key of its digests.
+    version: String,
     /// The file until its reader starts.
     source: Option<Source>,
     feed: Option<Feed>,
@@ -89,6 +95,86 @@ struct Source {
     hasher: blake3::Hasher,
     /// What the file was when sending began.
     was: Stamp,
+    /// Offered with a resume id: hashed by blocks ([`super::digest`]), the
+    /// blocks' digests kept in the process's [`Digests`] for a later resume.
+    blocks: Option<Blocks>,
+}
+
+/// The block digests of a file being sent with a resume id.
+struct Blocks {
+    done: Vec<Digest>,
+    block: BlockHasher,
+    fill: u64,
+    /// Where they are kept, and under which key.
+    keep: Digests,
+    key: String,
+}
+
+impl Blocks {
+    fn update(&mut self, total: u64, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = ((BLOCK - self.fill) as usize).min(data.len());
+            self.block.update(&data[..n]);
+            self.fill += n as u64;
+            data = &data[n..];
+            if self.fill == BLOCK {
+                let d = self.block.finish();
+                self.keep.record(&self.key, self.done.len(), d);
+                self.done.push(d);
+                self.block = BlockHasher::new(total, self.done.len() as u64);
+                self.fill = 0;
+            }
+        }
+    }
+
+    fn root(&self, total: u64) -> Option<blake3::Hash> {
+        let mut all = self.done.clone();
+        if self.fill > 0 || total == 0 {
+            all.push(self.block.finish());
+        }
+        super::digest::root(total, &all)
+    }
+}
+
+/// Block digests of files sent with a resume id in this run, so a resumed
+/// send need not read again what the receiver holds (the key also has the
+/// file's inode and change time: any write since misses). At most
+/// [`Digests::FILES`] files are kept, the oldest dropped first.
+#[derive(Clone, Default)]
+pub struct Digests(Arc<std::sync::Mutex<Kept>>);
+
+/// The digests kept by key, and the keys oldest first.
+type Kept = (HashMap<String, Vec<Digest>>, VecDeque<String>);
+
+impl Digests {
+    const FILES: usize = 64;
+
+    fn record(&self, key: &str, index: usize, d: Digest) {
+        let Ok(mut g) = self.0.lock() else {
+            return;
+        };
+        let (map, order) = &mut *g;
+        if !map.contains_key(key) {
+            if order.len() >= Self::FILES
+                && let Some(old) = order.pop_front()
+            {
+                map.remove(&old);
+            }
+            order.push_back(key.to_string());
+        }
+        let v = map.entry(key.to_string()).or_default();
+        if v.len() == index {
+            v.push(d);
+        }
+    }
+
+    /// The first `n` block digests kept under `key`, if that many are.
+    fn first(&self, key: &str, n: usize) -> Option<Vec<Digest>> {
+        let g = self.0.lock().ok()?;
+        g.0.get(key)
+            .filter(|v| v.len() >= n)
+            .map(|v| v[..n].to_vec())
+    }
 }
 
 /// What identifies a file's version: its device and inode, size and
@@ -193,6 +279,17 @@ impl Outgoing {
             entry: None,
             taken: 0,
             stashed: None,
+            digests: None,
+            version: {
+                use std::os::unix::fs::MetadataExt;
+                format!(
+                    "{} {} {}.{}",
+                    meta.dev(),
+                    meta.ino(),
+                    meta.ctime(),
+                    meta.ctime_nsec()
+                )
+            },
             source: Some(Source {
                 file,
                 path,
@@ -206,6 +303,7 @@ impl Outgoing {
                 next_index: 0,
                 hasher: blake3::Hasher::new(),
                 was: Stamp::of(&meta),
+                blocks: None,
             }),
             feed: None,
         })
@@ -219,9 +317,39 @@ impl Outgoing {
         }
     }
 
+    /// Readies the source for reading: its path keys, and block hashing when
+    /// it goes with a resume id.
+    fn prepare(&mut self) {
+        let rel = self.entry.as_ref().map(|e| e.path.as_str().to_string());
+        let (offered, total) = (self.offered, self.total);
+        let key = self
+            .resume
+            .as_ref()
+            .map(|r| format!("{r} {}", self.version));
+        let keep = self.digests.clone().unwrap_or_default();
+        let Some(src) = self.source.as_mut() else {
+            return;
+        };
+        src.rel = rel;
+        src.extended = offered;
+        if src.blocks.is_none()
+            && let Some(key) = key
+        {
+            src.blocks = Some(Blocks {
+                done: Vec::new(),
+                block: BlockHasher::new(total, 0),
+                fill: 0,
+                keep,
+                key,
+            });
+        }
+    }
+
     /// The receiver holds the first `at` bytes: sending goes on from there.
-    /// The digest still covers the whole file, so those bytes are read and
-    /// hashed first, by the reader (about 0.1 s per GiB on a desktop).
+    /// The digest still covers the whole file: the digests of those blocks
+    /// are taken from this run's earlier send of the same file when kept
+    /// ([`Digests`]), else the bytes are read and hashed first, by the reader
+    /// (about 0.2 s per GiB).
     pub fn resume_at(&mut self, at: u64) -> Result<(), String> {
         let Some(src) = self.source.as_mut() else {
             return Err(format!("bad answer: at:{at} (already sending)"));
@@ -249,12 +377,10 @@ impl Outgoing {
     /// Reads the next chunk of at most `chunk` bytes, here (without a reader
     /// thread).
     pub fn next_piece(&mut self, chunk: usize) -> Result<Piece, String> {
-        let rel = self.entry.as_ref().map(|e| e.path.as_str().to_string());
+        self.prepare();
         let Some(src) = self.source.as_mut() else {
             return Err("already being read".into());
         };
-        src.rel = rel;
-        src.extended = self.offered;
         let piece = src.next_piece(chunk)?;
         self.sent = src.sent;
         self.taken += 1;
@@ -270,11 +396,10 @@ impl Outgoing {
             return Taken::Ready(Ok(p));
         }
         if self.feed.is_none() {
-            let Some(mut src) = self.source.take() else {
+            self.prepare();
+            let Some(src) = self.source.take() else {
                 return Taken::Ready(Err("the reader stopped".into()));
             };
-            src.rel = self.entry.as_ref().map(|e| e.path.as_str().to_string());
-            src.extended = self.offered;
             let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
             let wanted = Arc::new(AtomicBool::new(false));
             let (w, waker) = (wanted.clone(), wake.clone());
@@ -324,6 +449,7 @@ impl Source {
         waker: &mio::Waker,
     ) {
         if self.skip > 0
+            && !self.kept_prefix()
             && let Err(e) = self.hash_prefix()
         {
             let _ = tx.send(Err(e));
@@ -347,6 +473,31 @@ impl Source {
         }
     }
 
+    /// Takes the digests of the blocks the receiver holds from an earlier
+    /// send of this file in this run, when they were kept: true when so (the
+    /// file is then positioned after them).
+    fn kept_prefix(&mut self) -> bool {
+        use std::io::{Seek, SeekFrom};
+        let (skip, total) = (self.skip, self.total);
+        let Some(b) = self.blocks.as_mut() else {
+            return false;
+        };
+        if skip % BLOCK != 0 || !b.done.is_empty() || b.fill != 0 {
+            return false;
+        }
+        let n = (skip / BLOCK) as usize;
+        let Some(kept) = b.keep.first(&b.key, n) else {
+            return false;
+        };
+        if self.file.seek(SeekFrom::Start(skip)).is_err() {
+            return false;
+        }
+        b.done = kept;
+        b.block = BlockHasher::new(total, n as u64);
+        self.sent = skip;
+        true
+    }
+
     /// Reads and hashes the bytes the receiver already holds.
     fn hash_prefix(&mut self) -> Result<(), String> {
         use std::io::{Read, Seek, SeekFrom};
@@ -357,7 +508,12 @@ impl Source {
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
             self.file.read_exact(&mut buf[..n]).map_err(err)?;
-            self.hasher.update(&buf[..n]);
+            match self.blocks.as_mut() {
+                Some(b) => b.update(self.total, &buf[..n]),
+                None => {
+                    self.hasher.update(&buf[..n]);
+                }
+            }
             left -= n as u64;
         }
         self.sent = self.skip;
@@ -397,13 +553,22 @@ impl Source {
                 crate::human::part_of(self.sent + got as u64, self.total)
             ));
         }
-        self.hasher.update(&body);
+        match self.blocks.as_mut() {
+            Some(b) => b.update(self.total, &body),
+            None => {
+                self.hasher.update(&body);
+            }
+        }
         let first = self.next_index == 0;
         self.sent += got as u64;
         let last = self.sent == self.total;
         self.check_unchanged(last)?;
         let mut header = if last {
-            let digest = self.hasher.finalize().to_hex();
+            let digest = match &self.blocks {
+                Some(b) => b.root(self.total).unwrap_or_else(|| self.hasher.finalize()),
+                None => self.hasher.finalize(),
+            }
+            .to_hex();
             chunk_header(&self.name, self.total, None, Some(digest.as_str()))
         } else {
             let h = chunk_header(&self.name, self.total, Some(self.next_index), None);
