@@ -1201,3 +1201,79 @@ fn a_secret_closes_the_group() {
         assert!(!all.contains("horse"), "the passphrase was printed:\n{all}");
     }
 }
+
+/// `--accept-files known`: a file from a roster peer whose key is pinned and
+/// shown on the link is taken without asking; one from a peer that only
+/// claims a name (a plaintext dial from outside the roster) is asked about,
+/// and nothing of it is written before an answer.
+#[test]
+fn known_takes_files_from_pinned_peers_and_asks_the_rest() {
+    let (_ips, ips_addr) = ipserver();
+    let bob_state = new_state("bob-known");
+    let bob_inbox = tmp_path("inbox-bob-known");
+    let mut cmd = filer_command(
+        "bob",
+        &ips_addr.to_string(),
+        EVERY,
+        &bob_inbox,
+        &["--json", "--accept-files", "known"],
+    );
+    cmd.env("XDG_STATE_HOME", &bob_state);
+    let mut bob = Proc::spawn_cmd(cmd);
+    let bob_addr = bob.listening_addr();
+    let mut alice = filer("alice", ips_addr, &[]);
+    let alice_fp = alice.fp.clone().expect("alice has a key");
+    expect_online(&alice.p, "bob", bob_addr.port());
+    expect_online(&bob, "alice", alice.addr.port());
+    // bob pins alice's key from the roster.
+    let ok = wait_until(TIMEOUT, || {
+        pins(&bob_state, "bob")
+            .iter()
+            .any(|(n, p)| n == "alice" && *p == alice_fp)
+    });
+    assert!(ok, "bob never pinned alice\n{}", bob.context());
+
+    let from_alice = random_bytes(200_000, 31);
+    let src = write_source("known-from-alice.bin", &from_alice);
+    alice
+        .p
+        .send_line(&format!("sendfile bob '{}'", src.display()));
+    let done = expect_transfer(&bob, "recv", "done", "known-from-alice.bin", LONG);
+    assert_received(&done, &from_alice);
+    assert_eq!(bob.count_events("offer", &[]), 0, "{}", bob.context());
+
+    // mallory: a lone filer dialling bob's address in plaintext, calling
+    // itself alice: only a claim, so bob asks.
+    let mallory_inbox = tmp_path("inbox-mallory-known");
+    let mut cmd = lone_filer_command(
+        "alice",
+        &mallory_inbox,
+        &["--json", "--accept-files", "yes"],
+    );
+    cmd.env("XDG_STATE_HOME", new_state("mallory-known"));
+    let mut mallory = Proc::spawn_cmd(cmd);
+    mallory.listening_addr();
+    mallory.send_line(&format!("connect {bob_addr}"));
+    mallory.expect_json("bob identified", |v| v["event"] == "identified");
+    let src2 = write_source("known-from-mallory.bin", &random_bytes(50_000, 32));
+    mallory.send_line(&format!("sendfile {bob_addr} '{}'", src2.display()));
+    let offer = bob.expect_json("an offer from the claimed alice", |v| {
+        v["event"] == "offer" && v["name"] == "known-from-mallory.bin"
+    });
+    let visible: Vec<String> = dir_entries(&bob_inbox)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(
+        visible,
+        ["known-from-alice.bin"],
+        "nothing before an answer"
+    );
+    let t = offer["transfer"].as_u64().unwrap();
+    bob.send_line(&format!("refuse t{t}"));
+    let v = expect_transfer(&mallory, "send", "failed", "known-from-mallory.bin", LONG);
+    assert!(
+        v["reason"].as_str().unwrap_or_default().contains("refused"),
+        "{v}"
+    );
+}

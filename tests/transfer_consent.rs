@@ -202,7 +202,6 @@ fn a_raw_peer_that_skips_the_offer_gets_nothing_written_under_ask() {
         v["reason"].as_str().unwrap().contains("without an offer"),
         "{v}"
     );
-    std::thread::sleep(Duration::from_millis(300));
     assert!(dir_entries(&bob.inbox).is_empty());
     // An offer, then chunks before the answer: refused, nothing written.
     let offer = Header::new()
@@ -227,6 +226,62 @@ fn a_raw_peer_that_skips_the_offer_gets_nothing_written_under_ask() {
         "{v}"
     );
     assert!(dir_entries(&bob.inbox).is_empty());
+}
+
+/// An incoming file that stalls fails after `--transfer-timeout`, and its
+/// part file and descriptor are released; the sender is told.
+#[test]
+fn a_stalled_transfer_times_out_and_releases_its_part_file() {
+    let bob = filer(
+        "bob",
+        &["--accept-files", "yes", "--transfer-timeout", "3s"],
+        None,
+    );
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", bob.p.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // An original-style peer (no offer): one chunk of 1 MB, then silence.
+    let mut c = Client::connect(bob.addr);
+    c.send_info("hello");
+    bob.p.expect_json("hello", |v| v["event"] == "message");
+    let before = fds();
+    let h = Header::new()
+        .with("TP", "file")
+        .with("N", "stall.bin")
+        .with("L", "1000000")
+        .with("index", "0");
+    c.send(&h, &[7; 1000]);
+    expect_transfer(&bob.p, "recv", "started", "stall.bin");
+    let part = || {
+        dir_entries(&bob.inbox)
+            .into_iter()
+            .any(|n| n.ends_with(".part"))
+    };
+    assert!(wait_until(TIMEOUT, part), "a part file while it runs");
+    let v = expect_transfer(&bob.p, "recv", "failed", "stall.bin");
+    let why = v["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("stalled") && why.contains("--transfer-timeout"),
+        "{v}"
+    );
+    assert!(!part(), "{:?}", dir_entries(&bob.inbox));
+    assert!(
+        wait_until(TIMEOUT, || fds() <= before),
+        "descriptors: {} after, {before} before",
+        fds()
+    );
+    // The sender is told.
+    let frames = c.read_frames(2, TIMEOUT);
+    let cancel = frames.iter().find(|m| m.header.get("TP") == Some("cancel"));
+    assert!(cancel.is_some(), "{frames:?}");
+    assert!(
+        cancel
+            .and_then(|m| m.header.get("reason"))
+            .is_some_and(|r| r.contains("stalled")),
+        "{frames:?}"
+    );
 }
 
 /// Free bytes on the disk holding `dir`.

@@ -201,7 +201,7 @@ fn kill_receiver_mid_way(alice: &mut Peer, bob: Peer, src: &Path, size: u64) -> 
 
 #[test]
 fn a_receiver_killed_and_restarted_resumes_on_sendfile_again() {
-    let size: u64 = 64 << 20;
+    let size: u64 = 512 << 20;
     let bob = filer("bob", None);
     let mut alice = filer("alice", None);
     let src = alice.dir.join("big.bin");
