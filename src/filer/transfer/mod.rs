@@ -256,6 +256,33 @@ struct Pending {
     since: Instant,
     /// A file of a folder batch: its batch's key and checked path parts.
     entry: Option<(BatchKey, Vec<String>)>,
+    /// Accepted, its part file being read back and checked on a worker
+    /// ([`Transfers::poll_disk`] answers once it is).
+    opening: bool,
+}
+
+/// Part files read back off the loop: (transfer, the file ready to receive
+/// or why not, where a folder's file is stored).
+type Opened = Vec<(u64, Result<KeptPart, String>, Option<(PathBuf, String)>)>;
+
+/// A part file read back by a worker: kept (suspended, not removed) if it is
+/// dropped before the loop takes it, as when the filer quits meanwhile.
+struct KeptPart(Option<Incoming>);
+
+impl KeptPart {
+    fn take(mut self) -> Result<Incoming, String> {
+        self.0
+            .take()
+            .ok_or_else(|| "the part file was already taken".into())
+    }
+}
+
+impl Drop for KeptPart {
+    fn drop(&mut self) {
+        if let Some(inc) = self.0.as_mut() {
+            inc.suspend();
+        }
+    }
 }
 
 /// A folder batch being received, by connection and batch id (`B`).
@@ -445,6 +472,8 @@ pub struct Transfers {
     prefetch: prefetch::Prefetch,
     /// Block digests of files sent with a resume id, for resuming them.
     digests: send::Digests,
+    /// Part files read back and checked by workers, ready to answer.
+    opened: Arc<std::sync::Mutex<Opened>>,
 }
 
 /// The peer's name for a record: the current one, else the last one seen (the
@@ -495,6 +524,7 @@ impl Transfers {
             starved: HashSet::new(),
             prefetch: prefetch::Prefetch::default(),
             digests: send::Digests::default(),
+            opened: Arc::default(),
         }
     }
 
@@ -1493,6 +1523,25 @@ impl Transfers {
                 self.pump(ctx, env, conn);
             }
         }
+        let opened = match self.opened.lock() {
+            Ok(mut o) => std::mem::take(&mut *o),
+            Err(_) => Vec::new(),
+        };
+        for (id, created, target) in opened {
+            match self.offers.remove(&id) {
+                Some(p) if p.opening => {
+                    let created = created.and_then(KeptPart::take);
+                    self.answer_created(ctx, env, id, p, created, target);
+                }
+                other => {
+                    // Cancelled or closed meanwhile: the part file stays
+                    // (suspended as the KeptPart drops).
+                    if let Some(p) = other {
+                        self.offers.insert(id, p);
+                    }
+                }
+            }
+        }
         if self.finishing.is_empty() {
             return;
         }
@@ -1941,6 +1990,7 @@ impl Transfers {
                     .map(str::to_string),
                 since: Instant::now(),
                 entry,
+                opening: false,
             },
         );
         if accepted {
@@ -2210,6 +2260,38 @@ impl Transfers {
                 }
             }
         }
+        if let (None, Some(r)) = (&small_in, rid)
+            && partial::needs_reading(&self.cfg.inbox, r, p.total)
+        {
+            // A part file left by a crash, or touched since: read back and
+            // checked on a worker; the answer waits for it.
+            if let Err(reason) = self.admit(p.total) {
+                let h = wire::answer_header(&p.name, p.total, p.their_id, Some(&reason));
+                let _ = ctx.send(p.conn, &h, &[]);
+                return self.finish(env, id, Err(reason));
+            }
+            let (name, total, r) = (p.name.clone(), p.total, r.to_string());
+            let (inbox, notify) = (self.cfg.inbox.clone(), self.notify.clone());
+            let (opened, waker) = (self.opened.clone(), ctx.waker());
+            let started = std::thread::Builder::new()
+                .name("sockmod-opener".into())
+                .spawn(move || {
+                    let got = Incoming::create_resumable(id, &name, total, &inbox, &r, &notify)
+                        .map(|inc| KeptPart(Some(inc)));
+                    if let Ok(mut o) = opened.lock() {
+                        o.push((id, got, target));
+                    }
+                    let _ = waker.wake();
+                });
+            if let Err(e) = started {
+                let why = format!("cannot start a worker: {}", crate::net::describe(&e));
+                let h = wire::answer_header(&p.name, p.total, p.their_id, Some(&why));
+                let _ = ctx.send(p.conn, &h, &[]);
+                return self.finish(env, id, Err(why));
+            }
+            self.offers.insert(id, Pending { opening: true, ..p });
+            return;
+        }
         let notify = &self.notify;
         let created = self
             .admit(p.total)
@@ -2226,11 +2308,24 @@ impl Transfers {
                 }
                 _ => Incoming::create(id, &p.name, p.total, &self.cfg.inbox, notify),
             });
+        let target = if small_in.is_none() { target } else { None };
+        self.answer_created(ctx, env, id, p, created, target);
+    }
+
+    /// Answers offer `id` (`p`) once its part file is `created` (or not),
+    /// stored in `target` when it is a folder's.
+    fn answer_created(
+        &mut self,
+        ctx: &mut Context<'_>,
+        env: &mut Env<'_>,
+        id: u64,
+        p: Pending,
+        created: Result<Incoming, String>,
+        target: Option<(PathBuf, String)>,
+    ) {
         match created {
             Ok(mut inc) => {
-                if small_in.is_none()
-                    && let Some((dir, file)) = target
-                {
+                if let Some((dir, file)) = target {
                     inc.retarget(dir, file);
                 }
                 let at = inc.resumed_from;
@@ -2369,9 +2464,16 @@ impl Transfers {
         which: Option<u64>,
     ) -> Result<(), String> {
         let ids: Vec<u64> = match which {
-            None if self.offers.is_empty() => return Err("no offers waiting".into()),
-            None => self.offers.keys().copied().collect(),
-            Some(id) if self.offers.contains_key(&id) => vec![id],
+            None if self.offers.values().all(|p| p.opening) => {
+                return Err("no offers waiting".into());
+            }
+            None => self
+                .offers
+                .iter()
+                .filter(|(_, p)| !p.opening)
+                .map(|(&id, _)| id)
+                .collect(),
+            Some(id) if self.offers.get(&id).is_some_and(|p| !p.opening) => vec![id],
             // A folder: the offer of its file waiting.
             Some(id) if let Some(c) = self.child_offer(id) => vec![c],
             Some(id) => return Err(format!("t{id} is not an offer waiting for an answer")),
@@ -2393,7 +2495,7 @@ impl Transfers {
             Some(c) if !self.offers.contains_key(&id) => c,
             _ => id,
         };
-        if !self.offers.contains_key(&id) {
+        if !self.offers.get(&id).is_some_and(|p| !p.opening) {
             return Err(format!("t{id} is not an offer waiting for an answer"));
         }
         self.refuse_offer(ctx, env, id, "refused".into());
@@ -2404,8 +2506,9 @@ impl Transfers {
     fn child_offer(&self, parent: u64) -> Option<u64> {
         let records = &self.records;
         self.offers
-            .keys()
-            .copied()
+            .iter()
+            .filter(|(_, p)| !p.opening)
+            .map(|(&c, _)| c)
             .find(|c| records.get(c).is_some_and(|r| r.parent == Some(parent)))
     }
 
@@ -2417,7 +2520,7 @@ impl Transfers {
         let late: Vec<u64> = self
             .offers
             .iter()
-            .filter(|(_, p)| p.since.elapsed() >= limit)
+            .filter(|(_, p)| !p.opening && p.since.elapsed() >= limit)
             .map(|(&id, _)| id)
             .collect();
         for id in late {

@@ -248,6 +248,14 @@ pub fn open(inbox: &Path, id: &str, name: &str, total: u64) -> Result<Opened, St
     })
 }
 
+/// True when an offer of resume id `id` (`total` bytes) would have to read
+/// a part file back to check it: one is there with blocks, and its meta file
+/// is not sealed with what the part file is now. (Reads the meta file only.)
+pub fn needs_reading(inbox: &Path, id: &str, total: u64) -> bool {
+    let (part, meta) = paths(inbox, id);
+    held(&part, &meta, total).is_some_and(|(_, sums, untouched)| !untouched && !sums.is_empty())
+}
+
 /// The part file and block digests an earlier run left for a file of
 /// `total` bytes, if they are there and describe such a file, and whether
 /// the meta file's seal says the part file is untouched since.
