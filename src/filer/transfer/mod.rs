@@ -2495,7 +2495,7 @@ impl Transfers {
             Some(c) if !self.offers.contains_key(&id) => c,
             _ => id,
         };
-        if !self.offers.get(&id).is_some_and(|p| !p.opening) {
+        if self.offers.get(&id).is_none_or(|p| p.opening) {
             return Err(format!("t{id} is not an offer waiting for an answer"));
         }
         self.refuse_offer(ctx, env, id, "refused".into());
