@@ -1200,7 +1200,7 @@ impl Transfers {
                                 w.path.clone(),
                                 w.name.clone(),
                                 w.entry.clone(),
-                                chunk,
+                                Some(chunk),
                                 &ctx.waker(),
                             )
                         {
@@ -1211,7 +1211,20 @@ impl Transfers {
                 let Some(w) = q.waiting.pop_front() else {
                     break;
                 };
-                if offer && self.prefetch.asked(w.id) {
+                // A file to offer is opened (and its resume id taken) by the
+                // worker, off the loop, when its turn comes (unless read
+                // ahead already).
+                let ask = |p: &mut prefetch::Prefetch| {
+                    p.ask(
+                        w.id,
+                        w.path.clone(),
+                        w.name.clone(),
+                        w.entry.clone(),
+                        None,
+                        &ctx.waker(),
+                    )
+                };
+                if offer && w.id != 0 && (self.prefetch.asked(w.id) || ask(&mut self.prefetch)) {
                     match self.prefetch.take(w.id) {
                         None => {
                             // Its worker wakes the loop once it is read
@@ -1225,7 +1238,8 @@ impl Transfers {
                             let (id, total) = (o.id, o.total);
                             // A folder the receiver took: the chunk goes
                             // right after the offer (`go:yes`).
-                            let go = o.entry.as_ref().is_some_and(|e| q.taken.contains(&e.batch));
+                            let go = piece.is_some()
+                                && o.entry.as_ref().is_some_and(|e| q.taken.contains(&e.batch));
                             let mut h = wire::offer_header(&o.name, total, id, o.resume.as_deref());
                             if let Some(e) = &o.entry {
                                 e.add_to(&mut h);
@@ -1234,7 +1248,10 @@ impl Transfers {
                                 h.set("go", "yes");
                             }
                             let _ = ctx.send(conn, &h, &[]);
-                            o.stash(piece);
+                            if let Some(piece) = piece {
+                                o.stash(piece);
+                            }
+                            o.digests = Some(self.digests.clone());
                             o.cleared = go;
                             q.active = Some(o);
                             self.start(ctx, env, id, total);

@@ -1,8 +1,11 @@
-//! Small files of a folder read ahead, off the loop: one worker thread opens
-//! each, takes its resume id and reads its single chunk before its turn, so a
-//! folder of many small files does not wait for a reader thread per file.
-//! The loop asks for at most [`WINDOW`] files ahead per connection, each at
-//! most [`SMALL`] bytes, so what is held stays bounded.
+//! Files to offer, opened off the loop: one worker thread opens each file
+//! offered to a sockmod peer and takes its resume id (two 1 MiB reads), so
+//! the loop never waits for that; a small file of a folder also has its
+//! single chunk read, ahead of its turn, so a folder of many small files does
+//! not wait for a reader thread per file. The loop asks for at most
+//! [`WINDOW`] small files ahead per connection (each at most [`SMALL`]
+//! bytes) and for any other file only when its turn comes, so what is held
+//! (memory and descriptors) stays bounded.
 
 use super::send::{Outgoing, Piece};
 use super::wire::Entry;
@@ -18,16 +21,17 @@ pub const SMALL: u64 = 64 << 10;
 /// Files read ahead per connection, at most.
 pub const WINDOW: usize = 64;
 
-/// A file read ahead: opened (resume id taken, offered form) with its only
-/// chunk, or why it could not be read.
-pub type Ready = Result<(Outgoing, Piece), String>;
+/// A file opened ahead (resume id taken, offered form), with its only chunk
+/// when it was asked for, or why it could not be read.
+pub type Ready = Result<(Outgoing, Option<Piece>), String>;
 
 struct Job {
     id: u64,
     path: PathBuf,
     name: String,
     entry: Option<Entry>,
-    chunk: usize,
+    /// Read its one chunk too (of at most this many bytes).
+    chunk: Option<usize>,
 }
 
 /// The loop's side of the worker.
@@ -52,16 +56,16 @@ impl Prefetch {
         self.asked.len()
     }
 
-    /// Asks for transfer `id` (file `path`, sent as `name`) to be read ahead;
-    /// false when the worker cannot be started (the file is then read as
-    /// any other).
+    /// Asks for transfer `id` (file `path`, sent as `name`) to be opened, and
+    /// its one chunk read when `chunk` is given; false when the worker cannot
+    /// be started (the file is then opened on the loop).
     pub fn ask(
         &mut self,
         id: u64,
         path: PathBuf,
         name: String,
         entry: Option<Entry>,
-        chunk: usize,
+        chunk: Option<usize>,
         waker: &Arc<mio::Waker>,
     ) -> bool {
         if self.tx.is_none() {
@@ -75,7 +79,10 @@ impl Prefetch {
                             o.entry = j.entry;
                             o.offered = true;
                             o.resume = o.resume_id().ok();
-                            let piece = o.next_piece(j.chunk)?;
+                            let piece = match j.chunk {
+                                Some(c) => Some(o.next_piece(c)?),
+                                None => None,
+                            };
                             Ok((o, piece))
                         });
                         if let Ok(mut r) = ready.lock() {
