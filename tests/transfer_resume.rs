@@ -112,6 +112,15 @@ fn partial_files(inbox: &Path) -> Vec<String> {
     dir_entries(&inbox.join(".sockmod-partial"))
 }
 
+/// The length of the part file in `inbox` (0 while there is none).
+fn part_len(inbox: &Path) -> u64 {
+    partial_files(inbox)
+        .iter()
+        .find(|n| n.ends_with(".part"))
+        .and_then(|n| std::fs::metadata(inbox.join(".sockmod-partial").join(n)).ok())
+        .map_or(0, |m| m.len())
+}
+
 #[test]
 fn a_dropped_connection_resumes_where_it_stopped() {
     let size: u64 = 512 << 20;
@@ -175,13 +184,7 @@ fn a_dropped_connection_resumes_where_it_stopped() {
 fn kill_receiver_mid_way(alice: &mut Peer, bob: Peer, src: &Path, size: u64) -> PathBuf {
     let r = relay(bob.addr, Some((size / 2, Then::Pause)));
     send_via(alice, r.addr, src);
-    let part_len = || {
-        partial_files(&bob.inbox)
-            .iter()
-            .find(|n| n.ends_with(".part"))
-            .and_then(|n| std::fs::metadata(bob.inbox.join(".sockmod-partial").join(n)).ok())
-            .map_or(0, |m| m.len())
-    };
+    let part_len = || part_len(&bob.inbox);
     assert!(
         wait_until(LONG, || part_len() >= size * 2 / 5),
         "part file: {}",
@@ -276,13 +279,7 @@ fn a_sender_restarted_resumes_on_sendfile_again() {
         Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
     let r = relay(bob.addr, Some((size * 6 / 10, Then::Hold(go))));
     send_via(&mut alice, r.addr, &src);
-    let part_len = || {
-        partial_files(&bob.inbox)
-            .iter()
-            .find(|n| n.ends_with(".part"))
-            .and_then(|n| std::fs::metadata(bob.inbox.join(".sockmod-partial").join(n)).ok())
-            .map_or(0, |m| m.len())
-    };
+    let part_len = || part_len(&bob.inbox);
     assert!(
         wait_until(LONG, || part_len() >= size / 2),
         "part file: {}",

@@ -477,6 +477,30 @@ pub fn disk_space(inbox: &Path) -> Option<(u64, u64)> {
 }
 
 impl Incoming {
+    /// A file not started: no writer, nothing received, stored as `stored`
+    /// in `dir` through `part`.
+    fn base(id: u64, name: &str, total: u64, stored: String, dir: &Path, part: PathBuf) -> Self {
+        Incoming {
+            id,
+            name: name.to_string(),
+            total,
+            received: 0,
+            touched: std::time::Instant::now(),
+            stored,
+            dir: dir.to_path_buf(),
+            part,
+            tx: None,
+            shared: Arc::default(),
+            thread: None,
+            next_index: 0,
+            finished: false,
+            meta: None,
+            resumed_from: 0,
+            rid: None,
+            deferred: None,
+        }
+    }
+
     /// Starts receiving `name` (`total` bytes) into `inbox`, creating the inbox
     /// if missing and a fresh part file in it. A refusal names its true cause:
     /// an inbox that cannot be created or written says so whatever the size;
@@ -511,25 +535,9 @@ impl Incoming {
                     return Err(e);
                 }
             };
-        Ok(Incoming {
-            id,
-            name: name.to_string(),
-            total,
-            received: 0,
-            touched: std::time::Instant::now(),
-            stored,
-            dir: inbox.to_path_buf(),
-            part,
-            tx: Some(tx),
-            shared,
-            thread: Some(thread),
-            next_index: 0,
-            finished: false,
-            meta: None,
-            resumed_from: 0,
-            rid: None,
-            deferred: None,
-        })
+        let mut inc = Incoming::base(id, name, total, stored, inbox, part);
+        (inc.tx, inc.shared, inc.thread) = (Some(tx), shared, Some(thread));
+        Ok(inc)
     }
 
     /// Starts receiving `name` (`total` bytes, a small file of a folder batch)
@@ -548,25 +556,9 @@ impl Incoming {
         let (part, file) = create_part(part_dir, stored).map_err(|e| not_writable(part_dir, &e))?;
         // No writer yet: a file that comes in one chunk goes to the shared
         // small-file writer; any other gets its own at its first chunk.
-        Ok(Incoming {
-            id,
-            name: name.to_string(),
-            total,
-            received: 0,
-            touched: std::time::Instant::now(),
-            stored: stored.to_string(),
-            dir: dir.to_path_buf(),
-            part,
-            tx: None,
-            shared: Arc::default(),
-            thread: None,
-            next_index: 0,
-            finished: false,
-            meta: None,
-            resumed_from: 0,
-            rid: None,
-            deferred: Some((file, notify.clone())),
-        })
+        let mut inc = Incoming::base(id, name, total, stored.to_string(), dir, part);
+        inc.deferred = Some((file, notify.clone()));
+        Ok(inc)
     }
 
     /// Starts or resumes receiving `name` (`total` bytes) offered with resume
@@ -601,25 +593,11 @@ impl Incoming {
             &o.part,
             notify,
         )?;
-        Ok(Incoming {
-            id,
-            name: name.to_string(),
-            total,
-            received: o.at,
-            touched: std::time::Instant::now(),
-            stored: safe_name(name),
-            dir: inbox.to_path_buf(),
-            part: o.part,
-            tx: Some(tx),
-            shared,
-            thread: Some(thread),
-            next_index: 0,
-            finished: false,
-            meta: Some(meta),
-            resumed_from: o.at,
-            rid: Some(rid.to_string()),
-            deferred: None,
-        })
+        let mut inc = Incoming::base(id, name, total, safe_name(name), inbox, o.part);
+        (inc.tx, inc.shared, inc.thread) = (Some(tx), shared, Some(thread));
+        (inc.received, inc.resumed_from) = (o.at, o.at);
+        (inc.meta, inc.rid) = (Some(meta), Some(rid.to_string()));
+        Ok(inc)
     }
 
     /// Stores the file, once complete, as `stored` in `dir` (a folder of a
